@@ -1,0 +1,2 @@
+//! muri: the scheduling core shared by simulate mode and the testbed.
+pub mod matching;

@@ -1,1 +1,376 @@
-fn main() {}
+//! The `muri` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use muri::cluster::ClusterSpec;
+use muri::engine::SimResult;
+use muri::metrics::Summary;
+use muri::output;
+use muri::policy::{self, PolicyOptions, POLICIES};
+use muri::simulate::simulate;
+use muri::trace::Trace;
+use muri::tracegen::{self, TraceGenConfig};
+
+/// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
+const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
+const DEFAULT_CLUSTER: &str = include_str!("../../cluster_spec/n8g8.csv");
+const BASELINE_POLICY: &str = "multi-resource-blossom-same-gpu";
+
+#[derive(Parser)]
+#[command(
+    name = "muri",
+    version,
+    about = "Multi-resource interleaving scheduling for deep-learning clusters (simulator and tools)",
+    long_about = "muri replays job traces through scheduling policies (Muri-S, Muri-L, SRTF, SRSF, \
+Tiresias, FIFO) with the same policy code the testbed uses.\n\n\
+Quick start:\n  muri simulate                      # default trace, every policy, comparison table\n  \
+muri simulate --trace_file T.csv --cluster_spec cluster_spec/n8g8.csv \\\n      \
+--schedule multi-resource-blossom-same-gpu --log_path results/muri-s\n  \
+muri calc results/muri-s           # avg JCT, makespan, 99th JCT from job.csv\n  \
+muri trace gen --jobs 1000 -o my.csv"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a trace through one or more policies with a simulated clock.
+    Simulate(SimulateArgs),
+    /// Print avg JCT, makespan and 99th-percentile JCT of a run's job.csv.
+    Calc(CalcArgs),
+    /// Trace tools.
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
+    /// List the policies `--schedule` accepts.
+    Policies,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Trace CSV (reference format, times in ms). Default: the project's trace-data/default.csv.
+    #[arg(long = "trace_file", alias = "trace-file", value_name = "CSV")]
+    trace_file: Option<PathBuf>,
+    /// Cluster spec CSV (num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node).
+    /// Default: cluster_spec/n8g8.csv (8 nodes × 8 GPUs).
+    #[arg(long = "cluster_spec", alias = "cluster-spec", value_name = "CSV")]
+    cluster_spec: Option<PathBuf>,
+    /// Policy name, a comma-separated list, or `all`. See `muri policies`.
+    #[arg(long, default_value = "all", value_name = "POLICY[,POLICY..]")]
+    schedule: String,
+    /// Write job.csv and cluster.csv here (one sub-directory per policy when several run).
+    #[arg(long = "log_path", alias = "log-path", value_name = "DIR")]
+    log_path: Option<PathBuf>,
+    /// Most jobs interleaved in one group (2, 3 or 4).
+    #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=4))]
+    packing_num: u8,
+    /// Number of pipeline stages M in the interleaving model.
+    #[arg(long = "multi_resource", alias = "multi-resource", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    multi_resource: u8,
+    /// Edge threshold factor λ: pairs with used ratio ≤ λ·jobs/M are not grouped.
+    #[arg(long = "weight_lbd", alias = "weight-lbd", default_value_t = 0.0)]
+    weight_lbd: f64,
+    /// Split groups that run slower than their members back to back (default on).
+    #[arg(long, overrides_with = "noautopack")]
+    autopack: bool,
+    /// Turn autopack off.
+    #[arg(long, overrides_with = "autopack")]
+    noautopack: bool,
+    /// Placement scheme; only `yarn` (the paper's) is implemented.
+    #[arg(long, default_value = "yarn")]
+    scheme: String,
+    /// Accepted for compatibility with the reference's scripts; has no effect.
+    #[arg(long, hide = true)]
+    print: bool,
+}
+
+#[derive(Args)]
+struct CalcArgs {
+    /// A run directory holding job.csv (or the job.csv itself).
+    path: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Generate a synthetic trace in the reference format from the model catalogue.
+    Gen(GenArgs),
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Number of jobs.
+    #[arg(long, default_value_t = 800)]
+    jobs: usize,
+    /// Random seed (same seed, same trace).
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
+    /// Mean seconds between arrivals (Poisson); 0 puts every job at t = 0.
+    #[arg(long = "interarrival", default_value_t = 7200.0, value_name = "SECONDS")]
+    interarrival: f64,
+    /// GPU-count mix as GPUS:WEIGHT pairs (default: the paper's trace1 mix).
+    #[arg(long = "gpu-mix", default_value = tracegen::DEFAULT_GPU_MIX)]
+    gpu_mix: String,
+    /// Models to draw from (comma list; default all eight of the paper).
+    #[arg(long)]
+    models: Option<String>,
+    /// Median job duration in hours (log-normal).
+    #[arg(long = "median-hours", default_value_t = 4.0)]
+    median_hours: f64,
+    /// σ of the log-normal duration (trace1's is about 3.3).
+    #[arg(long = "duration-sigma", default_value_t = 3.2)]
+    duration_sigma: f64,
+    /// Output file (default: standard output).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => run_simulate(args),
+        Command::Calc(args) => run_calc(&args.path),
+        Command::Trace {
+            command: TraceCommand::Gen(args),
+        } => run_trace_gen(args),
+        Command::Policies => {
+            for (name, what) in POLICIES {
+                println!("{name:<55} {what}");
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_list(arg: &str) -> anyhow::Result<Vec<String>> {
+    if arg == "all" {
+        return Ok(POLICIES.iter().map(|(n, _)| n.to_string()).collect());
+    }
+    let names: Vec<String> = arg
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for n in &names {
+        policy::build(n, PolicyOptions::default())?;
+    }
+    if names.is_empty() {
+        bail!("--schedule is empty; see `muri policies`");
+    }
+    Ok(names)
+}
+
+fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.scheme != "yarn" {
+        bail!(
+            "--scheme {}: only `yarn` placement is implemented (the paper uses yarn)",
+            args.scheme
+        );
+    }
+    let trace = match &args.trace_file {
+        Some(p) => Trace::from_path(p)?,
+        None => Trace::parse(DEFAULT_TRACE, Path::new("trace-data/default.csv"), "default".into())?,
+    };
+    let spec = match &args.cluster_spec {
+        Some(p) => ClusterSpec::from_path(p)?,
+        None => ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
+    };
+    let policies = policy_list(&args.schedule)?;
+    let opts = PolicyOptions {
+        packing_num: args.packing_num as usize,
+        multi_resource: args.multi_resource as usize,
+        weight_lbd: args.weight_lbd,
+        autopack: !args.noautopack,
+    };
+    eprintln!(
+        "trace {} ({} jobs) on {} GPUs ({} nodes × {})",
+        trace.name,
+        trace.jobs.len(),
+        spec.num_gpus(),
+        spec.num_nodes(),
+        spec.num_gpu_p_node
+    );
+    let mut results = Vec::new();
+    for name in &policies {
+        let result = simulate_with_progress(&trace, spec, name, opts)?;
+        if let Some(dir) = &args.log_path {
+            let dir = if policies.len() == 1 {
+                dir.clone()
+            } else {
+                dir.join(name)
+            };
+            output::write_logs(&dir, &result)?;
+        }
+        if result.unfinished > 0 {
+            eprintln!(
+                "warning: {}: {} jobs never finished (the cluster cannot run them)",
+                name, result.unfinished
+            );
+        }
+        results.push(result);
+    }
+    if results.len() == 1 {
+        let s = Summary::from_records(&results[0].jobs).context("no job finished")?;
+        println!("{}", s.calc_line());
+        print_extra(&s, &results[0]);
+    } else {
+        print_comparison(&results);
+    }
+    Ok(())
+}
+
+fn simulate_with_progress(
+    trace: &Trace,
+    spec: ClusterSpec,
+    name: &str,
+    opts: PolicyOptions,
+) -> anyhow::Result<SimResult> {
+    let bar = ProgressBar::with_draw_target(Some(trace.jobs.len() as u64), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} jobs done, {elapsed} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(policy::display_name(name).to_string());
+    let started = Instant::now();
+    let mut shown = false;
+    let interactive = std::io::stderr().is_terminal();
+    let mut progress = |done: usize, _total: usize| {
+        if !shown && interactive && started.elapsed() > Duration::from_secs(1) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        bar.set_position(done as u64);
+    };
+    let result = simulate(trace, spec, name, opts, Some(&mut progress))?;
+    bar.finish_and_clear();
+    Ok(result)
+}
+
+fn print_extra(s: &Summary, r: &SimResult) {
+    println!(
+        "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
+        s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
+    );
+    if let Some(u) = output::gpu_utilisation(&r.cluster) {
+        println!("GPU utilisation: {:.1} %", u * 100.0);
+    }
+    println!("events: {}, wall time: {:.3} s", r.events, r.wall_seconds);
+}
+
+fn print_comparison(results: &[SimResult]) {
+    let summaries: Vec<Option<Summary>> = results.iter().map(|r| Summary::from_records(&r.jobs)).collect();
+    let base = results
+        .iter()
+        .position(|r| r.policy == BASELINE_POLICY)
+        .and_then(|i| summaries[i]);
+    println!(
+        "{:<18} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7} {:>9}",
+        "policy", "jobs", "avg JCT (s)", "×Muri-S", "makespan (s)", "×Muri-S", "99th JCT (s)", "×Muri-S", "wall (s)"
+    );
+    for (r, s) in results.iter().zip(&summaries) {
+        let Some(s) = s else {
+            println!("{:<18} no job finished", policy::display_name(&r.policy));
+            continue;
+        };
+        let ratio = |v: f64, b: fn(&Summary) -> f64| match base {
+            Some(bs) => format!("{:.3}", v / b(&bs)),
+            None => "-".into(),
+        };
+        println!(
+            "{:<18} {:>6} {:>14.1} {:>7} {:>14.1} {:>7} {:>14.1} {:>7} {:>9.3}",
+            policy::display_name(&r.policy),
+            s.jobs,
+            s.avg_jct,
+            ratio(s.avg_jct, |b| b.avg_jct),
+            s.makespan,
+            ratio(s.makespan, |b| b.makespan),
+            s.p99_jct,
+            ratio(s.p99_jct, |b| b.p99_jct),
+            r.wall_seconds
+        );
+    }
+}
+
+fn run_calc(path: &Path) -> anyhow::Result<()> {
+    let (job_csv, dir) = if path.is_dir() {
+        (path.join("job.csv"), path.to_path_buf())
+    } else {
+        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+    };
+    let records = output::read_job_csv(&job_csv)?;
+    let s = Summary::from_records(&records)
+        .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
+    println!("{}", s.calc_line());
+    println!(
+        "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
+        s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
+    );
+    let cluster_csv = dir.join("cluster.csv");
+    if cluster_csv.exists() {
+        let rows = output::read_cluster_csv(&cluster_csv)?;
+        if let Some(u) = output::gpu_utilisation(&rows) {
+            println!("GPU utilisation: {:.1} %", u * 100.0);
+        }
+    }
+    Ok(())
+}
+
+fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
+    let mut cfg = TraceGenConfig {
+        jobs: args.jobs,
+        seed: args.seed,
+        mean_interarrival_s: args.interarrival,
+        gpu_mix: tracegen::parse_mix(&args.gpu_mix).context("--gpu-mix")?,
+        median_duration_s: args.median_hours * 3600.0,
+        duration_sigma: args.duration_sigma,
+        ..TraceGenConfig::default()
+    };
+    if let Some(models) = &args.models {
+        cfg.model_mix = models.split(',').map(|m| (m.trim().to_string(), 1.0)).collect();
+    }
+    if args.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let name = args
+        .output
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "generated".into());
+    let trace = tracegen::generate(&cfg, &name)?;
+    match &args.output {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            trace.write_csv(std::io::BufWriter::new(f))?;
+            eprintln!("wrote {} jobs to {}", trace.jobs.len(), p.display());
+        }
+        None => trace.write_csv(std::io::stdout().lock())?,
+    }
+    Ok(())
+}

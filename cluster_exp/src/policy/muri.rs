@@ -1,0 +1,475 @@
+//! Muri: order jobs (by remaining or attained GPU service), choose candidates that could run,
+//! group same-size candidates into interleaved groups of up to `packing_num` jobs by repeated
+//! maximum-weight matching, drop groups that run slower than their members back to back,
+//! and place the groups with yarn.
+//!
+//! Every step mirrors the reference's `multi_resource_blossom_same_sim_jobs`, including the
+//! orders that break ties, because the paper's numbers depend on them.
+
+use std::collections::HashMap;
+
+use super::{sort_by_gpus_descending, stable_sort_by_key, Policy, PolicyOptions, SchedulingContext, TieRule};
+use crate::cluster::Placement;
+use crate::float::isclose_rel;
+use crate::interleave::{InterleaveModel, SlowdownFactors, StageOrdering, StageProfile};
+use crate::job::{Job, JobIdx};
+use crate::matching::{BlossomMatcher, WeightMatrix};
+use crate::models::restart_overhead;
+
+/// The Muri family members the paper evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuriVariant {
+    /// Muri-S: durations known, shortest remaining GPU service first.
+    MuriS,
+    /// Muri-L: durations unknown, least attained GPU service first.
+    MuriL,
+    /// Muri-L with the worst stage ordering (ablation).
+    WorstOrdering,
+    /// Muri-L grouping candidates sequentially instead of by matching (ablation).
+    NoBlossom,
+}
+
+/// Settings derived from the variant.
+#[derive(Debug, Clone, Copy)]
+pub struct MuriOptions {
+    pub know_duration: bool,
+    pub ordering: StageOrdering,
+    pub blossom: bool,
+}
+
+impl MuriVariant {
+    pub fn options(self) -> MuriOptions {
+        let (know_duration, ordering, blossom) = match self {
+            MuriVariant::MuriS => (true, StageOrdering::Best, true),
+            MuriVariant::MuriL => (false, StageOrdering::Best, true),
+            MuriVariant::WorstOrdering => (false, StageOrdering::Worst, true),
+            MuriVariant::NoBlossom => (false, StageOrdering::Best, false),
+        };
+        MuriOptions {
+            know_duration,
+            ordering,
+            blossom,
+        }
+    }
+}
+
+/// Bound on remembered matchings (each holds one mate vector).
+const MATCH_CACHE_LIMIT: usize = 4096;
+
+/// Jobs that run together, in the order they were merged.
+type Group = Vec<JobIdx>;
+
+/// Groups per GPU size, sizes in first-appearance order (the reference's dict order).
+type GroupsBySize = Vec<(u32, Vec<Group>)>;
+
+pub struct Muri {
+    variant: MuriVariant,
+    opts: PolicyOptions,
+    muri: MuriOptions,
+    model: InterleaveModel,
+    matcher: BlossomMatcher,
+    /// Used ratio of a concatenated group, keyed by its members' profile ids in order.
+    ratio_cache: HashMap<u64, f64>,
+    /// Group iteration time by (ordering, profile ids in order).
+    time_cache: HashMap<(bool, u64), f64>,
+    /// Matchings already computed, keyed by the groups' profile sequences: the weight
+    /// matrix is a function of that key, so equal keys give equal matchings.
+    match_cache: HashMap<Vec<u64>, Vec<Option<usize>>>,
+    /// Scratch: job marked as a candidate in this pass.
+    candidate: Vec<bool>,
+}
+
+impl Muri {
+    pub fn new(variant: MuriVariant, opts: PolicyOptions) -> Self {
+        let factors = if variant == MuriVariant::NoBlossom {
+            SlowdownFactors::NO_BLOSSOM
+        } else {
+            SlowdownFactors::REFERENCE
+        };
+        Muri {
+            variant,
+            opts,
+            muri: variant.options(),
+            model: InterleaveModel {
+                stages: opts.multi_resource,
+                factors,
+            },
+            matcher: BlossomMatcher::new(),
+            ratio_cache: HashMap::new(),
+            time_cache: HashMap::new(),
+            match_cache: HashMap::new(),
+            candidate: Vec::new(),
+        }
+    }
+
+    fn profiles(jobs: &[Job], members: &[JobIdx]) -> Vec<StageProfile> {
+        members.iter().map(|&j| jobs[j].stage_profile()).collect()
+    }
+
+    /// Packs the members' profile ids, in order, into one integer (16 bits each, at most
+    /// four members, plus a leading 1 so that lengths differ).
+    fn key(jobs: &[Job], members: &[JobIdx]) -> u64 {
+        members
+            .iter()
+            .fold(1u64, |k, &j| (k << 16) | u64::from(jobs[j].profile_id & 0xffff))
+    }
+
+    /// Iteration time of a group under `ordering` (cached per profile sequence).
+    fn group_time(&mut self, jobs: &[Job], members: &[JobIdx], ordering: StageOrdering) -> f64 {
+        let key = (ordering == StageOrdering::Best, Self::key(jobs, members));
+        if let Some(&t) = self.time_cache.get(&key) {
+            return t;
+        }
+        let t = self
+            .model
+            .group_iteration_time(&Self::profiles(jobs, members), ordering);
+        self.time_cache.insert(key, t);
+        t
+    }
+
+    /// Edge weight of merging two groups: the used ratio of their concatenation.
+    fn pair_ratio(&mut self, jobs: &[Job], a: &[JobIdx], b: &[JobIdx]) -> f64 {
+        let key = b
+            .iter()
+            .fold(Self::key(jobs, a), |k, &j| (k << 16) | u64::from(jobs[j].profile_id & 0xffff));
+        if let Some(&r) = self.ratio_cache.get(&key) {
+            return r;
+        }
+        let mut members: Group = a.to_vec();
+        members.extend_from_slice(b);
+        let r = self
+            .model
+            .used_ratio(&Self::profiles(jobs, &members), self.muri.ordering);
+        self.ratio_cache.insert(key, r);
+        r
+    }
+
+    /// Step 2: walk the sorted list doing dry placements; each success opens a slot for the
+    /// next `packing_num` jobs of that size. Returns candidates per size and the GPUs they need.
+    fn choose_candidates(&mut self, ctx: &mut SchedulingContext<'_>) -> (GroupsBySize, u32) {
+        let jobs = &*ctx.jobs;
+        let mut by_size: Vec<(u32, Vec<JobIdx>, usize)> = Vec::new();
+        for &j in ctx.runnable.iter() {
+            let g = jobs[j].num_gpu();
+            match by_size.iter_mut().find(|(s, _, _)| *s == g) {
+                Some((_, list, _)) => list.push(j),
+                None => by_size.push((g, vec![j], 0)),
+            }
+        }
+        if self.candidate.len() < jobs.len() {
+            self.candidate.resize(jobs.len(), false);
+        }
+        for &j in ctx.runnable.iter() {
+            self.candidate[j] = false;
+        }
+        ctx.cluster.empty();
+        for &j in ctx.runnable.iter() {
+            if self.candidate[j] {
+                continue;
+            }
+            let g = jobs[j].num_gpu();
+            if ctx.cluster.place_yarn(g).is_none() {
+                continue;
+            }
+            let (_, list, chosen) = by_size
+                .iter_mut()
+                .find(|(s, _, _)| *s == g)
+                .expect("every size was listed");
+            let upto = (*chosen + self.opts.packing_num).min(list.len());
+            for &c in &list[*chosen..upto] {
+                self.candidate[c] = true;
+            }
+            *chosen = upto;
+        }
+        let mut required = 0;
+        let groups = by_size
+            .into_iter()
+            .map(|(size, list, chosen)| {
+                required += size * chosen as u32;
+                (size, list[..chosen].iter().map(|&j| vec![j]).collect())
+            })
+            .collect();
+        (groups, required)
+    }
+
+    /// Step 3 (blossom): up to `packing_num` rounds of matching; pairs merge only while the
+    /// candidates need more GPUs than the cluster has.
+    fn group_by_matching(
+        &mut self,
+        jobs: &[Job],
+        mut groups: GroupsBySize,
+        mut required: u32,
+        cluster_gpus: u32,
+    ) -> GroupsBySize {
+        for _ in 0..self.opts.packing_num {
+            groups = self.matching_round(jobs, groups, &mut required, cluster_gpus);
+            if required <= cluster_gpus {
+                break;
+            }
+        }
+        groups
+    }
+
+    fn matching_round(
+        &mut self,
+        jobs: &[Job],
+        groups: GroupsBySize,
+        required: &mut u32,
+        cluster_gpus: u32,
+    ) -> GroupsBySize {
+        // `ready`: per size, vertex order; a matched pair at its larger vertex.
+        let mut ready: Vec<(usize, usize, Option<usize>)> = Vec::new();
+        for (size_pos, (_, nodes)) in groups.iter().enumerate() {
+            let mates = self.match_groups(jobs, nodes);
+            for (u, mate) in mates.iter().enumerate() {
+                match *mate {
+                    Some(v) if v < u => ready.push((size_pos, v, Some(u))),
+                    Some(_) => {}
+                    None => ready.push((size_pos, u, None)),
+                }
+            }
+        }
+        let mut slots: Vec<Vec<Option<Group>>> = groups
+            .iter()
+            .map(|(_, nodes)| nodes.iter().cloned().map(Some).collect())
+            .collect();
+        let mut out: GroupsBySize = Vec::new();
+        for (size_pos, a, b) in ready {
+            let size = groups[size_pos].0;
+            let pos = match out.iter().position(|(s, _)| *s == size) {
+                Some(p) => p,
+                None => {
+                    out.push((size, Vec::new()));
+                    out.len() - 1
+                }
+            };
+            let mut first = slots[size_pos][a].take().expect("each vertex emitted once");
+            match b {
+                Some(b) if *required > cluster_gpus => {
+                    let second = slots[size_pos][b].take().expect("each vertex emitted once");
+                    first.extend(second);
+                    *required -= size;
+                    out[pos].1.push(first);
+                }
+                Some(b) => {
+                    let second = slots[size_pos][b].take().expect("each vertex emitted once");
+                    out[pos].1.push(first);
+                    out[pos].1.push(second);
+                }
+                None => out[pos].1.push(first),
+            }
+        }
+        out
+    }
+
+    /// Maximum-weight matching over the groups of one size; edge weight = used ratio of the
+    /// merged group, for pairs small enough to merge and above the λ threshold.
+    fn match_groups(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
+        let key: Vec<u64> = nodes.iter().map(|g| Self::key(jobs, g)).collect();
+        if let Some(m) = self.match_cache.get(&key).cloned() {
+            if std::env::var_os("MURI_CHECK_CACHE").is_some() {
+                let fresh = self.compute_matching(jobs, nodes);
+                if fresh != m {
+                    eprintln!("cache mismatch n={} key={:?}", nodes.len(), &key[..key.len().min(6)]);
+                }
+            }
+            return m;
+        }
+        let mates = self.compute_matching(jobs, nodes);
+        if self.match_cache.len() >= MATCH_CACHE_LIMIT {
+            self.match_cache.clear();
+        }
+        self.match_cache.insert(key, mates.clone());
+        mates
+    }
+
+    fn compute_matching(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
+        let n = nodes.len();
+        let mut w = WeightMatrix::new(n);
+        let mut any_edge = false;
+        for u in 0..n {
+            for v in 0..n {
+                let job_sum = nodes[u].len() + nodes[v].len();
+                if u == v || job_sum > self.opts.packing_num {
+                    continue;
+                }
+                let weight = self.pair_ratio(jobs, &nodes[u], &nodes[v]);
+                let threshold = self.opts.weight_lbd * (job_sum as f64 / self.opts.multi_resource as f64);
+                if weight > threshold && !isclose_rel(weight, threshold, 1e-5) {
+                    w.set(u, v, weight);
+                    any_edge = true;
+                }
+            }
+        }
+        if !any_edge {
+            return vec![None; n];
+        }
+        self.matcher.solve(&w)
+    }
+
+    /// Step 3 (no blossom): consecutive candidates of a slot form its group while GPUs are short.
+    fn group_sequentially(
+        &self,
+        candidates: GroupsBySize,
+        mut required: u32,
+        cluster_gpus: u32,
+    ) -> GroupsBySize {
+        let p = self.opts.packing_num;
+        candidates
+            .into_iter()
+            .map(|(size, singles)| {
+                let list: Vec<JobIdx> = singles.into_iter().map(|g| g[0]).collect();
+                let mut out = Vec::new();
+                for slot_start in (0..list.len()).step_by(p) {
+                    let mut group = vec![list[slot_start]];
+                    for &j in list.iter().skip(slot_start + 1).take(p - 1) {
+                        if required > cluster_gpus {
+                            group.push(j);
+                            required -= size;
+                        } else {
+                            out.push(vec![j]);
+                        }
+                    }
+                    out.push(group);
+                }
+                (size, out)
+            })
+            .collect()
+    }
+
+    /// Step 4: split groups slower than their members run back to back, then keep the
+    /// entries (by sort key) whose first member still fits.
+    fn autopack(&mut self, ctx: &mut SchedulingContext<'_>, groups: GroupsBySize) -> GroupsBySize {
+        let jobs = &*ctx.jobs;
+        let mut entries: Vec<(u32, Group, f64)> = Vec::new();
+        for (size, list) in groups {
+            for group in list {
+                let together = self.group_time(jobs, &group, StageOrdering::Best);
+                let mut apart = 0.0;
+                for &j in &group {
+                    apart += jobs[j].iteration_time;
+                }
+                if together / apart > 1.0 {
+                    entries.extend(group.iter().map(|&j| (size, vec![j], jobs[j].sort_val)));
+                } else {
+                    let key = group
+                        .iter()
+                        .map(|&j| jobs[j].sort_val)
+                        .fold(f64::INFINITY, |m, v| if v < m { v } else { m });
+                    entries.push((size, group, key));
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.2.total_cmp(&b.2));
+        ctx.cluster.empty();
+        let mut kept: GroupsBySize = Vec::new();
+        for (size, group, _) in entries {
+            if ctx.cluster.place_yarn(jobs[group[0]].num_gpu()).is_none() {
+                continue;
+            }
+            match kept.iter_mut().find(|(s, _)| *s == size) {
+                Some((_, list)) => list.push(group),
+                None => kept.push((size, vec![group])),
+            }
+        }
+        kept
+    }
+
+    /// Step 5: place groups, largest jobs first; members share the first member's GPUs.
+    fn place(&mut self, ctx: &mut SchedulingContext<'_>, groups: GroupsBySize) {
+        let mut group_of: HashMap<JobIdx, usize> = HashMap::new();
+        let all: Vec<Group> = groups.into_iter().flat_map(|(_, l)| l).collect();
+        for (gi, g) in all.iter().enumerate() {
+            for &j in g {
+                group_of.entry(j).or_insert(gi);
+            }
+        }
+        ctx.cluster.empty();
+        sort_by_gpus_descending(ctx.runnable, ctx.jobs);
+        let mut shared: HashMap<JobIdx, Placement> = HashMap::new();
+        for pos in 0..ctx.runnable.len() {
+            let j = ctx.runnable[pos];
+            let Some(&gi) = group_of.get(&j) else {
+                continue;
+            };
+            let members = &all[gi];
+            let it = self.group_time(ctx.jobs, members, self.muri.ordering);
+            let num_gpu = ctx.jobs[j].num_gpu();
+            let overhead: f64 = members
+                .iter()
+                .map(|&m| restart_overhead(num_gpu, &ctx.jobs[m].spec.model_name))
+                .sum();
+            let placement = match shared.get(&j) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    let p = ctx.cluster.place_yarn(num_gpu);
+                    if let Some(p) = &p {
+                        for &m in members {
+                            shared.insert(m, p.clone());
+                        }
+                    }
+                    p
+                }
+            };
+            let job = &mut ctx.jobs[j];
+            job.iteration_time_cur = it;
+            job.overhead = overhead;
+            job.group = members.iter().copied().filter(|&m| m != j).collect();
+            job.placement = placement;
+        }
+    }
+}
+
+impl Policy for Muri {
+    fn name(&self) -> &str {
+        match self.variant {
+            MuriVariant::MuriS => "multi-resource-blossom-same-gpu",
+            MuriVariant::MuriL => "multi-resource-blossom-same-gpu-unaware",
+            MuriVariant::WorstOrdering => "multi-resource-blossom-same-gpu-unaware-worstordering",
+            MuriVariant::NoBlossom => "multi-resource-gpu-unaware",
+        }
+    }
+
+    fn tie_rule(&self) -> TieRule {
+        TieRule::Close
+    }
+
+    fn on_arrival(&mut self, job: &mut Job) {
+        job.remaining_time = job.spec.duration;
+        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+        job.total_executed_gputime = 0.0;
+    }
+
+    fn on_progress(&mut self, job: &mut Job, _start: f64, _now: f64) {
+        job.remaining_time = job.remaining_iteration * job.iteration_time;
+        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+        if !self.muri.know_duration {
+            job.total_executed_gputime = job.total_executed_time * job.num_gpu() as f64;
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut SchedulingContext<'_>) {
+        for &j in ctx.runnable.iter() {
+            let job = &mut ctx.jobs[j];
+            job.sort_val = if self.muri.know_duration {
+                job.remaining_gputime
+            } else {
+                job.total_executed_gputime
+            };
+        }
+        stable_sort_by_key(ctx.runnable, ctx.jobs, |j| j.sort_val);
+        let (candidates, required) = self.choose_candidates(ctx);
+        let cluster_gpus = ctx.cluster.num_gpus();
+        let groups = if self.muri.blossom {
+            self.group_by_matching(ctx.jobs, candidates, required, cluster_gpus)
+        } else {
+            self.group_sequentially(candidates, required, cluster_gpus)
+        };
+        let groups = if self.opts.autopack {
+            self.autopack(ctx, groups)
+        } else {
+            groups
+        };
+        self.place(ctx, groups);
+    }
+}

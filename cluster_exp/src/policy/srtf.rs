@@ -1,0 +1,51 @@
+//! SRTF (`shortest`) and SRSF (`shortest-gpu`): preemptive shortest-remaining-first with
+//! backfilling, placed by yarn.
+
+use super::{stable_sort_by_key, Policy, SchedulingContext};
+use crate::job::Job;
+
+pub struct ShortestFirst {
+    /// Rank by remaining GPU-time (SRSF) instead of remaining time (SRTF).
+    gpu_time: bool,
+}
+
+impl ShortestFirst {
+    pub fn new(gpu_time: bool) -> Self {
+        ShortestFirst { gpu_time }
+    }
+}
+
+impl Policy for ShortestFirst {
+    fn name(&self) -> &str {
+        if self.gpu_time {
+            "shortest-gpu"
+        } else {
+            "shortest"
+        }
+    }
+
+    fn on_arrival(&mut self, job: &mut Job) {
+        job.remaining_time = job.remaining_iteration * job.iteration_time;
+        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+    }
+
+    fn on_progress(&mut self, job: &mut Job, _start: f64, _now: f64) {
+        job.remaining_time = job.remaining_iteration * job.iteration_time;
+        if self.gpu_time {
+            job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut SchedulingContext<'_>) {
+        let jobs = &mut *ctx.jobs;
+        if self.gpu_time {
+            stable_sort_by_key(ctx.runnable, jobs, |j| j.remaining_gputime);
+        } else {
+            stable_sort_by_key(ctx.runnable, jobs, |j| j.remaining_time);
+        }
+        // A job that does not fit is skipped, so smaller jobs further down backfill.
+        for &j in ctx.runnable.iter() {
+            jobs[j].placement = ctx.cluster.place_yarn(jobs[j].num_gpu());
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Simulate mode as a library call: validate inputs, run one policy, summarise.
+
+use anyhow::bail;
+
+use crate::cluster::ClusterSpec;
+use crate::engine::{Progress, SimResult, Simulation};
+use crate::policy::{self, PolicyOptions};
+use crate::trace::Trace;
+
+/// Checks that every job can run on an empty cluster; the simulation would otherwise stop
+/// early with jobs never run.
+pub fn check_fits(trace: &Trace, spec: &ClusterSpec) -> anyhow::Result<()> {
+    let mut checked: Vec<u32> = Vec::new();
+    for (row, job) in trace.jobs.iter().enumerate() {
+        if checked.contains(&job.num_gpu) {
+            continue;
+        }
+        if !spec.can_ever_fit(job.num_gpu) {
+            bail!(
+                "{}: line {}: field `num_gpu`: job {} needs {} GPUs, but the cluster ({} nodes × {} GPUs) can never place it",
+                trace.source,
+                row + 2,
+                job.job_id,
+                job.num_gpu,
+                spec.num_nodes(),
+                spec.num_gpu_p_node
+            );
+        }
+        checked.push(job.num_gpu);
+    }
+    Ok(())
+}
+
+/// Runs `trace` under the named policy on `spec`.
+pub fn simulate(
+    trace: &Trace,
+    spec: ClusterSpec,
+    policy_name: &str,
+    opts: PolicyOptions,
+    progress: Option<Progress<'_>>,
+) -> anyhow::Result<SimResult> {
+    check_fits(trace, &spec)?;
+    let policy = policy::build(policy_name, opts)?;
+    Ok(Simulation::new(&trace.jobs, spec, policy).run(progress))
+}

@@ -1,0 +1,31 @@
+# muri-rs — common tasks. `make simulate` and `make test` are the two commands a fresh
+# machine needs (see README.md).
+CARGO_TARGET_DIR ?= $(HOME)/.cache/muri-rs/target
+export CARGO_TARGET_DIR
+MURI := $(CARGO_TARGET_DIR)/release/muri
+
+.PHONY: simulate test build bench fmt clippy trace-data clean
+
+simulate:            ## default trace, every policy, comparison table
+	scripts/simulate.sh
+
+test:                ## fmt + clippy + every test (release)
+	scripts/test.sh
+
+build:
+	cargo build --release
+
+bench: build         ## the BENCHMARKS.md figures
+	scripts/bench.sh
+
+trace-data: build    ## regenerate the shipped default trace
+	$(MURI) trace gen -o trace-data/default.csv
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --release --all-targets -- -D warnings
+
+clean:
+	cargo clean

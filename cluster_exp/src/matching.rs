@@ -1,1 +1,895 @@
-//! placeholder
+//! Maximum-weight general matching, a bit-exact port of the reference simulator's
+//! `_Blossom_Same` (Edmonds blossom, O(n³), UOJ #81 template style, with f64 weights).
+//!
+//! The Muri reference pairs jobs with this exact algorithm, and many pairs have equal
+//! weights, so *which* of several optimal matchings it returns decides the schedule and
+//! therefore the golden numbers. This module therefore copies the reference step by step,
+//! including its deviations from the integer template (see `simulator-spec.md` §5.5):
+//!
+//! - vertices are `1..=n`, blossoms `n+1..=n_x`; a new blossom reuses the first free id;
+//! - weights and dual labels are `f64`, every label starts at the largest weight;
+//! - comparisons go through [`my_cmp`], a tolerance compare that never returns −1;
+//! - a blossom's contents enter the BFS queue breadth-first (explicit FIFO), and
+//!   `set_match` / `augment` use explicit FIFOs too;
+//! - `set_st` stops descending at `x < n` (not `x <= n`), `get_pr` reverses `flower[1..]`
+//!   when the position is odd;
+//! - blossom edges are copies `(u, v, w)` of member edges, and the slack of an edge is
+//!   always recomputed from the *original* weight of its end points;
+//! - every loop runs in ascending index order, with its bound fixed when it starts.
+//!
+//! Vertex ids, edge storage and queues are flat, reused buffers so that the simulator,
+//! which solves thousands of instances, does not allocate per call.
+
+use std::collections::VecDeque;
+
+/// Relative tolerance of the reference's `my_cmp` (`math.isclose(x, y, rel_tol=1e-5)`).
+const REL_TOL: f64 = 1e-5;
+
+/// Python's `math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0)`, branch for branch.
+fn is_close(a: f64, b: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return false;
+    }
+    let diff = (b - a).abs();
+    diff <= (REL_TOL * b).abs() || diff <= (REL_TOL * a).abs()
+}
+
+/// The reference's tolerance compare: 0 when `x` and `y` are close, 1 when `x > y`, and
+/// **also 0 when `x < y`** (it never returns −1). Kept as is because every test the
+/// reference makes with it (`== 0`, `<= 0`) depends on that asymmetry: e.g. an edge is
+/// "tight" when its slack is `<= 0`, not only `== 0`.
+fn my_cmp(x: f64, y: f64) -> i32 {
+    if is_close(x, y) {
+        0
+    } else if x > y {
+        1
+    } else {
+        0
+    }
+}
+
+/// Python's two-argument `min(a, b)`: keeps `a` unless `b < a` (differs from
+/// [`f64::min`] only for NaN, which is kept for fidelity).
+fn py_min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Dense weight matrix over vertices 0..n; `w(u,v) == 0.0` means "no edge".
+///
+/// Entries are stored for *ordered* pairs: the reference reads `w(u,v)` and `w(v,u)`
+/// separately, and the simulator's weights can differ between them in the last bit, so
+/// the matrix is deliberately not reduced to a triangle.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightMatrix {
+    n: usize,
+    w: Vec<f64>,
+}
+
+impl WeightMatrix {
+    /// An `n × n` matrix with every entry zero (no edges).
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            w: vec![0.0; n * n],
+        }
+    }
+
+    /// Number of vertices.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when the matrix has no vertices.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Sets the weight of the ordered pair `(u, v)`.
+    ///
+    /// # Panics
+    /// If `u` or `v` is not below [`len`](Self::len).
+    pub fn set(&mut self, u: usize, v: usize, w: f64) {
+        assert!(u < self.n && v < self.n, "vertex out of range");
+        self.w[u * self.n + v] = w;
+    }
+
+    /// Weight of the ordered pair `(u, v)`.
+    ///
+    /// # Panics
+    /// If `u` or `v` is not below [`len`](Self::len).
+    pub fn get(&self, u: usize, v: usize) -> f64 {
+        assert!(u < self.n && v < self.n, "vertex out of range");
+        self.w[u * self.n + v]
+    }
+}
+
+/// One entry of the reference's `edge[x][y]` table: the end points `(u, v)` of the
+/// underlying vertex edge and its weight `w`. Blossom rows/columns hold *copies* of member
+/// entries, and the reference resets only `w` (not `u`, `v`) when it rebuilds a blossom,
+/// so all three fields are kept. `wo` caches the original weight of `(u, v)`, which is what
+/// the reference's `dist` reads (`edge[e.u][e.v].w`); it travels with every copy, which
+/// spares a random access into the matrix in the hot loops without changing any result.
+#[derive(Clone, Copy, Debug, Default)]
+struct Edge {
+    u: u32,
+    v: u32,
+    w: f64,
+    wo: f64,
+}
+
+/// The `{u: 0, v: 0, w: 0}` entry the reference appends when it grows the table.
+const EMPTY_EDGE: Edge = Edge {
+    u: 0,
+    v: 0,
+    w: 0.0,
+    wo: 0.0,
+};
+
+/// Labels of the reference's `S` array: -1 unlabeled, 0 outer ("S"), 1 inner ("T").
+const UNLABELED: i8 = -1;
+const OUTER: i8 = 0;
+const INNER: i8 = 1;
+
+/// Reusable solver: keeps its buffers between calls (the simulator calls it thousands of times).
+///
+/// Ids follow the reference: 0 is "none", `1..=n` are vertices, `n+1..=n_x` blossoms.
+/// Tables are preallocated for `stride = n + n/2 + 2` ids instead of growing by one id
+/// per new blossom as the reference does: live blossoms (`st[b] != 0`) form a laminar
+/// family whose members have at least 3 children, so there are at most `(n-1)/2` of them
+/// and the first-free-id rule never hands out an id above `n + n/2`.
+#[derive(Debug, Default)]
+pub struct BlossomMatcher {
+    n: usize,
+    n_x: usize,
+    stride: usize,
+    /// `edge[x * stride + y]`.
+    edge: Vec<Edge>,
+    /// Original weights of the vertex block, `wv[u * (n + 1) + v]`: the entries of `edge`
+    /// with `u, v <= n` are never modified, so the BFS scans this dense copy instead.
+    wv: Vec<f64>,
+    /// `flower_from[b * (n + 1) + x]`: only vertex columns are ever read or written.
+    flower_from: Vec<u32>,
+    lab: Vec<f64>,
+    mate: Vec<usize>,
+    st: Vec<usize>,
+    pa: Vec<usize>,
+    slack: Vec<usize>,
+    /// `slack_dist[x] == dist(edge[slack[x]][x])` whenever `slack[x] != 0`. A slack
+    /// distance only depends on vertex labels (edge end points are vertices) and on the
+    /// entry `edge[slack[x]][x]`; the cache is refreshed after every dual step and the
+    /// entry only changes for a new blossom, whose slack is then recomputed. So the
+    /// cached value is the very f64 the reference would recompute.
+    slack_dist: Vec<f64>,
+    label: Vec<i8>,
+    vis: Vec<u64>,
+    t: u64,
+    flower: Vec<Vec<usize>>,
+    /// The main BFS queue (`q`), popped from `q_head`.
+    q: Vec<usize>,
+    q_head: usize,
+    /// Scratch FIFO of `q_push`, stack of `set_st`, FIFO of `set_match`.
+    push_fifo: VecDeque<usize>,
+    st_stack: Vec<usize>,
+    match_fifo: VecDeque<(usize, usize)>,
+    /// Remaining steps of the outer loops (see [`BlossomMatcher::spend`]).
+    budget: u64,
+    aborted: bool,
+}
+
+impl BlossomMatcher {
+    /// An empty solver; buffers grow on first use and are reused afterwards.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns mate[u] (0-based) for every vertex; `Some(v)` only when mate is mutual.
+    ///
+    /// An entry is an edge when it is finite and `> 0`; anything else (0, negative, NaN,
+    /// infinite) and the diagonal are read as 0.0, as the reference only ever stores
+    /// positive weights off the diagonal. With no edge at all nothing is matched.
+    pub fn solve(&mut self, g: &WeightMatrix) -> Vec<Option<usize>> {
+        let has_edge = self.load(g);
+        if has_edge {
+            self.init_duals();
+            while self.matching() {}
+        }
+        self.mates()
+    }
+
+    // ----- setup ------------------------------------------------------------------------
+
+    /// Loads `g` into the vertex block of the edge table and resets the per-instance state
+    /// the reference builds at the start of `blossom_one_round`. Returns whether any edge
+    /// exists (the reference's `edge_cnt > 0`).
+    fn load(&mut self, g: &WeightMatrix) -> bool {
+        let n = g.len();
+        self.n = n;
+        self.n_x = n;
+        self.stride = n + n / 2 + 2;
+        let ids = self.stride;
+        self.edge.resize(ids * ids, EMPTY_EDGE);
+        self.wv.clear();
+        self.wv.resize((n + 1) * (n + 1), 0.0);
+        let mut has_edge = false;
+        for u in 0..=n {
+            for v in 0..=n {
+                let w = if u == 0 || v == 0 || u == v {
+                    0.0
+                } else {
+                    sanitize(g.get(u - 1, v - 1))
+                };
+                has_edge |= w > 0.0;
+                self.wv[u * (n + 1) + v] = w;
+                self.edge[u * ids + v] = Edge {
+                    u: u as u32,
+                    v: v as u32,
+                    w,
+                    wo: w,
+                };
+            }
+        }
+        self.t = 0;
+        self.vis.clear();
+        self.vis.resize(ids, 0);
+        self.mate.clear();
+        self.mate.resize(ids, 0);
+        has_edge
+    }
+
+    /// The `edge_cnt > 0` branch of the reference's driver: fresh ids, empty flowers,
+    /// `flower_from[u][u] = u`, every label at the largest weight.
+    fn init_duals(&mut self) {
+        let (n, ids) = (self.n, self.stride);
+        self.pa.clear();
+        self.pa.resize(ids, 0);
+        self.st.clear();
+        self.st.extend(0..ids);
+        self.slack.clear();
+        self.slack.resize(ids, 0);
+        self.slack_dist.clear();
+        self.slack_dist.resize(ids, 0.0);
+        self.label.clear();
+        self.label.resize(ids, UNLABELED);
+        self.flower.resize_with(ids, Vec::new);
+        self.flower.iter_mut().for_each(Vec::clear);
+        self.flower_from.clear();
+        self.flower_from.resize(ids * (n + 1), 0);
+        for u in 0..=n {
+            self.flower_from[u * (n + 1) + u] = u as u32;
+        }
+        let w_max = self.max_weight();
+        self.lab.clear();
+        self.lab.resize(ids, w_max);
+        self.budget = step_budget(n);
+        self.aborted = false;
+    }
+
+    /// The reference's `w_max`: the largest entry of rows/columns `1..=n`, zeros included.
+    fn max_weight(&self) -> f64 {
+        let mut w_max = f64::NEG_INFINITY;
+        for u in 1..=self.n {
+            for v in 1..=self.n {
+                w_max = w_max.max(self.edge[u * self.stride + v].w);
+            }
+        }
+        w_max
+    }
+
+    /// `mate[u]` for every vertex, keeping only mutual pairs (the reference reports a
+    /// non-mutual mate as an error and leaves the vertex single).
+    fn mates(&self) -> Vec<Option<usize>> {
+        let n = self.n;
+        (1..=n)
+            .map(|u| {
+                let v = self.mate[u];
+                (v > 0 && v <= n && self.mate[v] == u).then(|| v - 1)
+            })
+            .collect()
+    }
+
+    // ----- guards -----------------------------------------------------------------------
+
+    /// Spends one step of the outer loops (phases, dual updates, BFS pops). In exact
+    /// arithmetic they total O(n²), far below [`step_budget`]; the cap only exists so that
+    /// a degenerate float input (overflow to inf/NaN) cannot loop forever. When it runs
+    /// out the solver stops and returns the mutual pairs it has.
+    fn spend(&mut self) -> bool {
+        if self.aborted || self.budget == 0 {
+            self.aborted = true;
+            return false;
+        }
+        self.budget -= 1;
+        true
+    }
+
+    /// Bound for walks over one blossom tree or one alternating path; exceeding it means
+    /// the structure is corrupt, so the solver aborts instead of looping.
+    fn walk_limit(&self) -> usize {
+        2 * self.stride + 2
+    }
+
+    fn abort(&mut self) {
+        self.aborted = true;
+    }
+
+    // ----- edge helpers -----------------------------------------------------------------
+
+    fn e(&self, x: usize, y: usize) -> Edge {
+        self.edge[x * self.stride + y]
+    }
+
+    /// The (never modified) entry of vertex pair `(u, v)` with weight `w`.
+    fn vertex_edge(&self, u: usize, v: usize, w: f64) -> Edge {
+        Edge {
+            u: u as u32,
+            v: v as u32,
+            w,
+            wo: w,
+        }
+    }
+
+    /// Slack of an edge: `lab[u] + lab[v] - 2 w(u, v)` with the *original* weight of its
+    /// end points (the reference's `dist` reads `edge[e.u][e.v].w`, not `e.w`).
+    fn dist(&self, e: Edge) -> f64 {
+        self.lab[e.u as usize] + self.lab[e.v as usize] - e.wo * 2.0
+    }
+
+    fn ff(&self, b: usize, x: usize) -> usize {
+        self.flower_from[b * (self.n + 1) + x] as usize
+    }
+
+    fn set_ff(&mut self, b: usize, x: usize, val: usize) {
+        let i = b * (self.n + 1) + x;
+        self.flower_from[i] = val as u32;
+    }
+
+    // ----- the reference's primitives ---------------------------------------------------
+
+    /// `update_slack`: make `u` the slack vertex of `x` if its edge is tighter.
+    fn update_slack(&mut self, u: usize, x: usize) {
+        let du = self.dist(self.e(u, x));
+        self.update_slack_with(u, x, du);
+    }
+
+    /// [`Self::update_slack`] with `du == dist(edge[u][x])` already computed.
+    fn update_slack_with(&mut self, u: usize, x: usize, du: f64) {
+        if self.slack[x] == 0 || du < self.slack_dist[x] {
+            self.slack[x] = u;
+            self.slack_dist[x] = du;
+        }
+    }
+
+    /// Recomputes [`Self::slack_dist`] after the vertex labels changed.
+    fn refresh_slack_dists(&mut self) {
+        for x in 1..=self.n_x {
+            let sx = self.slack[x];
+            if sx != 0 {
+                self.slack_dist[x] = self.dist(self.e(sx, x));
+            }
+        }
+    }
+
+    /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
+    fn set_slack(&mut self, x: usize) {
+        self.slack[x] = 0;
+        for u in 1..=self.n {
+            let su = self.st[u];
+            if self.e(u, x).w > 0.0 && su != x && self.label[su] == OUTER {
+                self.update_slack(u, x);
+            }
+        }
+    }
+
+    /// `q_push`: append the vertices of `x` to the BFS queue, breadth-first over nested
+    /// flowers (the reference uses a FIFO here, the template a DFS; the queue order can
+    /// change which of several equal-weight matchings is returned).
+    fn q_push(&mut self, x: usize) {
+        let limit = self.walk_limit();
+        let mut fifo = std::mem::take(&mut self.push_fifo);
+        fifo.clear();
+        fifo.push_back(x);
+        let mut steps = 0;
+        while let Some(y) = fifo.pop_front() {
+            steps += 1;
+            if steps > limit {
+                self.abort();
+                break;
+            }
+            if y <= self.n {
+                self.q.push(y);
+            } else {
+                fifo.extend(self.flower[y].iter().copied());
+            }
+        }
+        self.push_fifo = fifo;
+    }
+
+    /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
+    /// reference it stops descending at `x < n`; vertex `n` has an empty flower anyway.
+    fn set_st(&mut self, x: usize, b: usize) {
+        let limit = self.walk_limit();
+        let mut stack = std::mem::take(&mut self.st_stack);
+        stack.clear();
+        stack.push(x);
+        let mut steps = 0;
+        while let Some(y) = stack.pop() {
+            steps += 1;
+            if steps > limit {
+                self.abort();
+                break;
+            }
+            self.st[y] = b;
+            if y >= self.n {
+                stack.extend(self.flower[y].iter().copied());
+            }
+        }
+        self.st_stack = stack;
+    }
+
+    /// `get_pr`: position of `xr` in flower `b`; when odd, reverse `flower[1..]` and
+    /// return `len - pos` (always even). The reference asserts `xr` is present; a missing
+    /// `xr` (corrupt state only) aborts the solve instead of panicking.
+    fn get_pr(&mut self, b: usize, xr: usize) -> usize {
+        let Some(pr) = self.flower[b].iter().position(|&y| y == xr) else {
+            self.abort();
+            return 0;
+        };
+        if pr % 2 == 1 {
+            self.flower[b][1..].reverse();
+            self.flower[b].len() - pr
+        } else {
+            pr
+        }
+    }
+
+    /// `set_match`: match `u` through edge `(u, v)`, rotating nested flowers, processed
+    /// through an explicit FIFO as in the reference.
+    fn set_match(&mut self, u: usize, v: usize) {
+        let limit = self.walk_limit();
+        let mut fifo = std::mem::take(&mut self.match_fifo);
+        fifo.clear();
+        fifo.push_back((u, v));
+        let mut steps = 0;
+        while let Some((u, v)) = fifo.pop_front() {
+            steps += 1;
+            if steps > limit {
+                self.abort();
+                break;
+            }
+            let e = self.e(u, v);
+            self.mate[u] = e.v as usize;
+            if u <= self.n {
+                continue;
+            }
+            let xr = self.ff(u, e.u as usize);
+            let pr = self.get_pr(u, xr);
+            let fl = &self.flower[u];
+            fifo.extend((0..pr).map(|i| (fl[i], fl[i ^ 1])));
+            fifo.push_back((xr, v));
+            self.flower[u].rotate_left(pr);
+        }
+        self.match_fifo = fifo;
+    }
+
+    /// `augment`: flip the alternating path from `u` (reached through `v`) to its root.
+    /// The reference's FIFO never holds more than one pair, so this is a plain loop that
+    /// stops at the root, like its early `return`.
+    fn augment(&mut self, u: usize, v: usize) {
+        let (mut u, mut v) = (u, v);
+        for _ in 0..self.walk_limit() {
+            let xnv = self.st[self.mate[u]];
+            self.set_match(u, v);
+            if xnv == 0 {
+                return;
+            }
+            self.set_match(xnv, self.st[self.pa[xnv]]);
+            u = self.st[self.pa[xnv]];
+            v = xnv;
+        }
+        self.abort();
+    }
+
+    /// `get_lca`: lowest common ancestor of `u` and `v` in the alternating forest, or 0.
+    /// Terminates: every step with a nonzero id either returns or marks a new id.
+    fn get_lca(&mut self, u: usize, v: usize) -> usize {
+        self.t += 1;
+        let (mut u, mut v) = (u, v);
+        while u != 0 || v != 0 {
+            if u != 0 {
+                if self.vis[u] == self.t {
+                    return u;
+                }
+                self.vis[u] = self.t;
+                u = self.st[self.mate[u]];
+                if u != 0 {
+                    u = self.st[self.pa[u]];
+                }
+            }
+            std::mem::swap(&mut u, &mut v);
+        }
+        0
+    }
+
+    /// First free blossom id (`st[b] == 0`) above `n`, else a new id `n_x + 1` initialised
+    /// exactly as the reference initialises the entries it appends. Returns `None` (and
+    /// aborts) if the preallocated tables are full, which a valid state never reaches.
+    fn alloc_blossom(&mut self, lca: usize) -> Option<usize> {
+        let mut b = self.n + 1;
+        while b <= self.n_x && self.st[b] != 0 {
+            b += 1;
+        }
+        if b <= self.n_x {
+            self.lab[b] = 0.0;
+            self.label[b] = OUTER;
+            self.mate[b] = self.mate[lca];
+            self.flower[b].clear();
+            self.flower[b].push(lca);
+            return Some(b);
+        }
+        if b >= self.stride {
+            self.abort();
+            return None;
+        }
+        self.n_x = b;
+        self.init_new_id(b, lca);
+        Some(b)
+    }
+
+    /// Fields of a freshly appended id: `{u:0, v:0, w:0}` edges in its row and column,
+    /// `flower = [lca]`, `match = match[lca]`, `st = b`, everything else zero.
+    fn init_new_id(&mut self, b: usize, lca: usize) {
+        let s = self.stride;
+        for x in 0..=b {
+            self.edge[b * s + x] = EMPTY_EDGE;
+            self.edge[x * s + b] = EMPTY_EDGE;
+        }
+        let row = b * (self.n + 1);
+        self.flower_from[row..row + self.n + 1].fill(0);
+        self.flower[b].clear();
+        self.flower[b].push(lca);
+        self.mate[b] = self.mate[lca];
+        self.st[b] = b;
+        self.label[b] = OUTER;
+        self.slack[b] = 0;
+        self.pa[b] = 0;
+        self.vis[b] = 0;
+        self.lab[b] = 0.0;
+    }
+
+    /// Appends the odd cycle from `start` up to (excluding) `lca` to flower `b`,
+    /// pushing each inner blossom's vertices to the queue (they become outer).
+    fn collect_cycle_path(&mut self, b: usize, start: usize, lca: usize) {
+        let limit = self.walk_limit();
+        let mut x = start;
+        let mut steps = 0;
+        while x != lca {
+            steps += 1;
+            if steps > limit {
+                self.abort();
+                return;
+            }
+            self.flower[b].push(x);
+            let y = self.st[self.mate[x]];
+            self.flower[b].push(y);
+            self.q_push(y);
+            x = self.st[self.pa[y]];
+        }
+    }
+
+    /// `add_blossom`: contract the cycle through `u`, `lca`, `v` into a new blossom.
+    fn add_blossom(&mut self, u: usize, lca: usize, v: usize) {
+        let Some(b) = self.alloc_blossom(lca) else {
+            return;
+        };
+        self.collect_cycle_path(b, u, lca);
+        self.flower[b][1..].reverse();
+        self.collect_cycle_path(b, v, lca);
+        self.set_st(b, b);
+        self.build_blossom_edges(b);
+        self.set_slack(b);
+    }
+
+    /// Blossom `b`'s row/column of the edge table: for each member in flower order, copy
+    /// the member's entry when `b`'s current weight is `<= 0` (`my_cmp(w, 0) == 0`) or
+    /// the member's entry has strictly smaller slack; then inherit `flower_from`.
+    fn build_blossom_edges(&mut self, b: usize) {
+        let (n, n_x, s) = (self.n, self.n_x, self.stride);
+        for x in 1..=n_x {
+            self.edge[b * s + x].w = 0.0;
+            self.edge[x * s + b].w = 0.0;
+        }
+        for x in 1..=n {
+            self.set_ff(b, x, 0);
+        }
+        for i in 0..self.flower[b].len() {
+            let xs = self.flower[b][i];
+            for x in 1..=n_x {
+                let cur = self.e(b, x);
+                let cand = self.e(xs, x);
+                if my_cmp(cur.w, 0.0) == 0 || self.dist(cand) < self.dist(cur) {
+                    self.edge[b * s + x] = cand;
+                    self.edge[x * s + b] = self.e(x, xs);
+                }
+            }
+            for x in 1..=n {
+                if self.ff(xs, x) != 0 {
+                    self.set_ff(b, x, xs);
+                }
+            }
+        }
+    }
+
+    /// `expand_blossom`: dissolve an inner blossom whose label reached 0, relabelling the
+    /// even-length side of its cycle as inner/outer pairs and the rest as unlabeled.
+    fn expand_blossom(&mut self, b: usize) {
+        for i in 0..self.flower[b].len() {
+            let c = self.flower[b][i];
+            self.set_st(c, c);
+        }
+        let xr = self.ff(b, self.e(b, self.pa[b]).u as usize);
+        let pr = self.get_pr(b, xr);
+        for i in (0..pr).step_by(2) {
+            let xs = self.flower[b][i];
+            let xns = self.flower[b][i + 1];
+            self.pa[xs] = self.e(xns, xs).u as usize;
+            self.label[xs] = INNER;
+            self.label[xns] = OUTER;
+            self.slack[xs] = 0;
+            self.set_slack(xns);
+            self.q_push(xns);
+        }
+        self.label[xr] = INNER;
+        self.pa[xr] = self.pa[b];
+        for i in pr + 1..self.flower[b].len() {
+            let xs = self.flower[b][i];
+            self.label[xs] = UNLABELED;
+            self.set_slack(xs);
+        }
+        self.st[b] = 0;
+    }
+
+    /// `on_found_edge`: a tight edge `e` from an outer vertex. Labels an unlabeled
+    /// blossom inner (and its mate outer), or joins two outer trees: augment (returns
+    /// true) or contract a blossom.
+    fn on_found_edge(&mut self, e: Edge) -> bool {
+        let u = self.st[e.u as usize];
+        let v = self.st[e.v as usize];
+        if self.label[v] == UNLABELED {
+            self.pa[v] = e.u as usize;
+            self.label[v] = INNER;
+            let nu = self.st[self.mate[v]];
+            self.slack[v] = 0;
+            self.slack[nu] = 0;
+            self.label[nu] = OUTER;
+            self.q_push(nu);
+        } else if self.label[v] == OUTER {
+            let lca = self.get_lca(u, v);
+            if lca == 0 {
+                self.augment(u, v);
+                self.augment(v, u);
+                return true;
+            }
+            self.add_blossom(u, lca, v);
+        }
+        false
+    }
+
+    // ----- one phase (`matching()`) -----------------------------------------------------
+
+    /// One call of the reference's `matching()`: grow alternating trees from every free
+    /// top-level id, adjusting duals, until an augmenting path is found (true) or a free
+    /// outer vertex's label would drop to `<= d` (false).
+    fn matching(&mut self) -> bool {
+        if !self.spend() {
+            return false;
+        }
+        self.start_phase();
+        if self.q.is_empty() {
+            return false;
+        }
+        loop {
+            if !self.spend() {
+                return false;
+            }
+            if self.drain_queue() {
+                return true;
+            }
+            if self.aborted {
+                return false;
+            }
+            let d = self.compute_delta();
+            if !self.apply_delta(d) {
+                return false;
+            }
+            self.clear_queue();
+            if self.scan_slack_edges() {
+                return true;
+            }
+            self.expand_zero_blossoms();
+            if self.aborted {
+                return false;
+            }
+        }
+    }
+
+    fn clear_queue(&mut self) {
+        self.q.clear();
+        self.q_head = 0;
+    }
+
+    /// Phase start: everything unlabeled with no slack, then every free top-level id
+    /// becomes an outer root and its vertices enter the queue.
+    fn start_phase(&mut self) {
+        let n_x = self.n_x;
+        self.label[..=n_x].fill(UNLABELED);
+        self.slack[..=n_x].fill(0);
+        self.clear_queue();
+        for x in 1..=n_x {
+            if self.st[x] == x && self.mate[x] == 0 {
+                self.pa[x] = 0;
+                self.label[x] = OUTER;
+                self.q_push(x);
+            }
+        }
+    }
+
+    /// BFS over tight edges from queued outer vertices; true when an augmentation happened.
+    fn drain_queue(&mut self) -> bool {
+        while self.q_head < self.q.len() {
+            if !self.spend() {
+                return false;
+            }
+            let u = self.q[self.q_head];
+            self.q_head += 1;
+            if self.label[self.st[u]] == INNER {
+                continue;
+            }
+            if self.scan_vertex(u) {
+                return true;
+            }
+            if self.aborted {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Looks at every edge `(u, v)`: tight ones go to [`Self::on_found_edge`], the others
+    /// update `slack[st[v]]`. `st[u]` is re-read per edge since blossoms may form meanwhile.
+    fn scan_vertex(&mut self, u: usize) -> bool {
+        let n1 = self.n + 1;
+        // Only `on_found_edge` can change `st[u]`; vertex labels change in dual steps only.
+        let lab_u = self.lab[u];
+        let mut st_u = self.st[u];
+        for v in 1..=self.n {
+            let w = self.wv[u * n1 + v];
+            let sv = self.st[v];
+            if w > 0.0 && st_u != sv {
+                // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
+                let d = lab_u + self.lab[v] - w * 2.0;
+                if my_cmp(d, 0.0) == 0 {
+                    if self.on_found_edge(self.vertex_edge(u, v, w)) {
+                        return true;
+                    }
+                    st_u = self.st[u];
+                } else if sv == v {
+                    self.update_slack_with(u, sv, d);
+                } else {
+                    self.update_slack(u, sv);
+                }
+            }
+        }
+        false
+    }
+
+    /// The dual step `d`: min over inner blossoms' `lab/2`, unlabeled ids' slack, and
+    /// outer ids' slack/2 (Python `min` order, starting from +inf).
+    fn compute_delta(&self) -> f64 {
+        let (n, n_x) = (self.n, self.n_x);
+        let mut d = f64::INFINITY;
+        for b in n + 1..=n_x {
+            if self.st[b] == b && self.label[b] == INNER {
+                d = py_min(d, self.lab[b] / 2.0);
+            }
+        }
+        for x in 1..=n_x {
+            let sx = self.slack[x];
+            if self.st[x] == x && sx != 0 {
+                let label = self.label[x];
+                if label == UNLABELED {
+                    d = py_min(d, self.slack_dist[x]);
+                } else if label == OUTER {
+                    d = py_min(d, self.slack_dist[x] / 2.0);
+                }
+            }
+        }
+        d
+    }
+
+    /// Applies `d` to the labels. Returns false (ending the whole matching) as soon as an
+    /// outer vertex has `lab <= d` (tolerance compare); like the reference, labels of
+    /// earlier vertices have already been changed by then.
+    fn apply_delta(&mut self, d: f64) -> bool {
+        let (n, n_x) = (self.n, self.n_x);
+        for u in 1..=n {
+            let label = self.label[self.st[u]];
+            if label == OUTER {
+                if my_cmp(self.lab[u], d) <= 0 {
+                    return false;
+                }
+                self.lab[u] -= d;
+            } else if label == INNER {
+                self.lab[u] += d;
+            }
+        }
+        for b in n + 1..=n_x {
+            if self.st[b] == b {
+                if self.label[b] == OUTER {
+                    self.lab[b] += d * 2.0;
+                } else if self.label[b] == INNER {
+                    self.lab[b] -= d * 2.0;
+                }
+            }
+        }
+        self.refresh_slack_dists();
+        true
+    }
+
+    /// After a dual step: every top-level id whose slack edge became tight is handled
+    /// by [`Self::on_found_edge`]. The bound `n_x` is fixed when the loop starts.
+    fn scan_slack_edges(&mut self) -> bool {
+        let n_x = self.n_x;
+        for x in 1..=n_x {
+            let sx = self.slack[x];
+            if self.st[x] == x
+                && sx != 0
+                && self.st[sx] != x
+                && my_cmp(self.slack_dist[x], 0.0) == 0
+                && self.on_found_edge(self.e(sx, x))
+            {
+                return true;
+            }
+            if self.aborted {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Expands every top-level inner blossom whose label is `<= 0` (tolerance compare).
+    fn expand_zero_blossoms(&mut self) {
+        for b in self.n + 1..=self.n_x {
+            if self.st[b] == b && self.label[b] == INNER && my_cmp(self.lab[b], 0.0) == 0 {
+                self.expand_blossom(b);
+            }
+        }
+    }
+}
+
+/// An input entry as the solver reads it: finite and positive, or 0.0 ("no edge").
+fn sanitize(w: f64) -> f64 {
+    if w > 0.0 && w.is_finite() {
+        w
+    } else {
+        0.0
+    }
+}
+
+/// Step cap for [`BlossomMatcher::spend`]: phases, dual updates and BFS pops together are
+/// at most a few n² in exact arithmetic; 16 (n+1)² + 256 leaves ample headroom.
+fn step_budget(n: usize) -> u64 {
+    let n1 = n as u64 + 1;
+    16 * n1 * n1 + 256
+}
+
+/// Convenience wrapper.
+pub fn max_weight_matching(g: &WeightMatrix) -> Vec<Option<usize>> {
+    BlossomMatcher::new().solve(g)
+}

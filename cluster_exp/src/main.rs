@@ -88,6 +88,11 @@ struct SimulateArgs {
     /// Turn autopack off.
     #[arg(long, overrides_with = "autopack")]
     noautopack: bool,
+    /// Match at most this many candidate groups exactly; larger lists (clusters much bigger
+    /// than the paper's) are matched in consecutive blocks of this size.
+    #[arg(long = "match_block", alias = "match-block", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    match_block: u32,
     /// Placement scheme; only `yarn` (the paper's) is implemented.
     #[arg(long, default_value = "yarn")]
     scheme: String,
@@ -206,6 +211,7 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         multi_resource: args.multi_resource as usize,
         weight_lbd: args.weight_lbd,
         autopack: !args.noautopack,
+        match_block: args.match_block as usize,
     };
     eprintln!(
         "trace {} ({} jobs) on {} GPUs ({} nodes × {})",

@@ -92,6 +92,9 @@ pub struct PolicyOptions {
     pub weight_lbd: f64,
     /// Split groups slower than running their members back to back (`--autopack`).
     pub autopack: bool,
+    /// Largest graph matched exactly; larger candidate lists are matched in blocks of this
+    /// many (`--match_block`). The paper's cluster never exceeds 256.
+    pub match_block: usize,
 }
 
 impl Default for PolicyOptions {
@@ -101,6 +104,7 @@ impl Default for PolicyOptions {
             multi_resource: 4,
             weight_lbd: 0.0,
             autopack: true,
+            match_block: 256,
         }
     }
 }

@@ -56,6 +56,12 @@ impl MuriVariant {
 /// Bound on remembered matchings (each holds one mate vector).
 const MATCH_CACHE_LIMIT: usize = 4096;
 
+/// Appends one profile id to a packed group key (see [`Muri::key`]).
+fn push_key(key: u128, profile_id: u32) -> u128 {
+    debug_assert!(profile_id < 1 << 31, "profile ids are job indices");
+    (key << 31) | u128::from(profile_id)
+}
+
 /// Jobs that run together, in the order they were merged.
 type Group = Vec<JobIdx>;
 
@@ -69,12 +75,12 @@ pub struct Muri {
     model: InterleaveModel,
     matcher: BlossomMatcher,
     /// Used ratio of a concatenated group, keyed by its members' profile ids in order.
-    ratio_cache: HashMap<u64, f64>,
+    ratio_cache: HashMap<u128, f64>,
     /// Group iteration time by (ordering, profile ids in order).
-    time_cache: HashMap<(bool, u64), f64>,
+    time_cache: HashMap<(bool, u128), f64>,
     /// Matchings already computed, keyed by the groups' profile sequences: the weight
     /// matrix is a function of that key, so equal keys give equal matchings.
-    match_cache: HashMap<Vec<u64>, Vec<Option<usize>>>,
+    match_cache: HashMap<Vec<u128>, Vec<Option<usize>>>,
     /// Scratch: job marked as a candidate in this pass.
     candidate: Vec<bool>,
 }
@@ -106,12 +112,10 @@ impl Muri {
         members.iter().map(|&j| jobs[j].stage_profile()).collect()
     }
 
-    /// Packs the members' profile ids, in order, into one integer (16 bits each, at most
-    /// four members, plus a leading 1 so that lengths differ).
-    fn key(jobs: &[Job], members: &[JobIdx]) -> u64 {
-        members
-            .iter()
-            .fold(1u64, |k, &j| (k << 16) | u64::from(jobs[j].profile_id & 0xffff))
+    /// Packs the members' profile ids, in order, into one integer: a leading 1 (so that
+    /// lengths differ) then 31 bits per member; at most four members fit (1 + 4 × 31 bits).
+    fn key(jobs: &[Job], members: &[JobIdx]) -> u128 {
+        members.iter().fold(1u128, |k, &j| push_key(k, jobs[j].profile_id))
     }
 
     /// Iteration time of a group under `ordering` (cached per profile sequence).
@@ -131,7 +135,7 @@ impl Muri {
     fn pair_ratio(&mut self, jobs: &[Job], a: &[JobIdx], b: &[JobIdx]) -> f64 {
         let key = b
             .iter()
-            .fold(Self::key(jobs, a), |k, &j| (k << 16) | u64::from(jobs[j].profile_id & 0xffff));
+            .fold(Self::key(jobs, a), |k, &j| push_key(k, jobs[j].profile_id));
         if let Some(&r) = self.ratio_cache.get(&key) {
             return r;
         }
@@ -163,12 +167,22 @@ impl Muri {
             self.candidate[j] = false;
         }
         ctx.cluster.empty();
+        // Resources only shrink during the walk, so a size that failed once fails again:
+        // skipping it (and stopping once every size failed) changes nothing but the cost.
+        let mut failed: Vec<u32> = Vec::new();
         for &j in ctx.runnable.iter() {
             if self.candidate[j] {
                 continue;
             }
             let g = jobs[j].num_gpu();
+            if failed.contains(&g) {
+                continue;
+            }
             if ctx.cluster.place_yarn(g).is_none() {
+                failed.push(g);
+                if failed.len() == by_size.len() {
+                    break;
+                }
                 continue;
             }
             let (_, list, chosen) = by_size
@@ -265,15 +279,9 @@ impl Muri {
     /// Maximum-weight matching over the groups of one size; edge weight = used ratio of the
     /// merged group, for pairs small enough to merge and above the λ threshold.
     fn match_groups(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
-        let key: Vec<u64> = nodes.iter().map(|g| Self::key(jobs, g)).collect();
-        if let Some(m) = self.match_cache.get(&key).cloned() {
-            if std::env::var_os("MURI_CHECK_CACHE").is_some() {
-                let fresh = self.compute_matching(jobs, nodes);
-                if fresh != m {
-                    eprintln!("cache mismatch n={} key={:?}", nodes.len(), &key[..key.len().min(6)]);
-                }
-            }
-            return m;
+        let key: Vec<u128> = nodes.iter().map(|g| Self::key(jobs, g)).collect();
+        if let Some(m) = self.match_cache.get(&key) {
+            return m.clone();
         }
         let mates = self.compute_matching(jobs, nodes);
         if self.match_cache.len() >= MATCH_CACHE_LIMIT {
@@ -283,7 +291,28 @@ impl Muri {
         mates
     }
 
+    /// Matches in blocks of at most `match_block` consecutive groups: O(n³) matching over
+    /// thousands of candidates (clusters far larger than the paper's) is too slow, and
+    /// neighbours in the list have similar priority. With n ≤ `match_block` (always true on
+    /// the paper's 64-GPU cluster: at most 4 × 64 candidates) this is the exact matching.
     fn compute_matching(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
+        let block = self.opts.match_block.max(2);
+        if nodes.len() <= block {
+            return self.match_block(jobs, nodes);
+        }
+        let mut mates = Vec::with_capacity(nodes.len());
+        for (b, chunk) in nodes.chunks(block).enumerate() {
+            let offset = b * block;
+            mates.extend(
+                self.match_block(jobs, chunk)
+                    .into_iter()
+                    .map(|m| m.map(|v| v + offset)),
+            );
+        }
+        mates
+    }
+
+    fn match_block(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
         let n = nodes.len();
         let mut w = WeightMatrix::new(n);
         let mut any_edge = false;

@@ -43,9 +43,18 @@ impl Policy for ShortestFirst {
         } else {
             stable_sort_by_key(ctx.runnable, jobs, |j| j.remaining_time);
         }
-        // A job that does not fit is skipped, so smaller jobs further down backfill.
+        // A job that does not fit is skipped, so smaller jobs further down backfill. Free
+        // resources only shrink, so a size that failed once is not tried again.
+        let mut failed: Vec<u32> = Vec::new();
         for &j in ctx.runnable.iter() {
-            jobs[j].placement = ctx.cluster.place_yarn(jobs[j].num_gpu());
+            let g = jobs[j].num_gpu();
+            if failed.contains(&g) {
+                continue;
+            }
+            jobs[j].placement = ctx.cluster.place_yarn(g);
+            if jobs[j].placement.is_none() {
+                failed.push(g);
+            }
         }
     }
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Produces the figures in BENCHMARKS.md (release build, this machine). Reads ../shared traces.
+# Usage: scripts/bench.sh            (all)   |   scripts/bench.sh scale   (only the 100k-job run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
+cargo build --release --quiet -p muri
+MURI="$CARGO_TARGET_DIR/release/muri"
+SIM=../shared/traces/muri-sim
+N8G8=cluster_spec/n8g8.csv
+what="${1:-all}"
+
+# Wall seconds and peak RSS of a command (GNU time; `apt-get install time` if missing).
+measure() {
+  /usr/bin/time -f '%e s wall, peak RSS %M KiB' "$@" > /tmp/muri-bench.out
+}
+
+if [ "$what" = all ]; then
+  echo "## Muri-S on trace1 (1,494 jobs)"
+  for i in 1 2 3; do measure "$MURI" simulate --trace_file $SIM/trace1.csv --cluster_spec $N8G8 --schedule multi-resource-blossom-same-gpu; done
+  grep -E 'Total|wall' /tmp/muri-bench.out
+  echo "## SRTF on trace1"
+  for i in 1 2 3; do measure "$MURI" simulate --trace_file $SIM/trace1.csv --cluster_spec $N8G8 --schedule shortest; done
+  grep -E 'wall' /tmp/muri-bench.out
+  echo "## 8 traces x {SRTF, SRSF, Muri-S, Tiresias, Muri-L}"
+  start=$(date +%s.%N)
+  for t in trace1 trace2 trace3 trace4 trace1_pr trace2_pr trace3_pr trace4_pr; do
+    "$MURI" simulate --trace_file $SIM/$t.csv --cluster_spec $N8G8 \
+      --schedule shortest,shortest-gpu,multi-resource-blossom-same-gpu,dlas-gpu,multi-resource-blossom-same-gpu-unaware > /dev/null
+  done
+  end=$(date +%s.%N)
+  printf 'total %.2f s\n' "$(echo "$end - $start" | bc)"
+  echo "## Muri-S on trace2 (5,755 jobs): time and peak memory"
+  measure "$MURI" simulate --trace_file $SIM/trace2.csv --cluster_spec $N8G8 --schedule multi-resource-blossom-same-gpu
+  echo "## matching (dense graphs)"
+  cargo bench --quiet -p muri --bench matching 2>/dev/null | grep -v '^$' || true
+fi
+
+if [ "$what" = all ] || [ "$what" = scale ]; then
+  echo "## scale: 100,000 jobs on 1,024 GPUs (128 nodes x 8)"
+  spec=$(mktemp --suffix=.csv); trace=$(mktemp --suffix=.csv)
+  printf 'num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,128,8,92,520\n' > "$spec"
+  "$MURI" trace gen --jobs 100000 --seed 1 --interarrival 900 -o "$trace" 2>/dev/null
+  for p in shortest multi-resource-blossom-same-gpu; do
+    echo "### $p"
+    measure "$MURI" simulate --trace_file "$trace" --cluster_spec "$spec" --schedule $p
+    grep -E 'Total|wall' /tmp/muri-bench.out
+  done
+  rm -f "$spec" "$trace"
+fi

@@ -64,35 +64,62 @@ fn reference_rows_for_muri_match_exactly() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// Rows where the shipped reference code (which we match exactly) is itself more than 3 %
-/// away from the published number, with the divergence we measured (avg JCT, relative).
-const KNOWN_PAPER_DIVERGENCES: [(&str, &str, f64); 2] = [
-    ("trace1", "multi-resource-blossom-same-gpu", -0.078),
-    ("trace1", "multi-resource-blossom-same-gpu-unaware", -0.063),
+/// Paper rows where some metric is more than 3 % away from the published number, with the
+/// deviations we measure (avg JCT, makespan, 99th; relative). Our port matches the shipped
+/// reference exactly (see the tests above), and the reference itself shows these gaps where
+/// it has a row (trace3 Muri-S: avg −2.6 %, 99th −4.5 %): the published numbers came from
+/// another revision of the authors' code. The test pins the gaps so a change shows up.
+const KNOWN_PAPER_DIVERGENCES: [(&str, &str, [f64; 3]); 6] = [
+    ("trace1", "multi-resource-blossom-same-gpu", [-0.0781, 0.0049, -0.0635]),
+    ("trace1_pr", "multi-resource-blossom-same-gpu", [-0.0289, 0.0006, -0.0437]),
+    ("trace3", "multi-resource-blossom-same-gpu", [-0.0264, 0.0000, -0.0453]),
+    ("trace3_pr", "multi-resource-blossom-same-gpu", [0.0048, 0.0215, -0.0382]),
+    ("trace1", "multi-resource-blossom-same-gpu-unaware", [-0.0633, -0.0138, -0.0731]),
+    ("trace3_pr", "multi-resource-blossom-same-gpu-unaware", [-0.0077, -0.0119, -0.0324]),
 ];
 
 #[test]
-fn paper_rows_within_three_percent() {
+fn paper_rows_within_three_percent_or_documented() {
     let rows: Vec<Golden> = goldens().into_iter().filter(|g| g.source == "paper").collect();
     assert_eq!(rows.len(), 20);
     let mut bad = Vec::new();
     for g in &rows {
+        let s = run(&g.trace, &g.policy);
+        let dev = [
+            (s.avg_jct - g.avg_jct) / g.avg_jct,
+            (s.makespan - g.makespan) / g.makespan,
+            (s.p99_jct - g.p99_jct) / g.p99_jct,
+        ];
         let known = KNOWN_PAPER_DIVERGENCES
             .iter()
             .find(|(t, p, _)| *t == g.trace && *p == g.policy);
         match known {
-            None => bad.extend(check(g, 0.03)),
-            Some((_, _, dev)) => {
-                let s = run(&g.trace, &g.policy);
-                let got = (s.avg_jct - g.avg_jct) / g.avg_jct;
-                assert!(
-                    (got - dev).abs() < 0.01,
-                    "{} {}: divergence from the paper changed: {got:.4} (recorded {dev})",
-                    g.trace,
-                    g.policy
-                );
+            None if dev.iter().all(|d| d.abs() <= 0.03) => {}
+            None => bad.push(format!("{} {}: deviations {dev:?} exceed 3 %", g.trace, g.policy)),
+            Some((_, _, recorded)) => {
+                for (d, r) in dev.iter().zip(recorded) {
+                    if (d - r).abs() > 0.005 {
+                        bad.push(format!(
+                            "{} {}: deviation {d:.4} differs from the recorded {r}",
+                            g.trace, g.policy
+                        ));
+                    }
+                }
             }
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn average_jct_within_three_percent_of_the_paper_except_full_trace1_muri() {
+    // The headline check, on the metric the paper leads with.
+    for g in goldens().iter().filter(|g| g.source == "paper") {
+        if g.trace == "trace1" && g.policy.starts_with("multi-resource") {
+            continue;
+        }
+        let s = run(&g.trace, &g.policy);
+        let e = rel_err(s.avg_jct, g.avg_jct);
+        assert!(e <= 0.03, "{} {}: avg JCT off by {e:.4}", g.trace, g.policy);
+    }
 }

@@ -114,7 +114,9 @@ impl ClusterSpec {
                 value: raw.into(),
                 message: message.into(),
             };
-            let v: u32 = raw.parse().map_err(|_| bad("expected a positive integer"))?;
+            let v: u32 = raw
+                .parse()
+                .map_err(|_| bad("expected a positive integer"))?;
             if v == 0 {
                 return Err(bad("must be positive"));
             }

@@ -312,6 +312,7 @@ impl Simulation {
         self.next_end = match self.policy.end_event_rule() {
             EndEventRule::EarliestOnly => earliest_only(ends),
             EndEventRule::Coalesced => earliest_coalesced(ends.collect()),
+            EndEventRule::MergedWithin1e4 => merged_within(ends.collect(), 1e-4),
         };
     }
 
@@ -381,10 +382,20 @@ fn earliest_only(ends: impl Iterator<Item = (JobIdx, f64)>) -> Option<EndEvent> 
     let mut best: Option<EndEvent> = None;
     for (j, t) in ends {
         match &mut best {
-            Some(e) if t < e.time => *e = EndEvent { time: t, jobs: vec![j] },
+            Some(e) if t < e.time => {
+                *e = EndEvent {
+                    time: t,
+                    jobs: vec![j],
+                }
+            }
             Some(e) if t == e.time => e.jobs.push(j),
             Some(_) => {}
-            None => best = Some(EndEvent { time: t, jobs: vec![j] }),
+            None => {
+                best = Some(EndEvent {
+                    time: t,
+                    jobs: vec![j],
+                })
+            }
         }
     }
     best
@@ -403,8 +414,23 @@ fn earliest_coalesced(ends: Vec<(JobIdx, f64)>) -> Option<EndEvent> {
     for (j, t) in ends.into_iter().filter(|&(_, t)| t <= cutoff) {
         match events.iter_mut().find(|e| isclose_rel(e.time, t, 1e-9)) {
             Some(e) => e.jobs.push(j),
-            None => events.push(EndEvent { time: t, jobs: vec![j] }),
+            None => events.push(EndEvent {
+                time: t,
+                jobs: vec![j],
+            }),
         }
     }
     events.into_iter().min_by(|a, b| a.time.total_cmp(&b.time))
+}
+
+/// `earliest_coalesced`, then every end within `tol` seconds of that event joins it
+/// (AntMan's merge, without the reference's delete-while-indexing bug).
+fn merged_within(ends: Vec<(JobIdx, f64)>, tol: f64) -> Option<EndEvent> {
+    let mut event = earliest_coalesced(ends.clone())?;
+    for (j, t) in ends {
+        if !event.jobs.contains(&j) && isclose(event.time, t, 0.0, tol) {
+            event.jobs.push(j);
+        }
+    }
+    Some(event)
 }

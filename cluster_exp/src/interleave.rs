@@ -168,6 +168,16 @@ impl InterleaveModel {
         best
     }
 
+    /// The pipeline period with the jobs in exactly this slot order (no search, no
+    /// slowdown factor). The testbed uses it to pick the slot order it dispatches.
+    pub fn period_in_order(&self, jobs: &[StageProfile]) -> f64 {
+        if self.stages == 4 && jobs.len() <= 4 {
+            four_stage_period(jobs)
+        } else {
+            generic_period(jobs, self.stages)
+        }
+    }
+
     /// Share of the M resources the group keeps busy: Σ stage time / (period × M).
     /// This is the edge weight of the grouping graph.
     pub fn used_ratio(&self, jobs: &[StageProfile], ordering: StageOrdering) -> f64 {

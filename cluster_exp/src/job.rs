@@ -127,7 +127,10 @@ pub fn build_jobs(specs: &[JobSpec]) -> Vec<Job> {
         .enumerate()
         .map(|(i, s)| {
             let mut job = Job::new(i, s.clone());
-            let key = (job.stage_times.map(f64::to_bits), job.iteration_time.to_bits());
+            let key = (
+                job.stage_times.map(f64::to_bits),
+                job.iteration_time.to_bits(),
+            );
             job.profile_id = match seen.iter().position(|k| *k == key) {
                 Some(p) => p as u32,
                 None => {

@@ -18,6 +18,8 @@ use muri::simulate::simulate;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
 
+mod cli_testbed;
+
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
 const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
 const DEFAULT_CLUSTER: &str = include_str!("../../cluster_spec/n8g8.csv");
@@ -54,6 +56,16 @@ enum Command {
     },
     /// List the policies `--schedule` accepts.
     Policies,
+    /// Testbed: run the scheduler (policy loop, virtual clock, gRPC executor).
+    Scheduler(cli_testbed::SchedulerArgs),
+    /// Testbed: run a worker daemon that launches job groups on its GPUs.
+    Worker(cli_testbed::WorkerArgs),
+    /// Testbed: queue a job on a running scheduler and print its id.
+    Submit(cli_testbed::SubmitArgs),
+    /// Testbed: list a running scheduler's jobs.
+    Status(cli_testbed::StatusArgs),
+    /// Testbed: cancel a job.
+    Cancel(cli_testbed::CancelArgs),
 }
 
 #[derive(Args)]
@@ -88,8 +100,8 @@ struct SimulateArgs {
     /// Turn autopack off.
     #[arg(long, overrides_with = "autopack")]
     noautopack: bool,
-    /// Match at most this many candidate groups exactly; larger lists (clusters much bigger
-    /// than the paper's) are matched in consecutive blocks of this size.
+    /// Match at most this many candidate groups exactly (blossom); longer lists (clusters much
+    /// bigger than the paper's) are matched greedily by profile class.
     #[arg(long = "match_block", alias = "match-block", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(2..))]
     match_block: u32,
@@ -156,6 +168,11 @@ fn main() -> ExitCode {
         Command::Trace {
             command: TraceCommand::Gen(args),
         } => run_trace_gen(args),
+        Command::Scheduler(args) => cli_testbed::run_scheduler(args),
+        Command::Worker(args) => cli_testbed::run_worker(args),
+        Command::Submit(args) => cli_testbed::run_submit(args),
+        Command::Status(args) => cli_testbed::run_status(args),
+        Command::Cancel(args) => cli_testbed::run_cancel(args),
         Command::Policies => {
             for (name, what) in POLICIES {
                 println!("{name:<55} {what}");

@@ -61,9 +61,15 @@ pub fn parse_mix(text: &str) -> anyhow::Result<Vec<(u32, f64)>> {
         let (g, w) = part
             .split_once(':')
             .with_context(|| format!("`{part}`: expected GPUS:WEIGHT, e.g. 8:0.25"))?;
-        let g: u32 = g.trim().parse().with_context(|| format!("`{part}`: bad GPU count"))?;
-        let w: f64 = w.trim().parse().with_context(|| format!("`{part}`: bad weight"))?;
-        if g == 0 || !(w >= 0.0) {
+        let g: u32 = g
+            .trim()
+            .parse()
+            .with_context(|| format!("`{part}`: bad GPU count"))?;
+        let w: f64 = w
+            .trim()
+            .parse()
+            .with_context(|| format!("`{part}`: bad weight"))?;
+        if g == 0 || !w.is_finite() || w < 0.0 {
             bail!("`{part}`: GPU count must be positive and weight non-negative");
         }
         out.push((g, w));
@@ -91,7 +97,10 @@ pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
     for (m, _) in &cfg.model_mix {
         for (g, _) in &cfg.gpu_mix {
             if profile(m, *g).is_none() {
-                bail!("no profile for model `{m}` on {g} GPUs in the catalogue (models: {})", MODELS.join(", "));
+                bail!(
+                    "no profile for model `{m}` on {g} GPUs in the catalogue (models: {})",
+                    MODELS.join(", ")
+                );
             }
         }
     }

@@ -32,7 +32,15 @@ fn expect_error(trace: &str, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "bad.csv", trace);
     let s = spec(dir.path());
-    let mut args = vec!["simulate", "--trace_file", &t, "--cluster_spec", &s, "--schedule", "shortest"];
+    let mut args = vec![
+        "simulate",
+        "--trace_file",
+        &t,
+        "--cluster_spec",
+        &s,
+        "--schedule",
+        "shortest",
+    ];
     args.extend_from_slice(extra);
     let out = muri(&args);
     assert!(!out.status.success(), "expected failure for {trace:?}");
@@ -47,27 +55,51 @@ const GOOD_ROW: &str = "0,1,0,100,vgg16,16,10700,0,107,117,68,0,0";
 #[test]
 fn missing_column_is_named() {
     let err = expect_error("job_id,num_gpu,submit_time\n0,1,0\n", &[]);
-    assert!(err.contains("line 1") && err.contains("missing column `iterations`"), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("missing column `iterations`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn non_numeric_field_names_line_and_field() {
-    let err = expect_error(&format!("{HEADER}\n{GOOD_ROW}\n1,1,abc,100,vgg16,16,10700,0,107,117,68,0,0\n"), &[]);
-    assert!(err.contains("line 3") && err.contains("submit_time") && err.contains("abc"), "{err}");
+    let err = expect_error(
+        &format!("{HEADER}\n{GOOD_ROW}\n1,1,abc,100,vgg16,16,10700,0,107,117,68,0,0\n"),
+        &[],
+    );
+    assert!(
+        err.contains("line 3") && err.contains("submit_time") && err.contains("abc"),
+        "{err}"
+    );
 }
 
 #[test]
 fn zero_and_negative_gpus_are_rejected() {
-    let err = expect_error(&format!("{HEADER}\n0,0,0,100,vgg16,16,10700,0,107,117,68,0,0\n"), &[]);
-    assert!(err.contains("line 2") && err.contains("num_gpu") && err.contains("positive"), "{err}");
-    let err = expect_error(&format!("{HEADER}\n0,-2,0,100,vgg16,16,10700,0,107,117,68,0,0\n"), &[]);
+    let err = expect_error(
+        &format!("{HEADER}\n0,0,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
+        &[],
+    );
+    assert!(
+        err.contains("line 2") && err.contains("num_gpu") && err.contains("positive"),
+        "{err}"
+    );
+    let err = expect_error(
+        &format!("{HEADER}\n0,-2,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
+        &[],
+    );
     assert!(err.contains("num_gpu") && err.contains("negative"), "{err}");
 }
 
 #[test]
 fn job_larger_than_cluster_is_rejected() {
-    let err = expect_error(&format!("{HEADER}\n0,16,0,100,vgg16,16,10700,0,107,117,68,0,0\n"), &[]);
-    assert!(err.contains("16 GPUs") && err.contains("num_gpu") && err.contains("line 2"), "{err}");
+    let err = expect_error(
+        &format!("{HEADER}\n0,16,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
+        &[],
+    );
+    assert!(
+        err.contains("16 GPUs") && err.contains("num_gpu") && err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,18 +117,28 @@ fn unknown_policy_lists_the_valid_ones() {
     let out = muri(&["simulate", "--trace_file", &t, "--schedule", "nope"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown policy `nope`") && err.contains("multi-resource-blossom-same-gpu"), "{err}");
+    assert!(
+        err.contains("unknown policy `nope`") && err.contains("multi-resource-blossom-same-gpu"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_cluster_spec_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "t.csv", &format!("{HEADER}\n{GOOD_ROW}\n"));
-    let s = write(dir.path(), "spec.csv", "num_switch,num_node_p_switch\n1,8\n");
+    let s = write(
+        dir.path(),
+        "spec.csv",
+        "num_switch,num_node_p_switch\n1,8\n",
+    );
     let out = muri(&["simulate", "--trace_file", &t, "--cluster_spec", &s]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.csv") && err.contains("num_gpu_p_node"), "{err}");
+    assert!(
+        err.contains("spec.csv") && err.contains("num_gpu_p_node"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,10 +153,21 @@ fn simulate_writes_logs_that_calc_reads() {
     let s = spec(dir.path());
     let logs = dir.path().join("logs");
     let out = muri(&[
-        "simulate", "--trace_file", &t, "--cluster_spec", &s, "--schedule", "shortest",
-        "--log_path", logs.to_str().unwrap(),
+        "simulate",
+        "--trace_file",
+        &t,
+        "--cluster_spec",
+        &s,
+        "--schedule",
+        "shortest",
+        "--log_path",
+        logs.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Solo times: 100 × 0.107 × 1.015 = 10.8605 s and 200 × 0.178 × 1.015 = 36.134 s.
     // The reference charges the restart overhead (vgg16: 7 s, bert: 10 s) on every event
@@ -145,7 +198,11 @@ fn calc_on_missing_or_empty_log_fails_cleanly() {
 #[test]
 fn default_simulate_compares_every_policy() {
     let out = muri(&["simulate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     for name in ["SRTF", "SRSF", "Tiresias", "Muri-S", "Muri-L", "FIFO"] {
         assert!(stdout.contains(name), "missing {name}: {stdout}");
@@ -161,14 +218,29 @@ fn trace_gen_is_deterministic_and_simulates() {
     let a = dir.path().join("a.csv");
     let b = dir.path().join("b.csv");
     for p in [&a, &b] {
-        let out = muri(&["trace", "gen", "--jobs", "50", "--seed", "7", "-o", p.to_str().unwrap()]);
+        let out = muri(&[
+            "trace",
+            "gen",
+            "--jobs",
+            "50",
+            "--seed",
+            "7",
+            "-o",
+            p.to_str().unwrap(),
+        ]);
         assert!(out.status.success());
     }
     let ta = std::fs::read_to_string(&a).unwrap();
     assert_eq!(ta, std::fs::read_to_string(&b).unwrap());
     assert!(ta.starts_with(HEADER));
     assert_eq!(ta.lines().count(), 51);
-    let out = muri(&["simulate", "--trace_file", a.to_str().unwrap(), "--schedule", "multi-resource-blossom-same-gpu"]);
+    let out = muri(&[
+        "simulate",
+        "--trace_file",
+        a.to_str().unwrap(),
+        "--schedule",
+        "multi-resource-blossom-same-gpu",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Total jobs: 50,"));
 }
@@ -177,6 +249,9 @@ fn trace_gen_is_deterministic_and_simulates() {
 fn the_shipped_default_trace_is_what_trace_gen_makes() {
     let out = muri(&["trace", "gen"]);
     assert!(out.status.success());
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../trace-data/default.csv")).unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../trace-data/default.csv"),
+    )
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped);
 }

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::{sort_by_gpus_descending, stable_sort_by_key, Policy, PolicyOptions, SchedulingContext, TieRule};
+use super::{
+    sort_by_gpus_descending, stable_sort_by_key, Policy, PolicyOptions, SchedulingContext, TieRule,
+};
 use crate::cluster::Placement;
 use crate::float::isclose_rel;
 use crate::interleave::{InterleaveModel, SlowdownFactors, StageOrdering, StageProfile};
@@ -115,7 +117,9 @@ impl Muri {
     /// Packs the members' profile ids, in order, into one integer: a leading 1 (so that
     /// lengths differ) then 31 bits per member; at most four members fit (1 + 4 × 31 bits).
     fn key(jobs: &[Job], members: &[JobIdx]) -> u128 {
-        members.iter().fold(1u128, |k, &j| push_key(k, jobs[j].profile_id))
+        members
+            .iter()
+            .fold(1u128, |k, &j| push_key(k, jobs[j].profile_id))
     }
 
     /// Iteration time of a group under `ordering` (cached per profile sequence).
@@ -291,25 +295,85 @@ impl Muri {
         mates
     }
 
-    /// Matches in blocks of at most `match_block` consecutive groups: O(n³) matching over
-    /// thousands of candidates (clusters far larger than the paper's) is too slow, and
-    /// neighbours in the list have similar priority. With n ≤ `match_block` (always true on
-    /// the paper's 64-GPU cluster: at most 4 × 64 candidates) this is the exact matching.
+    /// Exact blossom matching up to `match_block` groups (always the case on the paper's
+    /// 64-GPU cluster: at most 4 × 64 candidates). Beyond that, O(n³) per event is too slow
+    /// for 1,000-GPU clusters, so a greedy matching over profile classes is used instead.
     fn compute_matching(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
-        let block = self.opts.match_block.max(2);
-        if nodes.len() <= block {
-            return self.match_block(jobs, nodes);
+        if nodes.len() <= self.opts.match_block.max(2) {
+            self.match_block(jobs, nodes)
+        } else {
+            self.match_greedy_by_class(jobs, nodes)
         }
-        let mut mates = Vec::with_capacity(nodes.len());
-        for (b, chunk) in nodes.chunks(block).enumerate() {
-            let offset = b * block;
-            mates.extend(
-                self.match_block(jobs, chunk)
-                    .into_iter()
-                    .map(|m| m.map(|v| v + offset)),
-            );
+    }
+
+    /// Greedy matching for large candidate lists. Groups with the same profile key have the
+    /// same weights, so the graph collapses to a few classes: repeatedly take the heaviest
+    /// class pair that still has free members and pair them off in priority order.
+    /// A greedy matching weighs at least half the optimum; with a handful of classes it is
+    /// usually optimal or close.
+    fn match_greedy_by_class(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
+        let mut classes: Vec<(u128, Vec<usize>)> = Vec::new();
+        for (v, g) in nodes.iter().enumerate() {
+            let key = Self::key(jobs, g);
+            match classes.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(v),
+                None => classes.push((key, vec![v])),
+            }
+        }
+        let c = classes.len();
+        let mut weight = vec![None; c * c];
+        for a in 0..c {
+            for b in a..c {
+                let (ra, rb) = (classes[a].1[0], classes[b].1[0]);
+                weight[a * c + b] = self.edge_weight(jobs, &nodes[ra], &nodes[rb]);
+            }
+        }
+        let mut next = vec![0usize; c];
+        let mut mates = vec![None; nodes.len()];
+        loop {
+            let free = |k: usize, next: &[usize]| classes[k].1.len() - next[k];
+            let best = (0..c)
+                .flat_map(|a| (a..c).map(move |b| (a, b)))
+                .filter(|&(a, b)| {
+                    if a == b {
+                        free(a, &next) >= 2
+                    } else {
+                        free(a, &next) >= 1 && free(b, &next) >= 1
+                    }
+                })
+                .filter_map(|(a, b)| weight[a * c + b].map(|w| (w, a, b)))
+                .fold(None, |best: Option<(f64, usize, usize)>, x| match best {
+                    Some(b) if b.0 >= x.0 => Some(b),
+                    _ => Some(x),
+                });
+            let Some((_, a, b)) = best else { break };
+            let pairs = if a == b {
+                free(a, &next) / 2
+            } else {
+                free(a, &next).min(free(b, &next))
+            };
+            for _ in 0..pairs {
+                let u = classes[a].1[next[a]];
+                next[a] += 1;
+                let v = classes[b].1[next[b]];
+                next[b] += 1;
+                mates[u] = Some(v);
+                mates[v] = Some(u);
+            }
         }
         mates
+    }
+
+    /// The edge weight between two groups, or `None` when they may not merge (too many jobs,
+    /// or a used ratio not above the λ threshold).
+    fn edge_weight(&mut self, jobs: &[Job], a: &[JobIdx], b: &[JobIdx]) -> Option<f64> {
+        let job_sum = a.len() + b.len();
+        if job_sum > self.opts.packing_num {
+            return None;
+        }
+        let weight = self.pair_ratio(jobs, a, b);
+        let threshold = self.opts.weight_lbd * (job_sum as f64 / self.opts.multi_resource as f64);
+        (weight > threshold && !isclose_rel(weight, threshold, 1e-5)).then_some(weight)
     }
 
     fn match_block(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
@@ -317,14 +381,8 @@ impl Muri {
         let mut w = WeightMatrix::new(n);
         let mut any_edge = false;
         for u in 0..n {
-            for v in 0..n {
-                let job_sum = nodes[u].len() + nodes[v].len();
-                if u == v || job_sum > self.opts.packing_num {
-                    continue;
-                }
-                let weight = self.pair_ratio(jobs, &nodes[u], &nodes[v]);
-                let threshold = self.opts.weight_lbd * (job_sum as f64 / self.opts.multi_resource as f64);
-                if weight > threshold && !isclose_rel(weight, threshold, 1e-5) {
+            for v in (0..n).filter(|&v| v != u) {
+                if let Some(weight) = self.edge_weight(jobs, &nodes[u], &nodes[v]) {
                     w.set(u, v, weight);
                     any_edge = true;
                 }

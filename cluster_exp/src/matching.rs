@@ -51,6 +51,15 @@ fn my_cmp(x: f64, y: f64) -> i32 {
     }
 }
 
+/// `my_cmp(x, 0.0) == 0`, reduced: `is_close(x, 0)` only holds for `x == 0` (a nonzero
+/// `|x|` is never `<= 1e-5 |x|`), so the compare is 0 exactly when `x > 0` fails (NaN
+/// included). The hot loops test this for every edge, so the reduced form matters.
+#[inline]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must count as "not positive"
+fn not_positive(x: f64) -> bool {
+    !(x > 0.0)
+}
+
 /// Python's two-argument `min(a, b)`: keeps `a` unless `b < a` (differs from
 /// [`f64::min`] only for NaN, which is kept for fidelity).
 fn py_min(a: f64, b: f64) -> f64 {
@@ -168,6 +177,12 @@ pub struct BlossomMatcher {
     /// cached value is the very f64 the reference would recompute.
     slack_dist: Vec<f64>,
     label: Vec<i8>,
+    /// Scratch of [`Self::scan_until_tight`]: slack of the scanned vertex's blossom edges.
+    blossom_dist: Vec<f64>,
+    /// Scratch of [`Self::build_blossom_edges`] (cached slack of each new entry).
+    dist_scratch: Vec<f64>,
+    /// Scratch row of [`Self::inherit_flower_from`].
+    ff_scratch: Vec<u32>,
     vis: Vec<u64>,
     t: u64,
     flower: Vec<Vec<usize>>,
@@ -337,6 +352,7 @@ impl BlossomMatcher {
 
     /// Slack of an edge: `lab[u] + lab[v] - 2 w(u, v)` with the *original* weight of its
     /// end points (the reference's `dist` reads `edge[e.u][e.v].w`, not `e.w`).
+    #[inline]
     fn dist(&self, e: Edge) -> f64 {
         self.lab[e.u as usize] + self.lab[e.v as usize] - e.wo * 2.0
     }
@@ -345,26 +361,7 @@ impl BlossomMatcher {
         self.flower_from[b * (self.n + 1) + x] as usize
     }
 
-    fn set_ff(&mut self, b: usize, x: usize, val: usize) {
-        let i = b * (self.n + 1) + x;
-        self.flower_from[i] = val as u32;
-    }
-
     // ----- the reference's primitives ---------------------------------------------------
-
-    /// `update_slack`: make `u` the slack vertex of `x` if its edge is tighter.
-    fn update_slack(&mut self, u: usize, x: usize) {
-        let du = self.dist(self.e(u, x));
-        self.update_slack_with(u, x, du);
-    }
-
-    /// [`Self::update_slack`] with `du == dist(edge[u][x])` already computed.
-    fn update_slack_with(&mut self, u: usize, x: usize, du: f64) {
-        if self.slack[x] == 0 || du < self.slack_dist[x] {
-            self.slack[x] = u;
-            self.slack_dist[x] = du;
-        }
-    }
 
     /// Recomputes [`Self::slack_dist`] after the vertex labels changed.
     fn refresh_slack_dists(&mut self) {
@@ -377,13 +374,27 @@ impl BlossomMatcher {
     }
 
     /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
+    /// The best candidate is kept in locals and stored once; the conditions are pure, so
+    /// they are tested cheapest first (the strided edge entry last).
     fn set_slack(&mut self, x: usize) {
-        self.slack[x] = 0;
-        for u in 1..=self.n {
-            let su = self.st[u];
-            if self.e(u, x).w > 0.0 && su != x && self.label[su] == OUTER {
-                self.update_slack(u, x);
+        let s = self.stride;
+        let (st, label, edge) = (&self.st[..], &self.label[..], &self.edge[..]);
+        let (mut best_u, mut best_d) = (0, 0.0);
+        for (u, &su) in st.iter().enumerate().take(self.n + 1).skip(1) {
+            if su == x || label[su] != OUTER {
+                continue;
             }
+            let e = edge[u * s + x];
+            if e.w > 0.0 {
+                let du = self.dist(e);
+                if best_u == 0 || du < best_d {
+                    (best_u, best_d) = (u, du);
+                }
+            }
+        }
+        self.slack[x] = best_u;
+        if best_u != 0 {
+            self.slack_dist[x] = best_d;
         }
     }
 
@@ -605,25 +616,50 @@ impl BlossomMatcher {
             self.edge[b * s + x].w = 0.0;
             self.edge[x * s + b].w = 0.0;
         }
-        for x in 1..=n {
-            self.set_ff(b, x, 0);
-        }
-        for i in 0..self.flower[b].len() {
-            let xs = self.flower[b][i];
-            for x in 1..=n_x {
-                let cur = self.e(b, x);
-                let cand = self.e(xs, x);
-                if my_cmp(cur.w, 0.0) == 0 || self.dist(cand) < self.dist(cur) {
+        let flower = std::mem::take(&mut self.flower[b]);
+        // `best[x] == dist(edge[b][x])` once `edge[b][x].w > 0`, i.e. once this loop has
+        // copied an entry there (the weights were just reset to 0); labels do not change
+        // here, so the cached value is the one the reference recomputes.
+        let mut best = std::mem::take(&mut self.dist_scratch);
+        best.clear();
+        best.resize(n_x + 1, 0.0);
+        for &xs in &flower {
+            for (x, best_x) in best.iter_mut().enumerate().skip(1) {
+                let cur_w = self.edge[b * s + x].w;
+                let cand = self.edge[xs * s + x];
+                let dc = self.dist(cand);
+                if not_positive(cur_w) || dc < *best_x {
                     self.edge[b * s + x] = cand;
-                    self.edge[x * s + b] = self.e(x, xs);
-                }
-            }
-            for x in 1..=n {
-                if self.ff(xs, x) != 0 {
-                    self.set_ff(b, x, xs);
+                    self.edge[x * s + b] = self.edge[x * s + xs];
+                    // For `x == b` the second copy overwrote `edge[b][b]` again.
+                    *best_x = if x == b {
+                        self.dist(self.edge[b * s + b])
+                    } else {
+                        dc
+                    };
                 }
             }
         }
+        self.dist_scratch = best;
+        self.inherit_flower_from(b, &flower, n);
+        self.flower[b] = flower;
+    }
+
+    /// `flower_from[b][x] = xs` for the last member `xs` (in flower order) whose
+    /// `flower_from[xs][x]` is nonzero, 0 when there is none.
+    fn inherit_flower_from(&mut self, b: usize, flower: &[usize], n: usize) {
+        let n1 = n + 1;
+        let mut row_b = std::mem::take(&mut self.ff_scratch);
+        row_b.clear();
+        row_b.resize(n1, 0);
+        for &xs in flower {
+            let row_xs = &self.flower_from[xs * n1..(xs + 1) * n1];
+            for (dst, &src) in row_b[1..].iter_mut().zip(&row_xs[1..]) {
+                *dst = if src != 0 { xs as u32 } else { *dst };
+            }
+        }
+        self.flower_from[b * n1 + 1..(b + 1) * n1].copy_from_slice(&row_b[1..]);
+        self.ff_scratch = row_b;
     }
 
     /// `expand_blossom`: dissolve an inner blossom whose label reached 0, relabelling the
@@ -762,31 +798,66 @@ impl BlossomMatcher {
     }
 
     /// Looks at every edge `(u, v)`: tight ones go to [`Self::on_found_edge`], the others
-    /// update `slack[st[v]]`. `st[u]` is re-read per edge since blossoms may form meanwhile.
+    /// update `slack[st[v]]`. `st[u]` is re-read after each tight edge since blossoms may
+    /// form meanwhile; between tight edges the scan runs over plain slices.
     fn scan_vertex(&mut self, u: usize) -> bool {
-        let n1 = self.n + 1;
-        // Only `on_found_edge` can change `st[u]`; vertex labels change in dual steps only.
-        let lab_u = self.lab[u];
-        let mut st_u = self.st[u];
-        for v in 1..=self.n {
-            let w = self.wv[u * n1 + v];
-            let sv = self.st[v];
-            if w > 0.0 && st_u != sv {
-                // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
-                let d = lab_u + self.lab[v] - w * 2.0;
-                if my_cmp(d, 0.0) == 0 {
-                    if self.on_found_edge(self.vertex_edge(u, v, w)) {
-                        return true;
-                    }
-                    st_u = self.st[u];
-                } else if sv == v {
-                    self.update_slack_with(u, sv, d);
-                } else {
-                    self.update_slack(u, sv);
-                }
+        let mut from = 1;
+        while let Some((v, w)) = self.scan_until_tight(u, from) {
+            if self.on_found_edge(self.vertex_edge(u, v, w)) {
+                return true;
             }
+            from = v + 1;
         }
         false
+    }
+
+    /// Scans edges `(u, v)` for `v` in `from..=n`, updating slacks, and stops at the first
+    /// tight edge that [`Self::on_found_edge`] acts on, returning `(v, w(u, v))`. A tight
+    /// edge into an inner blossom is a no-op there, so it is skipped here. Nothing in
+    /// this loop changes `st`, labels or edges, so the invariant loads (`st[u]`, `lab[u]`,
+    /// the row of `u`, the slack of `u`'s edge to each blossom) are hoisted out of it, and
+    /// the slack update is written without branches.
+    #[inline]
+    fn scan_until_tight(&mut self, u: usize, from: usize) -> Option<(usize, f64)> {
+        self.fill_blossom_dists(u);
+        let n1 = self.n + 1;
+        // Plain slices, so that the loop keeps them in registers.
+        let (st, lab, label) = (&self.st[..], &self.lab[..], &self.label[..]);
+        let (slack, slack_dist) = (&mut self.slack[..], &mut self.slack_dist[..]);
+        let blossom_dist = &self.blossom_dist[..];
+        let lab_u = lab[u];
+        let st_u = st[u];
+        let row = &self.wv[u * n1 + from..(u + 1) * n1];
+        let cols = row.iter().zip(&st[from..n1]).zip(&lab[from..n1]);
+        for (v, ((&w, &sv), &lab_v)) in (from..).zip(cols) {
+            if w > 0.0 && st_u != sv {
+                // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
+                let d = lab_u + lab_v - w * 2.0;
+                if not_positive(d) {
+                    if label[sv] == INNER {
+                        continue;
+                    }
+                    return Some((v, w));
+                }
+                // `update_slack(u, sv)`: the slack of `edge[u][sv]`.
+                let dx = if sv == v { d } else { blossom_dist[sv] };
+                let (old_u, old_d) = (slack[sv], slack_dist[sv]);
+                let take = (old_u == 0) | (dx < old_d);
+                slack[sv] = if take { u } else { old_u };
+                slack_dist[sv] = if take { dx } else { old_d };
+            }
+        }
+        None
+    }
+
+    /// `blossom_dist[b] = dist(edge[u][b])` for every blossom id (stale ones included;
+    /// only top-level ones are read).
+    fn fill_blossom_dists(&mut self, u: usize) {
+        let (n, n_x, s) = (self.n, self.n_x, self.stride);
+        self.blossom_dist.resize(self.stride, 0.0);
+        for b in n + 1..=n_x {
+            self.blossom_dist[b] = self.dist(self.edge[u * s + b]);
+        }
     }
 
     /// The dual step `d`: min over inner blossoms' `lab/2`, unlabeled ids' slack, and

@@ -100,11 +100,12 @@ struct SimulateArgs {
     /// Turn autopack off.
     #[arg(long, overrides_with = "autopack")]
     noautopack: bool,
-    /// Match at most this many candidate groups exactly (blossom); longer lists (clusters much
-    /// bigger than the paper's) are matched greedily by profile class.
-    #[arg(long = "match_block", alias = "match-block", default_value_t = 256,
+    /// Match at most this many candidate groups exactly (blossom); longer lists are matched
+    /// greedily by profile class. Default: 256 (always exact on the paper's 64-GPU cluster),
+    /// or 32 on clusters of more than 256 GPUs, where exact matching per event is too slow.
+    #[arg(long = "match_block", alias = "match-block",
           value_parser = clap::value_parser!(u32).range(2..))]
-    match_block: u32,
+    match_block: Option<u32>,
     /// Placement scheme; only `yarn` (the paper's) is implemented.
     #[arg(long, default_value = "yarn")]
     scheme: String,
@@ -228,7 +229,10 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         multi_resource: args.multi_resource as usize,
         weight_lbd: args.weight_lbd,
         autopack: !args.noautopack,
-        match_block: args.match_block as usize,
+        match_block: args
+            .match_block
+            .map(|b| b as usize)
+            .unwrap_or(if spec.num_gpus() > 256 { 32 } else { 256 }),
     };
     eprintln!(
         "trace {} ({} jobs) on {} GPUs ({} nodes × {})",

@@ -64,8 +64,45 @@ fn push_key(key: u128, profile_id: u32) -> u128 {
     (key << 31) | u128::from(profile_id)
 }
 
-/// Jobs that run together, in the order they were merged.
-type Group = Vec<JobIdx>;
+/// Most jobs one group can hold (`--packing_num` is at most 4).
+const MAX_GROUP: usize = 4;
+
+/// Jobs that run together, in the order they were merged. A small inline array: the pass
+/// builds thousands of groups per event on large clusters, so no heap allocation per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    members: [JobIdx; MAX_GROUP],
+    len: usize,
+}
+
+impl Group {
+    fn single(job: JobIdx) -> Group {
+        Group {
+            members: [job; MAX_GROUP],
+            len: 1,
+        }
+    }
+
+    fn push(&mut self, job: JobIdx) {
+        assert!(self.len < MAX_GROUP, "groups hold at most {MAX_GROUP} jobs");
+        self.members[self.len] = job;
+        self.len += 1;
+    }
+
+    fn extend(&mut self, other: &Group) {
+        for &j in other.iter() {
+            self.push(j);
+        }
+    }
+}
+
+impl std::ops::Deref for Group {
+    type Target = [JobIdx];
+
+    fn deref(&self) -> &[JobIdx] {
+        &self.members[..self.len]
+    }
+}
 
 /// Groups per GPU size, sizes in first-appearance order (the reference's dict order).
 type GroupsBySize = Vec<(u32, Vec<Group>)>;
@@ -85,6 +122,8 @@ pub struct Muri {
     match_cache: HashMap<Vec<u128>, Vec<Option<usize>>>,
     /// Scratch: job marked as a candidate in this pass.
     candidate: Vec<bool>,
+    /// Scratch: index of each job's group in the final placement step.
+    group_of: Vec<usize>,
 }
 
 impl Muri {
@@ -107,6 +146,7 @@ impl Muri {
             time_cache: HashMap::new(),
             match_cache: HashMap::new(),
             candidate: Vec::new(),
+            group_of: Vec::new(),
         }
     }
 
@@ -143,7 +183,7 @@ impl Muri {
         if let Some(&r) = self.ratio_cache.get(&key) {
             return r;
         }
-        let mut members: Group = a.to_vec();
+        let mut members: Vec<JobIdx> = a.to_vec();
         members.extend_from_slice(b);
         let r = self
             .model
@@ -204,7 +244,10 @@ impl Muri {
             .into_iter()
             .map(|(size, list, chosen)| {
                 required += size * chosen as u32;
-                (size, list[..chosen].iter().map(|&j| vec![j]).collect())
+                (
+                    size,
+                    list[..chosen].iter().map(|&j| Group::single(j)).collect(),
+                )
             })
             .collect();
         (groups, required)
@@ -249,7 +292,7 @@ impl Muri {
         }
         let mut slots: Vec<Vec<Option<Group>>> = groups
             .iter()
-            .map(|(_, nodes)| nodes.iter().cloned().map(Some).collect())
+            .map(|(_, nodes)| nodes.iter().copied().map(Some).collect())
             .collect();
         let mut out: GroupsBySize = Vec::new();
         for (size_pos, a, b) in ready {
@@ -265,7 +308,7 @@ impl Muri {
             match b {
                 Some(b) if *required > cluster_gpus => {
                     let second = slots[size_pos][b].take().expect("each vertex emitted once");
-                    first.extend(second);
+                    first.extend(&second);
                     *required -= size;
                     out[pos].1.push(first);
                 }
@@ -408,13 +451,13 @@ impl Muri {
                 let list: Vec<JobIdx> = singles.into_iter().map(|g| g[0]).collect();
                 let mut out = Vec::new();
                 for slot_start in (0..list.len()).step_by(p) {
-                    let mut group = vec![list[slot_start]];
+                    let mut group = Group::single(list[slot_start]);
                     for &j in list.iter().skip(slot_start + 1).take(p - 1) {
                         if required > cluster_gpus {
                             group.push(j);
                             required -= size;
                         } else {
-                            out.push(vec![j]);
+                            out.push(Group::single(j));
                         }
                     }
                     out.push(group);
@@ -433,11 +476,15 @@ impl Muri {
             for group in list {
                 let together = self.group_time(jobs, &group, StageOrdering::Best);
                 let mut apart = 0.0;
-                for &j in &group {
+                for &j in group.iter() {
                     apart += jobs[j].iteration_time;
                 }
                 if together / apart > 1.0 {
-                    entries.extend(group.iter().map(|&j| (size, vec![j], jobs[j].sort_val)));
+                    entries.extend(
+                        group
+                            .iter()
+                            .map(|&j| (size, Group::single(j), jobs[j].sort_val)),
+                    );
                 } else {
                     let key = group
                         .iter()
@@ -464,44 +511,52 @@ impl Muri {
 
     /// Step 5: place groups, largest jobs first; members share the first member's GPUs.
     fn place(&mut self, ctx: &mut SchedulingContext<'_>, groups: GroupsBySize) {
-        let mut group_of: HashMap<JobIdx, usize> = HashMap::new();
         let all: Vec<Group> = groups.into_iter().flat_map(|(_, l)| l).collect();
+        // Each job is in at most one group; index it by job for the scan below.
+        if self.group_of.len() < ctx.jobs.len() {
+            self.group_of.resize(ctx.jobs.len(), usize::MAX);
+        }
+        for &j in ctx.runnable.iter() {
+            self.group_of[j] = usize::MAX;
+        }
         for (gi, g) in all.iter().enumerate() {
-            for &j in g {
-                group_of.entry(j).or_insert(gi);
+            for &j in g.iter() {
+                if self.group_of[j] == usize::MAX {
+                    self.group_of[j] = gi;
+                }
             }
         }
         ctx.cluster.empty();
         sort_by_gpus_descending(ctx.runnable, ctx.jobs);
-        let mut shared: HashMap<JobIdx, Placement> = HashMap::new();
+        // The first member to be placed places the group; the others share its GPUs.
+        let mut shared: Vec<Option<Placement>> = vec![None; all.len()];
         for pos in 0..ctx.runnable.len() {
             let j = ctx.runnable[pos];
-            let Some(&gi) = group_of.get(&j) else {
+            let gi = self.group_of[j];
+            if gi == usize::MAX {
                 continue;
-            };
-            let members = &all[gi];
-            let it = self.group_time(ctx.jobs, members, self.muri.ordering);
+            }
+            let members = all[gi];
+            let it = self.group_time(ctx.jobs, &members, self.muri.ordering);
             let num_gpu = ctx.jobs[j].num_gpu();
             let overhead: f64 = members
                 .iter()
                 .map(|&m| restart_overhead(num_gpu, &ctx.jobs[m].spec.model_name))
                 .sum();
-            let placement = match shared.get(&j) {
+            let placement = match &shared[gi] {
                 Some(p) => Some(p.clone()),
                 None => {
                     let p = ctx.cluster.place_yarn(num_gpu);
-                    if let Some(p) = &p {
-                        for &m in members {
-                            shared.insert(m, p.clone());
-                        }
-                    }
+                    shared[gi].clone_from(&p);
                     p
                 }
             };
             let job = &mut ctx.jobs[j];
             job.iteration_time_cur = it;
             job.overhead = overhead;
-            job.group = members.iter().copied().filter(|&m| m != j).collect();
+            job.group.clear();
+            job.group
+                .extend(members.iter().copied().filter(|&m| m != j));
             job.placement = placement;
         }
     }

@@ -11,12 +11,16 @@ use std::fmt;
 use crate::cluster::Cluster;
 use crate::job::{Job, JobIdx};
 
+mod antman;
 mod fifo;
 mod muri;
 mod srtf;
+mod themis;
 mod tiresias;
 
+pub use antman::{AntMan, AntManAudit, SharedAudit};
 pub use muri::{MuriOptions, MuriVariant};
+pub use themis::ThemisVariant;
 
 /// How a start event and an end event that (almost) coincide are merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +38,8 @@ pub enum EndEventRule {
     Coalesced,
     /// Only the earliest end (and exact ties) is kept (Tiresias).
     EarliestOnly,
+    /// As `Coalesced`, then every end within 1e-4 s of the earliest joins it (AntMan).
+    MergedWithin1e4,
 }
 
 /// What a policy may read and change during one scheduling pass.
@@ -110,7 +116,7 @@ impl Default for PolicyOptions {
 }
 
 /// Every policy name `--schedule` accepts, with a one-line description.
-pub const POLICIES: [(&str, &str); 8] = [
+pub const POLICIES: [(&str, &str); 11] = [
     ("shortest", "SRTF: shortest remaining time first"),
     ("shortest-gpu", "SRSF: shortest remaining GPU-time first"),
     ("dlas-gpu", "Tiresias: 2D least-attained-service with 3 queues"),
@@ -131,6 +137,15 @@ pub const POLICIES: [(&str, &str); 8] = [
         "Muri-L ablation: sequential grouping instead of blossom",
     ),
     ("fifo", "FIFO: arrival order, non-preemptive, no backfill"),
+    ("themis", "Themis: finish-time fairness (the reference's formulation)"),
+    (
+        "themis-fixed",
+        "Themis, corrected: isolated throughput in iterations/s, deterministic optimum",
+    ),
+    (
+        "antman",
+        "AntMan: guaranteed + opportunistic GPU sharing, non-preemptive",
+    ),
 ];
 
 /// Short paper names for tables.
@@ -144,6 +159,9 @@ pub fn display_name(policy: &str) -> &str {
         "multi-resource-blossom-same-gpu-unaware-worstordering" => "Muri-L-worst",
         "multi-resource-gpu-unaware" => "Muri-L-noblossom",
         "fifo" => "FIFO",
+        "themis" => "Themis",
+        "themis-fixed" => "Themis-fixed",
+        "antman" => "AntMan",
         other => other,
     }
 }
@@ -174,6 +192,9 @@ pub fn build(name: &str, opts: PolicyOptions) -> Result<Box<dyn Policy>, Unknown
         "shortest-gpu" => Box::new(srtf::ShortestFirst::new(true)),
         "dlas-gpu" => Box::new(tiresias::Tiresias::new()),
         "fifo" => Box::new(fifo::Fifo),
+        "themis" => Box::new(themis::Themis::new(ThemisVariant::Reference)),
+        "themis-fixed" => Box::new(themis::Themis::new(ThemisVariant::Fixed)),
+        "antman" => Box::new(antman::AntMan::new()),
         "multi-resource-blossom-same-gpu" => muri(MuriVariant::MuriS),
         "multi-resource-blossom-same-gpu-unaware" => muri(MuriVariant::MuriL),
         "multi-resource-blossom-same-gpu-unaware-worstordering" => muri(MuriVariant::WorstOrdering),

@@ -18,5 +18,7 @@ pub mod models;
 pub mod output;
 pub mod policy;
 pub mod simulate;
+pub mod sweep;
+pub mod testbed;
 pub mod trace;
 pub mod tracegen;

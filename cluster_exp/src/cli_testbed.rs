@@ -1,0 +1,269 @@
+//! The testbed's subcommands (`muri scheduler`, `worker`, `submit`, `status`, `cancel`):
+//! clap types and the glue from flags to `muri::testbed`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use muri::cluster::ClusterSpec;
+use muri::policy::PolicyOptions;
+use muri::testbed::{self, control, scheduler, worker};
+use muri::trace::Trace;
+use muri_runtime::auth::Token;
+
+#[derive(Args)]
+pub struct SchedulerArgs {
+    /// Cluster spec CSV; each node is one `muri worker`.
+    #[arg(long = "cluster_spec", alias = "cluster-spec", value_name = "CSV")]
+    cluster_spec: PathBuf,
+    /// Trace to replay (times in ms). Without it the scheduler only takes `muri submit` jobs.
+    #[arg(long = "trace_file", alias = "trace-file", value_name = "CSV")]
+    trace_file: Option<PathBuf>,
+    /// Policy (see `muri policies`).
+    #[arg(long, default_value = "multi-resource-blossom-same-gpu")]
+    schedule: String,
+    /// Where job.csv, cluster.csv and failed.csv go.
+    #[arg(
+        long = "log_path",
+        alias = "log-path",
+        default_value = "results/testbed"
+    )]
+    log_path: PathBuf,
+    /// Virtual seconds between rounds when nothing arrives or finishes.
+    #[arg(
+        long = "schedule_interval",
+        alias = "schedule-interval",
+        default_value_t = 360.0
+    )]
+    schedule_interval: f64,
+    /// Iterations each launch runs to measure its group's speed (fast-forward sample).
+    #[arg(
+        long = "fast_forwarding",
+        alias = "fast-forwarding",
+        default_value_t = 20
+    )]
+    fast_forwarding: u64,
+    /// Emulated stage time = profiled time × this.
+    #[arg(long = "time_scale", alias = "time-scale", default_value_t = 0.01)]
+    time_scale: f64,
+    /// Address to serve workers, trainers and `muri submit/status/cancel` on.
+    #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
+    listen: String,
+    /// Allow a non-loopback --listen address.
+    #[arg(long = "allow-remote")]
+    allow_remote: bool,
+    /// Workers to wait for (default: every node of the cluster spec).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+    #[arg(long = "heartbeat_ms", alias = "heartbeat-ms", default_value_t = 300)]
+    heartbeat_ms: u64,
+    /// A worker silent this long is removed and its groups re-queued.
+    #[arg(
+        long = "heartbeat_timeout_ms",
+        alias = "heartbeat-timeout-ms",
+        default_value_t = 1500
+    )]
+    heartbeat_timeout_ms: u64,
+    /// Real seconds a round's samples may take before they are killed.
+    #[arg(
+        long = "sample_timeout",
+        alias = "sample-timeout",
+        default_value_t = 30.0
+    )]
+    sample_timeout: f64,
+    /// Trainer failures before a job is marked failed.
+    #[arg(long = "max_attempts", alias = "max-attempts", default_value_t = 3)]
+    max_attempts: u32,
+    /// Virtual seconds before the first retry of a failed trainer (doubles each time).
+    #[arg(
+        long = "retry_backoff",
+        alias = "retry-backoff",
+        default_value_t = 60.0
+    )]
+    retry_backoff: f64,
+    /// Keep running for `muri submit` after the trace finished.
+    #[arg(long = "keep_alive", alias = "keep-alive")]
+    keep_alive: bool,
+    /// Checkpoint directory handed to the trainers.
+    #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
+    checkpoint_dir: Option<PathBuf>,
+    #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(1..=4))]
+    packing_num: u8,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Scheduler address.
+    #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
+    scheduler: String,
+    /// This node's index in the cluster spec.
+    #[arg(long = "node-id", alias = "node_id")]
+    node_id: u32,
+    /// GPU ids this worker owns (`0,1,2,3`) or a count (`4`).
+    #[arg(long, default_value = "4")]
+    gpus: String,
+    #[arg(long, default_value_t = 32)]
+    cpus: u32,
+    /// Address of this worker's service (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long = "allow-remote")]
+    allow_remote: bool,
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+    /// The trainer executable (default: muri-trainer next to muri).
+    #[arg(long)]
+    trainer: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long = "kill_grace", alias = "kill-grace", default_value_t = 2.0)]
+    kill_grace: f64,
+    #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
+    checkpoint_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
+    scheduler: String,
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    gpus: u32,
+    #[arg(long)]
+    iterations: u64,
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
+    scheduler: String,
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    /// Job id printed by `muri submit`.
+    id: u64,
+    #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
+    scheduler: String,
+    #[arg(long = "token-file")]
+    token_file: Option<PathBuf>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn token(file: Option<&Path>) -> anyhow::Result<Token> {
+    Token::load(file)
+}
+
+fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
+    anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be ≥ 0");
+    Ok(Duration::from_secs_f64(v))
+}
+
+pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let listen = scheduler::parse_listen(&args.listen)?;
+    testbed::check_bind(listen, args.allow_remote)?;
+    let spec = ClusterSpec::from_path(&args.cluster_spec)?;
+    let trace = args
+        .trace_file
+        .as_deref()
+        .map(Trace::from_path)
+        .transpose()?;
+    let cfg = scheduler::SchedulerConfig {
+        listen,
+        spec,
+        keep_alive: args.keep_alive || trace.is_none(),
+        trace,
+        policy: args.schedule,
+        opts: PolicyOptions {
+            packing_num: args.packing_num as usize,
+            ..PolicyOptions::default()
+        },
+        log_path: args.log_path.clone(),
+        schedule_interval: args.schedule_interval,
+        fast_forwarding: args.fast_forwarding,
+        time_scale: args.time_scale,
+        workers: args.workers.unwrap_or(spec.num_nodes() as usize),
+        token: token(args.token_file.as_deref())?,
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+        heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(50)),
+        sample_timeout: seconds(args.sample_timeout, "--sample_timeout")?,
+        max_attempts: args.max_attempts,
+        retry_backoff: args.retry_backoff,
+        checkpoint_dir: args.checkpoint_dir,
+    };
+    let summary = runtime()?.block_on(scheduler::run_scheduler(cfg))?;
+    eprintln!(
+        "done: {} jobs completed, {} failed, {} rounds, {} launches, {:.1} s wall, {:.0} s virtual; logs in {}",
+        summary.completed,
+        summary.failed,
+        summary.rounds,
+        summary.launches,
+        summary.wall_seconds,
+        summary.virtual_seconds,
+        args.log_path.display()
+    );
+    Ok(())
+}
+
+pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let listen = scheduler::parse_listen(&args.listen)?;
+    testbed::check_bind(listen, args.allow_remote)?;
+    let cfg = worker::WorkerConfig {
+        scheduler: args.scheduler,
+        node_id: args.node_id,
+        gpus: worker::parse_gpus(&args.gpus)?,
+        cpus: args.cpus,
+        listen,
+        token: token(args.token_file.as_deref())?,
+        trainer: args.trainer.unwrap_or_else(worker::default_trainer),
+        use_mpi: cfg!(feature = "mpi"),
+        kill_grace: seconds(args.kill_grace, "--kill_grace")?,
+        checkpoint_dir: args.checkpoint_dir,
+    };
+    runtime()?.block_on(worker::run_worker(cfg))
+}
+
+pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let t = token(args.token_file.as_deref())?;
+    let id = runtime()?.block_on(control::submit(
+        &args.scheduler,
+        &t,
+        &args.model,
+        args.gpus,
+        args.iterations,
+    ))?;
+    println!("{id}");
+    Ok(())
+}
+
+pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let t = token(args.token_file.as_deref())?;
+    let s = runtime()?.block_on(control::status(&args.scheduler, &t))?;
+    print!("{}", control::format_status(&s));
+    Ok(())
+}
+
+pub fn run_cancel(args: CancelArgs) -> anyhow::Result<()> {
+    let t = token(args.token_file.as_deref())?;
+    let found = runtime()?.block_on(control::cancel(&args.scheduler, &t, args.id))?;
+    anyhow::ensure!(found, "no job {} on the scheduler", args.id);
+    println!("cancelled {}", args.id);
+    Ok(())
+}

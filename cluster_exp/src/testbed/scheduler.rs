@@ -1,0 +1,1162 @@
+//! `muri scheduler`: the policy loop on a virtual clock with real executors.
+//!
+//! Each round (at virtual time `now`) does what the simulator's event loop does, in the same
+//! order — complete jobs whose predicted end has come, admit arrivals, credit progress, run
+//! the policy on an empty cluster — and then, instead of trusting the interleaving model,
+//! dispatches every new or moved group to the worker owning its GPUs. In fast-forward mode
+//! (`--fast_forwarding N`) a launch runs N iterations of every member; the measured group
+//! iteration time (scaled back by `--time_scale`) becomes the group's speed, and the virtual
+//! clock jumps to the next round: the next predicted completion, arrival, retry, or
+//! `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
+//! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use muri_runtime::auth::{CheckToken, Token};
+use muri_runtime::pb;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use super::service::{Event, SchedulerService, Shared, Submission};
+use crate::cluster::{Cluster, ClusterSpec, Placement};
+use crate::engine::{ClusterRecord, JobRecord};
+use crate::interleave::{InterleaveModel, StageProfile};
+use crate::job::{build_jobs, Job, JobIdx, Status};
+use crate::models;
+use crate::output;
+use crate::policy::{self, Policy, PolicyOptions, SchedulingContext};
+use crate::trace::{JobSpec, Trace};
+
+/// Everything `muri scheduler` is told.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub listen: SocketAddr,
+    pub spec: ClusterSpec,
+    /// Jobs to replay; `None` = online submissions only.
+    pub trace: Option<Trace>,
+    pub policy: String,
+    pub opts: PolicyOptions,
+    pub log_path: PathBuf,
+    /// Virtual seconds between rounds when nothing else happens.
+    pub schedule_interval: f64,
+    /// Iterations each launch runs (the sample).
+    pub fast_forwarding: u64,
+    /// Emulated stage time = profiled time × this (so measured / this = virtual seconds).
+    pub time_scale: f64,
+    /// Workers to wait for before the first round.
+    pub workers: usize,
+    pub token: Token,
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is removed and its groups re-queued.
+    pub heartbeat_timeout: Duration,
+    /// Real-time limit for one round's samples.
+    pub sample_timeout: Duration,
+    /// Tries before a job whose trainer keeps failing is marked failed.
+    pub max_attempts: u32,
+    /// Virtual seconds before the first retry (doubles per failure).
+    pub retry_backoff: f64,
+    /// Keep serving `muri submit` after the trace is done (online mode).
+    pub keep_alive: bool,
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub completed: usize,
+    pub failed: usize,
+    pub rounds: usize,
+    pub launches: usize,
+    pub wall_seconds: f64,
+    pub virtual_seconds: f64,
+}
+
+/// Per-job bookkeeping the core's `Job` does not have.
+#[derive(Debug, Clone, Default)]
+struct JobExtra {
+    /// Consecutive trainer failures.
+    attempts: u32,
+    failed: bool,
+    cancelled: bool,
+    error: String,
+    predicted_end: Option<f64>,
+}
+
+/// A group as dispatched: members (sorted), where, and its launch id.
+#[derive(Debug, Clone, PartialEq)]
+struct RunningGroup {
+    members: Vec<JobIdx>,
+    /// (node id of the worker, GPU ids) per share.
+    gpus: Vec<(u32, Vec<u32>)>,
+}
+
+/// Outcome of one launched sample.
+#[derive(Debug)]
+enum LaunchOutcome {
+    /// Seconds per group iteration, measured (real time).
+    Measured(f64),
+    /// The trainer exited non-zero (or spawned nothing).
+    TrainerFailed(String),
+    /// The worker died or the sample timed out: not the job's fault.
+    Lost(String),
+}
+
+struct PendingLaunch {
+    members: Vec<JobIdx>,
+    node: u32,
+    done: Option<pb::DoneRequest>,
+    report: Option<f64>,
+}
+
+/// Runs the scheduler until every job is done (or forever with `keep_alive`).
+pub async fn run_scheduler(cfg: SchedulerConfig) -> anyhow::Result<RunSummary> {
+    validate(&cfg)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let first_online_id = cfg
+        .trace
+        .as_ref()
+        .and_then(|t| t.jobs.iter().map(|j| j.job_id).max())
+        .map_or(0, |m| m + 1);
+    let shared = Arc::new(Shared {
+        spec: cfg.spec,
+        token: cfg.token.clone(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        workers: Mutex::new(BTreeMap::new()),
+        events: tx,
+        submissions: Mutex::new(Vec::new()),
+        cancels: Mutex::new(Vec::new()),
+        next_job_id: AtomicU64::new(first_online_id),
+        status: Mutex::new(pb::StatusReply::default()),
+        wake: Notify::new(),
+    });
+    let server = spawn_server(cfg.listen, shared.clone()).await?;
+    let mut testbed = Testbed::new(cfg, shared, rx)?;
+    let result = testbed.run().await;
+    testbed.shutdown_workers().await;
+    server.abort();
+    result
+}
+
+fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cfg.fast_forwarding >= 2,
+        "--fast_forwarding must be at least 2 iterations"
+    );
+    anyhow::ensure!(
+        cfg.schedule_interval.is_finite() && cfg.schedule_interval > 0.0,
+        "--schedule_interval must be > 0"
+    );
+    anyhow::ensure!(
+        cfg.time_scale.is_finite() && cfg.time_scale > 0.0,
+        "--time_scale must be > 0"
+    );
+    anyhow::ensure!(cfg.max_attempts >= 1, "--max_attempts must be at least 1");
+    if let Some(trace) = &cfg.trace {
+        crate::simulate::check_fits(trace, &cfg.spec)?;
+    }
+    policy::build(&cfg.policy, cfg.opts)?;
+    Ok(())
+}
+
+async fn spawn_server(
+    listen: SocketAddr,
+    shared: Arc<Shared>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the scheduler to {listen}"))?;
+    let bound = listener.local_addr()?;
+    let svc = SchedulerService {
+        shared: shared.clone(),
+    };
+    let check = CheckToken(shared.token.clone());
+    let router = tonic::transport::Server::builder()
+        .add_service(
+            pb::worker_to_scheduler_server::WorkerToSchedulerServer::with_interceptor(
+                svc.clone(),
+                check.clone(),
+            ),
+        )
+        .add_service(
+            pb::trainer_to_scheduler_server::TrainerToSchedulerServer::with_interceptor(
+                svc.clone(),
+                check.clone(),
+            ),
+        )
+        .add_service(pb::control_server::ControlServer::with_interceptor(
+            svc, check,
+        ));
+    tracing::info!(%bound, "scheduler listening");
+    eprintln!("scheduler listening on {bound}");
+    Ok(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router.serve_with_incoming(incoming).await {
+            tracing::error!("scheduler server stopped: {e}");
+        }
+    }))
+}
+
+struct Testbed {
+    cfg: SchedulerConfig,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedReceiver<Event>,
+    jobs: Vec<Job>,
+    extra: Vec<JobExtra>,
+    /// Not yet arrived, by submit time.
+    arrivals: VecDeque<JobIdx>,
+    runnable: Vec<JobIdx>,
+    /// Jobs waiting out a retry back-off: (job, virtual time it may run again).
+    held: Vec<(JobIdx, f64)>,
+    policy: Box<dyn Policy>,
+    /// Profile keys in profile-id order (online jobs get ids the way `build_jobs` does).
+    profiles: Vec<([u64; 3], u64)>,
+    now: f64,
+    started: Instant,
+    running: Vec<RunningGroup>,
+    /// Measured seconds (virtual) per group iteration, by sorted member list.
+    measured: HashMap<Vec<JobIdx>, f64>,
+    records: Vec<JobRecord>,
+    cluster_log: Vec<ClusterRecord>,
+    next_group_id: u64,
+    rounds: usize,
+    launches: usize,
+}
+
+impl Testbed {
+    fn new(
+        cfg: SchedulerConfig,
+        shared: Arc<Shared>,
+        events: mpsc::UnboundedReceiver<Event>,
+    ) -> anyhow::Result<Testbed> {
+        let specs: Vec<JobSpec> = cfg
+            .trace
+            .as_ref()
+            .map(|t| t.jobs.clone())
+            .unwrap_or_default();
+        let jobs = build_jobs(&specs);
+        let mut profiles = Vec::new();
+        for j in &jobs {
+            let key = profile_key(j);
+            if !profiles.contains(&key) {
+                profiles.push(key);
+            }
+        }
+        let mut arrivals: Vec<JobIdx> = (0..jobs.len()).collect();
+        arrivals.sort_by(|&a, &b| {
+            jobs[a]
+                .spec
+                .submit_time
+                .total_cmp(&jobs[b].spec.submit_time)
+        });
+        Ok(Testbed {
+            policy: policy::build(&cfg.policy, cfg.opts)?,
+            extra: vec![JobExtra::default(); jobs.len()],
+            arrivals: arrivals.into(),
+            jobs,
+            cfg,
+            shared,
+            events,
+            runnable: Vec::new(),
+            held: Vec::new(),
+            profiles,
+            now: 0.0,
+            started: Instant::now(),
+            running: Vec::new(),
+            measured: HashMap::new(),
+            records: Vec::new(),
+            cluster_log: Vec::new(),
+            next_group_id: 1,
+            rounds: 0,
+            launches: 0,
+        })
+    }
+
+    async fn run(&mut self) -> anyhow::Result<RunSummary> {
+        self.wait_for_workers().await?;
+        self.started = Instant::now();
+        self.now = self
+            .arrivals
+            .front()
+            .map_or(0.0, |&j| self.jobs[j].spec.submit_time);
+        loop {
+            self.round().await?;
+            self.write_logs()?;
+            match self.next_round_time() {
+                Some(t) => self.now = t.max(self.now),
+                None if self.cfg.keep_alive || self.workers_missing() => self.idle_wait().await,
+                None => break,
+            }
+        }
+        let summary = RunSummary {
+            completed: self.records.len(),
+            failed: self.extra.iter().filter(|e| e.failed).count(),
+            rounds: self.rounds,
+            launches: self.launches,
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+            virtual_seconds: self.now,
+        };
+        tracing::info!(?summary, "all jobs finished");
+        Ok(summary)
+    }
+
+    async fn wait_for_workers(&mut self) -> anyhow::Result<()> {
+        let want = self.cfg.workers.min(self.cfg.spec.num_nodes() as usize);
+        eprintln!("waiting for {want} workers");
+        while self.shared.worker_count() < want {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.shared.wake.notified()).await;
+        }
+        Ok(())
+    }
+
+    fn workers_missing(&self) -> bool {
+        !self.runnable.is_empty() && self.shared.worker_count() == 0
+    }
+
+    /// Nothing to do in virtual time: wait (real time) for a submission or a worker.
+    async fn idle_wait(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.shared.wake.notified()).await;
+        self.reap_dead_workers();
+    }
+
+    async fn round(&mut self) -> anyhow::Result<()> {
+        self.rounds += 1;
+        self.take_submissions();
+        self.take_cancels();
+        self.reap_dead_workers();
+        self.complete_due();
+        self.admit_due();
+        self.advance();
+        self.schedule();
+        self.dispatch().await?;
+        self.predict_ends();
+        self.log_cluster();
+        self.publish_status();
+        Ok(())
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    fn take_submissions(&mut self) {
+        let subs: Vec<Submission> = match self.shared.submissions.lock() {
+            Ok(mut s) => s.drain(..).collect(),
+            Err(_) => return,
+        };
+        for s in subs {
+            let Some(p) = models::profile(&s.model, s.num_gpu) else {
+                continue;
+            };
+            let spec = JobSpec {
+                job_id: s.job_id,
+                num_gpu: s.num_gpu,
+                submit_time: self.now,
+                iterations: s.iterations,
+                model_name: s.model.clone(),
+                batch_size: p.batch_size,
+                duration: (s.iterations as f64 * p.iteration_time_ms / 1000.0).floor(),
+                iteration_time_ms: p.iteration_time_ms,
+                resource_time_ms: p.resource_time_ms,
+                priority: 0,
+            };
+            let mut job = Job::new(self.jobs.len(), spec);
+            job.profile_id = self.profile_id(&job);
+            tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
+            self.arrivals.push_back(job.idx);
+            self.jobs.push(job);
+            self.extra.push(JobExtra::default());
+        }
+    }
+
+    fn profile_id(&mut self, job: &Job) -> u32 {
+        let key = profile_key(job);
+        match self.profiles.iter().position(|k| *k == key) {
+            Some(p) => p as u32,
+            None => {
+                self.profiles.push(key);
+                (self.profiles.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take_cancels(&mut self) {
+        let ids: Vec<u64> = match self.shared.cancels.lock() {
+            Ok(mut c) => c.drain(..).collect(),
+            Err(_) => return,
+        };
+        for id in ids {
+            let Some(j) = self.jobs.iter().position(|j| j.spec.job_id == id) else {
+                continue;
+            };
+            if self.jobs[j].status == Status::Done {
+                continue;
+            }
+            tracing::info!(job = id, "cancelled");
+            self.extra[j].cancelled = true;
+            self.finish_without_record(j);
+        }
+    }
+
+    /// Removes a job that will not complete (failed or cancelled) from every queue.
+    fn finish_without_record(&mut self, j: JobIdx) {
+        let job = &mut self.jobs[j];
+        job.status = Status::Done;
+        job.placement = None;
+        self.runnable.retain(|&r| r != j);
+        self.arrivals.retain(|&r| r != j);
+        self.held.retain(|&(r, _)| r != j);
+        self.running.retain(|g| !g.members.contains(&j));
+    }
+
+    /// Workers silent for longer than the heartbeat timeout are forgotten; their groups are
+    /// re-queued at the next schedule (the policy then sees a smaller cluster).
+    fn reap_dead_workers(&mut self) {
+        let timeout = self.cfg.heartbeat_timeout;
+        let dead: Vec<u32> = match self.shared.workers.lock() {
+            Ok(mut w) => {
+                let dead: Vec<u32> = w
+                    .iter()
+                    .filter(|(_, e)| e.last_seen.elapsed() > timeout)
+                    .map(|(&n, _)| n)
+                    .collect();
+                for n in &dead {
+                    w.remove(n);
+                }
+                dead
+            }
+            Err(_) => return,
+        };
+        for node in dead {
+            tracing::warn!(
+                node,
+                "worker missed its heartbeats: removed, its groups are re-queued"
+            );
+            eprintln!("worker {node} lost: re-queueing its groups");
+            self.running
+                .retain(|g| g.gpus.iter().all(|(n, _)| *n != node));
+        }
+    }
+
+    // ---- the simulator's steps, on the virtual clock -------------------------------------
+
+    fn complete_due(&mut self) {
+        let now = self.now;
+        let due: Vec<JobIdx> = self
+            .runnable
+            .iter()
+            .copied()
+            .filter(|&j| self.jobs[j].is_running())
+            .filter(|&j| {
+                self.extra[j]
+                    .predicted_end
+                    .is_some_and(|t| t <= now + 1e-6 * now.abs().max(1.0))
+            })
+            .collect();
+        for j in due {
+            let job = &mut self.jobs[j];
+            job.total_executed_time += now - job.last_check_time;
+            job.last_check_time = now;
+            job.remaining_iteration = 0.0;
+            job.status = Status::Done;
+            job.end_time = Some(now);
+            job.placement = None;
+            self.policy.on_completion(job);
+            self.records.push(record(job, now));
+            tracing::info!(job = job.spec.job_id, now, "completed");
+        }
+        let jobs = &self.jobs;
+        self.runnable.retain(|&j| jobs[j].status != Status::Done);
+        self.running
+            .retain(|g| g.members.iter().all(|&m| jobs[m].status != Status::Done));
+    }
+
+    fn admit_due(&mut self) {
+        while let Some(&j) = self.arrivals.front() {
+            if self.jobs[j].spec.submit_time > self.now {
+                break;
+            }
+            self.arrivals.pop_front();
+            let job = &mut self.jobs[j];
+            job.status = Status::Pending;
+            job.last_check_time = job.spec.submit_time;
+            self.policy.on_arrival(job);
+            self.runnable.push(j);
+        }
+        let now = self.now;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|&(_, t)| t <= now);
+        self.held = waiting;
+        for (j, _) in ready {
+            self.runnable.push(j);
+        }
+    }
+
+    /// Credits progress since each job's last check, exactly as the simulator does (the
+    /// rate is the group's measured iteration time).
+    fn advance(&mut self) {
+        let now = self.now;
+        for &j in &self.runnable {
+            let job = &mut self.jobs[j];
+            let last = job.last_check_time;
+            match job.status {
+                Status::Running => {
+                    let credited = (now - last - job.overhead).max(0.0);
+                    job.remaining_iteration -= credited / job.iteration_time_cur;
+                    job.total_executed_time += now - last;
+                    job.last_check_time = now;
+                    self.policy.on_progress(job, last, now);
+                }
+                Status::Pending => {
+                    job.pending_time += now - last;
+                    job.last_check_time = now;
+                }
+                Status::Done => {}
+            }
+        }
+    }
+
+    /// Node ids of live workers, in order: the policy's node i is `alive[i]`.
+    fn alive_nodes(&self) -> Vec<u32> {
+        let limit = self.cfg.spec.num_nodes();
+        self.shared
+            .workers
+            .lock()
+            .map(|w| w.keys().copied().filter(|&n| n < limit).collect())
+            .unwrap_or_default()
+    }
+
+    fn schedule(&mut self) {
+        for &j in &self.runnable {
+            self.jobs[j].placement = None;
+            self.jobs[j].group.clear();
+        }
+        let alive = self.alive_nodes();
+        if alive.is_empty() {
+            return;
+        }
+        let spec = ClusterSpec {
+            num_switch: 1,
+            num_node_p_switch: alive.len() as u32,
+            ..self.cfg.spec
+        };
+        let mut cluster = Cluster::new(spec);
+        let mut ctx = SchedulingContext {
+            now: self.now,
+            jobs: &mut self.jobs,
+            runnable: &mut self.runnable,
+            cluster: &mut cluster,
+        };
+        self.policy.schedule(&mut ctx);
+    }
+
+    // ---- dispatch ----------------------------------------------------------------------
+
+    /// Turns the policy's placements into groups, launches the new ones, measures them,
+    /// and applies the state transitions (run, preempt, retry, fail).
+    async fn dispatch(&mut self) -> anyhow::Result<()> {
+        let alive = self.alive_nodes();
+        let planned = self.planned_groups(&alive);
+        let to_launch: Vec<RunningGroup> = planned
+            .iter()
+            .filter(|g| !self.running.contains(g))
+            .cloned()
+            .collect();
+        let outcomes = self.launch_all(&to_launch).await;
+        let mut failed_members: HashSet<JobIdx> = HashSet::new();
+        for (group, outcome) in to_launch.iter().zip(outcomes) {
+            match outcome {
+                LaunchOutcome::Measured(real_s) => {
+                    let virtual_s = real_s / self.cfg.time_scale;
+                    self.measured.insert(group.members.clone(), virtual_s);
+                    for &m in &group.members {
+                        self.extra[m].attempts = 0;
+                    }
+                }
+                LaunchOutcome::TrainerFailed(why) => {
+                    failed_members.extend(&group.members);
+                    self.trainer_failed(group, &why);
+                }
+                LaunchOutcome::Lost(why) => {
+                    tracing::warn!(members = ?self.ids(&group.members), "launch lost: {why}");
+                    failed_members.extend(&group.members);
+                }
+            }
+        }
+        self.running = planned
+            .into_iter()
+            .filter(|g| g.members.iter().all(|m| !failed_members.contains(m)))
+            .collect();
+        self.apply_transitions();
+        Ok(())
+    }
+
+    fn ids(&self, members: &[JobIdx]) -> Vec<u64> {
+        members.iter().map(|&m| self.jobs[m].spec.job_id).collect()
+    }
+
+    /// Groups as the policy placed them (each placed job plus its group members, once),
+    /// with GPU ids assigned per node in placement order.
+    fn planned_groups(&self, alive: &[u32]) -> Vec<RunningGroup> {
+        let mut seen: HashSet<JobIdx> = HashSet::new();
+        let mut next_gpu: HashMap<u32, usize> = HashMap::new();
+        let workers = self
+            .shared
+            .workers
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for &j in &self.runnable {
+            let Some(placement) = &self.jobs[j].placement else {
+                continue;
+            };
+            if seen.contains(&j) {
+                continue;
+            }
+            let mut members: Vec<JobIdx> = std::iter::once(j)
+                .chain(self.jobs[j].group.iter().copied())
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            seen.extend(&members);
+            let Some(gpus) = assign_gpus(placement, alive, &workers, &mut next_gpu) else {
+                tracing::warn!(
+                    job = self.jobs[j].spec.job_id,
+                    "placement on a node without a worker"
+                );
+                continue;
+            };
+            out.push(RunningGroup { members, gpus });
+        }
+        out
+    }
+
+    async fn launch_all(&mut self, groups: &[RunningGroup]) -> Vec<LaunchOutcome> {
+        let mut pending: BTreeMap<u64, PendingLaunch> = BTreeMap::new();
+        let mut outcomes: BTreeMap<u64, LaunchOutcome> = BTreeMap::new();
+        let mut ids = Vec::with_capacity(groups.len());
+        let mut calls = JoinSet::new();
+        for group in groups {
+            let id = self.next_group_id;
+            self.next_group_id += 1;
+            self.launches += 1;
+            ids.push(id);
+            let node = group.gpus[0].0;
+            let Some(mut client) = self.worker_client(node) else {
+                outcomes.insert(id, LaunchOutcome::Lost(format!("worker {node} is gone")));
+                continue;
+            };
+            let req = self.execute_request(id, group);
+            pending.insert(
+                id,
+                PendingLaunch {
+                    members: group.members.clone(),
+                    node,
+                    done: None,
+                    report: None,
+                },
+            );
+            calls.spawn(async move { (id, client.execute(req).await) });
+        }
+        while let Some(joined) = calls.join_next().await {
+            let Ok((id, result)) = joined else { continue };
+            if let Err(status) = result {
+                pending.remove(&id);
+                let why = format!("Execute refused: {}", status.message());
+                let outcome = if status.code() == tonic::Code::Unavailable {
+                    LaunchOutcome::Lost(why)
+                } else {
+                    LaunchOutcome::TrainerFailed(why)
+                };
+                outcomes.insert(id, outcome);
+            }
+        }
+        self.await_samples(&mut pending, &mut outcomes).await;
+        ids.into_iter()
+            .map(|id| {
+                outcomes
+                    .remove(&id)
+                    .unwrap_or(LaunchOutcome::Lost("no outcome".into()))
+            })
+            .collect()
+    }
+
+    fn worker_client(&self, node: u32) -> Option<muri_runtime::client::WorkerClient> {
+        self.shared
+            .workers
+            .lock()
+            .ok()?
+            .get(&node)
+            .map(|w| w.client.clone())
+    }
+
+    fn execute_request(&self, group_id: u64, group: &RunningGroup) -> pb::ExecuteRequest {
+        let order = slot_order(&self.jobs, &group.members);
+        let jobs = order
+            .iter()
+            .enumerate()
+            .map(|(slot, &m)| {
+                let job = &self.jobs[m];
+                pb::JobSlot {
+                    slot: slot as u32,
+                    job_id: job.spec.job_id,
+                    model: job.spec.model_name.clone(),
+                    batch_size: job.spec.batch_size,
+                    iterations: self.cfg.fast_forwarding,
+                    stage_ms: job.spec.resource_time_ms.to_vec(),
+                    checkpoint_path: self
+                        .cfg
+                        .checkpoint_dir
+                        .as_ref()
+                        .map(|d| {
+                            d.join(format!("job-{}.ckpt", job.spec.job_id))
+                                .display()
+                                .to_string()
+                        })
+                        .unwrap_or_default(),
+                    attempt: self.extra[m].attempts,
+                }
+            })
+            .collect();
+        pb::ExecuteRequest {
+            group_id,
+            jobs,
+            gpu_ids: group
+                .gpus
+                .iter()
+                .flat_map(|(_, g)| g.iter().copied())
+                .collect(),
+            num_gpu: self.jobs[group.members[0]].num_gpu(),
+            scheduler_addr: self.scheduler_addr(),
+            time_scale: self.cfg.time_scale,
+        }
+    }
+
+    fn scheduler_addr(&self) -> String {
+        let l = self.cfg.listen;
+        if l.ip().is_unspecified() {
+            format!("127.0.0.1:{}", l.port())
+        } else {
+            l.to_string()
+        }
+    }
+
+    /// Collects Done and ReportIterTime for the launched groups until all are resolved,
+    /// their worker dies, or the sample timeout passes (then they are killed).
+    async fn await_samples(
+        &mut self,
+        pending: &mut BTreeMap<u64, PendingLaunch>,
+        outcomes: &mut BTreeMap<u64, LaunchOutcome>,
+    ) {
+        let deadline = Instant::now() + self.cfg.sample_timeout;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(100)), self.events.recv())
+                .await
+            {
+                Ok(Some(event)) => record_event(pending, event),
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            self.reap_dead_workers();
+            let alive = self.alive_nodes();
+            resolve(pending, outcomes, &alive);
+        }
+        for (id, launch) in std::mem::take(pending) {
+            self.kill_group(launch.node, id).await;
+            outcomes.insert(
+                id,
+                LaunchOutcome::Lost(format!(
+                    "sample did not finish within {:?}",
+                    self.cfg.sample_timeout
+                )),
+            );
+        }
+    }
+
+    async fn kill_group(&self, node: u32, group_id: u64) {
+        if let Some(mut client) = self.worker_client(node) {
+            if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
+                tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+            }
+        }
+    }
+
+    fn trainer_failed(&mut self, group: &RunningGroup, why: &str) {
+        for &m in &group.members {
+            let extra = &mut self.extra[m];
+            extra.attempts += 1;
+            extra.error = why.to_string();
+            let id = self.jobs[m].spec.job_id;
+            if extra.attempts >= self.cfg.max_attempts {
+                extra.failed = true;
+                tracing::error!(
+                    job = id,
+                    attempts = extra.attempts,
+                    "job FAILED after repeated trainer failures: {why}"
+                );
+                eprintln!("job {id} failed after {} attempts: {why}", extra.attempts);
+                self.finish_without_record(m);
+            } else {
+                let backoff = self.cfg.retry_backoff * 2f64.powi(extra.attempts as i32 - 1);
+                tracing::warn!(
+                    job = id,
+                    attempt = extra.attempts,
+                    backoff,
+                    "trainer failed, retrying: {why}"
+                );
+                self.runnable.retain(|&r| r != m);
+                self.jobs[m].placement = None;
+                self.held.push((m, self.now + backoff));
+            }
+        }
+    }
+
+    /// Pending → running for jobs in a launched (or kept) group; running → pending (a
+    /// preemption) for the rest. Measured speeds replace the model's.
+    fn apply_transitions(&mut self) {
+        let mut in_group: HashMap<JobIdx, usize> = HashMap::new();
+        for (gi, g) in self.running.iter().enumerate() {
+            for &m in &g.members {
+                in_group.insert(m, gi);
+            }
+        }
+        let now = self.now;
+        let mut preempted = Vec::new();
+        for &j in &self.runnable {
+            let job = &mut self.jobs[j];
+            match (in_group.get(&j), job.status) {
+                (Some(&gi), status) => {
+                    let members = &self.running[gi].members;
+                    if let Some(&t) = self.measured.get(members) {
+                        job.iteration_time_cur = t;
+                    }
+                    if status == Status::Pending {
+                        job.status = Status::Running;
+                        job.resume += 1;
+                        job.start_time.get_or_insert(now);
+                    }
+                }
+                (None, Status::Running) => {
+                    job.status = Status::Pending;
+                    job.preempt += 1;
+                    job.placement = None;
+                    preempted.push(job.spec.job_id);
+                }
+                (None, _) => job.placement = None,
+            }
+        }
+        for &(j, _) in &self.held {
+            let job = &mut self.jobs[j];
+            if job.status == Status::Running {
+                job.status = Status::Pending;
+                job.preempt += 1;
+                preempted.push(job.spec.job_id);
+            }
+        }
+        if !preempted.is_empty() {
+            tracing::info!(now, jobs = ?preempted, "preempted");
+        }
+    }
+
+    fn predict_ends(&mut self) {
+        for &j in &self.runnable {
+            let job = &self.jobs[j];
+            self.extra[j].predicted_end = job.is_running().then(|| self.now + job.time_to_finish());
+        }
+    }
+
+    /// The next virtual instant something happens: a predicted end, an arrival, a retry,
+    /// or the interval tick (only while jobs are runnable).
+    fn next_round_time(&self) -> Option<f64> {
+        let ends = self
+            .runnable
+            .iter()
+            .filter_map(|&j| self.extra[j].predicted_end);
+        let arrival = self
+            .arrivals
+            .front()
+            .map(|&j| self.jobs[j].spec.submit_time);
+        let retries = self.held.iter().map(|&(_, t)| t);
+        let tick = (!self.runnable.is_empty() && self.shared.worker_count() > 0)
+            .then_some(self.now + self.cfg.schedule_interval);
+        ends.chain(arrival)
+            .chain(retries)
+            .chain(tick)
+            .reduce(f64::min)
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    fn log_cluster(&mut self) {
+        let total = self.cfg.spec.num_gpus();
+        let mut busy = 0.0;
+        let mut running = 0;
+        for &j in &self.runnable {
+            let job = &self.jobs[j];
+            if job.is_running() {
+                running += 1;
+                let sharing = 1 + job
+                    .group
+                    .iter()
+                    .filter(|&&m| self.jobs[m].is_running())
+                    .count();
+                busy += job.num_gpu() as f64 / sharing as f64;
+            }
+        }
+        let busy = (busy.round() as u32).min(total);
+        self.cluster_log.push(ClusterRecord {
+            time: self.now,
+            idle_gpu: total - busy,
+            busy_gpu: busy,
+            pending_job: self.runnable.len() - running,
+            running_job: running,
+            completed_job: self.records.len(),
+        });
+    }
+
+    fn write_logs(&self) -> anyhow::Result<()> {
+        let dir = &self.cfg.log_path;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        output::write_job_csv(&dir.join("job.csv"), &self.records)?;
+        output::write_cluster_csv(&dir.join("cluster.csv"), &self.cluster_log)?;
+        self.write_failed_csv()
+    }
+
+    /// Jobs that never completed (failed or cancelled), so none is silently lost.
+    fn write_failed_csv(&self) -> anyhow::Result<()> {
+        let path = self.cfg.log_path.join("failed.csv");
+        let mut text = String::from("job_id,state,attempts,error\n");
+        for (job, extra) in self.jobs.iter().zip(&self.extra) {
+            if extra.failed || extra.cancelled {
+                let state = if extra.failed { "failed" } else { "cancelled" };
+                let error = extra.error.replace([',', '\n'], " ");
+                text.push_str(&format!(
+                    "{},{state},{},{error}\n",
+                    job.spec.job_id, extra.attempts
+                ));
+            }
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn publish_status(&self) {
+        let running_on: HashMap<JobIdx, &RunningGroup> = self
+            .running
+            .iter()
+            .flat_map(|g| g.members.iter().map(move |&m| (m, g)))
+            .collect();
+        let jobs = self
+            .jobs
+            .iter()
+            .zip(&self.extra)
+            .filter(|(j, _)| j.spec.submit_time <= self.now || j.status != Status::Pending)
+            .map(|(job, extra)| self.job_state(job, extra, running_on.get(&job.idx).copied()))
+            .collect();
+        if let Ok(mut s) = self.shared.status.lock() {
+            *s = pb::StatusReply {
+                now: self.now,
+                jobs,
+                workers: 0,
+            };
+        }
+    }
+
+    fn job_state(&self, job: &Job, extra: &JobExtra, group: Option<&RunningGroup>) -> pb::JobState {
+        let state = match (job.status, extra.failed, extra.cancelled) {
+            (_, true, _) => "failed",
+            (_, _, true) => "cancelled",
+            (Status::Done, _, _) => "done",
+            (Status::Running, _, _) => "running",
+            (Status::Pending, _, _) => "pending",
+        };
+        let total = job.spec.iterations.max(1) as f64;
+        let progress = if job.status == Status::Done && !extra.failed && !extra.cancelled {
+            1.0
+        } else {
+            (1.0 - job.remaining_iteration / total).clamp(0.0, 1.0)
+        };
+        let placement = group
+            .map(|g| {
+                g.gpus
+                    .iter()
+                    .map(|(n, ids)| {
+                        format!(
+                            "node{n}:{}",
+                            ids.iter().map(u32::to_string).collect::<Vec<_>>().join("+")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        pb::JobState {
+            job_id: job.spec.job_id,
+            model: job.spec.model_name.clone(),
+            num_gpu: job.num_gpu(),
+            state: state.into(),
+            progress,
+            group: job
+                .group
+                .iter()
+                .map(|&m| self.jobs[m].spec.job_id)
+                .collect(),
+            placement,
+            jct_s: job.end_time.unwrap_or(self.now) - job.spec.submit_time,
+            attempts: extra.attempts,
+            error: extra.error.clone(),
+        }
+    }
+
+    async fn shutdown_workers(&self) {
+        let clients: Vec<_> = match self.shared.workers.lock() {
+            Ok(w) => w.values().map(|e| e.client.clone()).collect(),
+            Err(_) => return,
+        };
+        for mut c in clients {
+            let _ = c.exit(pb::ExitRequest { kill_running: true }).await;
+        }
+    }
+}
+
+fn profile_key(job: &Job) -> ([u64; 3], u64) {
+    (
+        job.stage_times.map(f64::to_bits),
+        job.iteration_time.to_bits(),
+    )
+}
+
+/// GPU ids for each share of a placement: node i of the policy's cluster is the i-th live
+/// worker; GPUs are handed out per node in placement order.
+fn assign_gpus(
+    placement: &Placement,
+    alive: &[u32],
+    workers: &BTreeMap<u32, super::service::WorkerEntry>,
+    next_gpu: &mut HashMap<u32, usize>,
+) -> Option<Vec<(u32, Vec<u32>)>> {
+    let mut out = Vec::new();
+    for share in &placement.shares {
+        let node = *alive.get(share.node as usize)?;
+        let gpus = &workers.get(&node)?.gpus;
+        let from = next_gpu.entry(node).or_insert(0);
+        let ids = gpus.get(*from..*from + share.gpus as usize)?.to_vec();
+        *from += share.gpus as usize;
+        out.push((node, ids));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The members in pipeline-slot order: the permutation with the shortest modelled period.
+fn slot_order(jobs: &[Job], members: &[JobIdx]) -> Vec<JobIdx> {
+    if members.len() < 2 {
+        return members.to_vec();
+    }
+    let model = InterleaveModel::default();
+    let mut best = (f64::INFINITY, members.to_vec());
+    for order in permutations(members) {
+        let profiles: Vec<StageProfile> = order.iter().map(|&m| jobs[m].stage_profile()).collect();
+        let t = model.period_in_order(&profiles);
+        if t < best.0 {
+            best = (t, order);
+        }
+    }
+    best.1
+}
+
+fn permutations(items: &[JobIdx]) -> Vec<Vec<JobIdx>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first);
+            out.push(tail);
+        }
+    }
+    out
+}
+
+fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
+    match event {
+        Event::Done(d) => {
+            if let Some(p) = pending.get_mut(&d.group_id) {
+                p.done = Some(d);
+            }
+        }
+        Event::Report(r) => {
+            if let Some(p) = pending.get_mut(&r.group_id) {
+                p.report = r.phase_iter_s.first().copied().filter(|t| *t > 0.0);
+            }
+        }
+    }
+}
+
+/// Moves launches whose fate is known from `pending` to `outcomes`.
+fn resolve(
+    pending: &mut BTreeMap<u64, PendingLaunch>,
+    outcomes: &mut BTreeMap<u64, LaunchOutcome>,
+    alive: &[u32],
+) {
+    let ids: Vec<u64> = pending.keys().copied().collect();
+    for id in ids {
+        let p = &pending[&id];
+        let outcome = match (&p.done, p.report) {
+            (Some(d), _) if d.exit_code != 0 || d.signal != 0 => {
+                Some(LaunchOutcome::TrainerFailed(format!(
+                    "exit code {}, signal {}{}{}",
+                    d.exit_code,
+                    d.signal,
+                    if d.error.is_empty() { "" } else { ": " },
+                    d.error
+                )))
+            }
+            (Some(_), Some(t)) => Some(LaunchOutcome::Measured(t)),
+            (Some(_), None) => Some(LaunchOutcome::TrainerFailed(
+                "exited 0 without reporting iteration times".into(),
+            )),
+            (None, _) if !alive.contains(&p.node) => {
+                Some(LaunchOutcome::Lost(format!("worker {} died", p.node)))
+            }
+            (None, _) => None,
+        };
+        if let Some(o) = outcome {
+            tracing::debug!(group = id, members = ?p.members, ?o, "launch resolved");
+            pending.remove(&id);
+            outcomes.insert(id, o);
+        }
+    }
+}
+
+fn record(job: &Job, now: f64) -> JobRecord {
+    let start = job.start_time.unwrap_or(now);
+    JobRecord {
+        job_id: job.spec.job_id,
+        num_gpu: job.num_gpu(),
+        submit_time: job.spec.submit_time,
+        start_time: start,
+        end_time: now,
+        executed_time: now - start,
+        real_executed_time: job.total_executed_time,
+        jct: now - job.spec.submit_time,
+        duration: job.spec.duration,
+        pending_time: job.pending_time,
+        preempt: job.preempt,
+        promote: 0,
+    }
+}
+
+/// Parses the scheduler's `--listen` value.
+pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse()
+        .or_else(|_| bail!("--listen `{addr}`: expected IP:PORT"))
+}

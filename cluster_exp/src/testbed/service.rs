@@ -1,0 +1,267 @@
+//! The scheduler's gRPC services and the state they share with the round loop.
+//!
+//! Handlers validate and enqueue; they never touch the job table, so a malformed request
+//! gets a gRPC error and can never corrupt (or crash) the loop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use muri_runtime::auth::Token;
+use muri_runtime::client::{self, WorkerClient};
+use muri_runtime::pb;
+use tokio::sync::{mpsc, Notify};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::ClusterSpec;
+use crate::models;
+
+/// Longest job an online submission may ask for.
+const MAX_ITERATIONS: u64 = 1_000_000_000;
+
+/// A registered worker daemon.
+#[derive(Clone)]
+pub struct WorkerEntry {
+    pub addr: String,
+    pub gpus: Vec<u32>,
+    pub cpus: u32,
+    pub last_seen: Instant,
+    pub client: WorkerClient,
+}
+
+/// A job submitted with `muri submit`, waiting for the loop to pick it up.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub job_id: u64,
+    pub model: String,
+    pub num_gpu: u32,
+    pub iterations: u64,
+}
+
+/// What the RPC handlers tell the loop.
+#[derive(Debug)]
+pub enum Event {
+    Done(pb::DoneRequest),
+    Report(pb::ReportIterTimeRequest),
+}
+
+/// State shared by the handlers and the loop.
+pub struct Shared {
+    pub spec: ClusterSpec,
+    pub token: Token,
+    pub heartbeat_interval: Duration,
+    pub workers: Mutex<BTreeMap<u32, WorkerEntry>>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub submissions: Mutex<Vec<Submission>>,
+    pub cancels: Mutex<Vec<u64>>,
+    pub next_job_id: AtomicU64,
+    pub status: Mutex<pb::StatusReply>,
+    /// Woken on registrations, submissions and cancels (the loop may be idle).
+    pub wake: Notify,
+}
+
+impl Shared {
+    pub fn worker_count(&self) -> usize {
+        self.workers.lock().map(|w| w.len()).unwrap_or(0)
+    }
+}
+
+/// One object serving the three scheduler-side services.
+#[derive(Clone)]
+pub struct SchedulerService {
+    pub shared: std::sync::Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Status> {
+    m.lock()
+        .map_err(|_| Status::internal("scheduler state poisoned"))
+}
+
+impl SchedulerService {
+    fn validate_worker(&self, req: &pb::RegisterWorkerRequest) -> Result<(), Status> {
+        let spec = &self.shared.spec;
+        if req.node_id >= spec.num_nodes() {
+            return Err(Status::out_of_range(format!(
+                "node_id {} is outside the cluster spec (0..{})",
+                req.node_id,
+                spec.num_nodes()
+            )));
+        }
+        if req.gpu_ids.len() != spec.num_gpu_p_node as usize {
+            return Err(Status::invalid_argument(format!(
+                "worker offers {} GPUs, the cluster spec says {} per node",
+                req.gpu_ids.len(),
+                spec.num_gpu_p_node
+            )));
+        }
+        let mut ids = req.gpu_ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != req.gpu_ids.len() {
+            return Err(Status::invalid_argument("duplicate GPU ids"));
+        }
+        req.addr
+            .parse::<SocketAddr>()
+            .map_err(|e| Status::invalid_argument(format!("addr `{}`: {e}", req.addr)))?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
+    async fn register_worker(
+        &self,
+        req: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerReply>, Status> {
+        let req = req.into_inner();
+        self.validate_worker(&req)?;
+        let client = client::connect_lazy(&req.addr, &self.shared.token, Duration::from_secs(10))
+            .map(WorkerClient::new)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let entry = WorkerEntry {
+            addr: req.addr.clone(),
+            gpus: req.gpu_ids.clone(),
+            cpus: req.cpus,
+            last_seen: Instant::now(),
+            client,
+        };
+        lock(&self.shared.workers)?.insert(req.node_id, entry);
+        tracing::info!(node = req.node_id, addr = %req.addr, gpus = ?req.gpu_ids, "worker registered");
+        self.shared.wake.notify_one();
+        Ok(Response::new(pb::RegisterWorkerReply {
+            heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u32,
+        }))
+    }
+
+    async fn done(&self, req: Request<pb::DoneRequest>) -> Result<Response<pb::Ack>, Status> {
+        let req = req.into_inner();
+        tracing::debug!(
+            group = req.group_id,
+            node = req.node_id,
+            rc = req.exit_code,
+            "done"
+        );
+        self.shared
+            .events
+            .send(Event::Done(req))
+            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let req = req.into_inner();
+        let mut workers = lock(&self.shared.workers)?;
+        let known = match workers.get_mut(&req.node_id) {
+            Some(w) => {
+                w.last_seen = Instant::now();
+                true
+            }
+            None => false,
+        };
+        Ok(Response::new(pb::HeartbeatReply { known }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::trainer_to_scheduler_server::TrainerToScheduler for SchedulerService {
+    async fn register_trainer(
+        &self,
+        req: Request<pb::RegisterTrainerRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let req = req.into_inner();
+        if req.job_ids.is_empty() || req.job_ids.len() > 4 {
+            return Err(Status::invalid_argument("a group has 1 to 4 jobs"));
+        }
+        tracing::debug!(group = req.group_id, addr = %req.addr, "trainer registered");
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn report_iter_time(
+        &self,
+        req: Request<pb::ReportIterTimeRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let req = req.into_inner();
+        let finite = |v: &f64| v.is_finite() && *v >= 0.0;
+        if !req.phase_iter_s.iter().all(finite) || !req.stage_s.iter().all(finite) {
+            return Err(Status::invalid_argument(
+                "iteration times must be finite and ≥ 0",
+            ));
+        }
+        self.shared
+            .events
+            .send(Event::Report(req))
+            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for SchedulerService {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let req = req.into_inner();
+        if models::profile(&req.model, req.num_gpu).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "no profile for model `{}` on {} GPUs (models: {})",
+                req.model,
+                req.num_gpu,
+                models::MODELS.join(", ")
+            )));
+        }
+        if !self.shared.spec.can_ever_fit(req.num_gpu) {
+            return Err(Status::out_of_range(format!(
+                "{} GPUs never fit this cluster",
+                req.num_gpu
+            )));
+        }
+        if req.iterations == 0 || req.iterations > MAX_ITERATIONS {
+            return Err(Status::out_of_range(format!(
+                "iterations must be 1..={MAX_ITERATIONS}"
+            )));
+        }
+        let job_id = self.shared.next_job_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.submissions)?.push(Submission {
+            job_id,
+            model: req.model,
+            num_gpu: req.num_gpu,
+            iterations: req.iterations,
+        });
+        self.shared.wake.notify_one();
+        Ok(Response::new(pb::SubmitReply { job_id }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let mut reply = lock(&self.shared.status)?.clone();
+        reply.workers = self.shared.worker_count() as u32;
+        Ok(Response::new(reply))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelReply>, Status> {
+        let id = req.into_inner().job_id;
+        let known = lock(&self.shared.status)?
+            .jobs
+            .iter()
+            .any(|j| j.job_id == id)
+            || lock(&self.shared.submissions)?
+                .iter()
+                .any(|s| s.job_id == id);
+        if known {
+            lock(&self.shared.cancels)?.push(id);
+            self.shared.wake.notify_one();
+        }
+        Ok(Response::new(pb::CancelReply { found: known }))
+    }
+}

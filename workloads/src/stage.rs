@@ -1,0 +1,30 @@
+//! The stage interface every workload implements.
+
+use std::path::Path;
+
+/// Gradient synchronisation across the ranks of a group. One communicator per pipeline
+/// slot, so collectives of different packed jobs never match each other.
+pub trait Collective {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Element-wise sum of `buf` over all ranks of `slot`'s communicator, in place.
+    /// Called from the thread that created the collective only (MPI "funneled").
+    fn allreduce_sum(&self, slot: usize, buf: &mut [f32]) -> anyhow::Result<()>;
+}
+
+/// One training job as the rotation drives it. Each call is one stage of one iteration.
+/// `load_data` and `compute` run on helper threads (hence `Send`); `allreduce_and_step`
+/// runs on the main thread because it may call MPI.
+pub trait JobWorkload: Send {
+    fn job_id(&self) -> u64;
+    /// Fetch and preprocess the next batch (CPU / storage stage).
+    fn load_data(&mut self) -> anyhow::Result<()>;
+    /// Forward and backward pass on the batch (GPU stage).
+    fn compute(&mut self) -> anyhow::Result<()>;
+    /// All-reduce the gradients and apply the update (network stage).
+    fn allreduce_and_step(&mut self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()>;
+    /// Persist everything a restart needs (weights, optimizer, data position).
+    fn checkpoint(&self, path: &Path) -> anyhow::Result<()>;
+    /// Load what [`JobWorkload::checkpoint`] wrote.
+    fn restore(&mut self, path: &Path) -> anyhow::Result<()>;
+}

@@ -18,6 +18,7 @@ use muri::simulate::simulate;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
 
+mod cli_eval;
 mod cli_testbed;
 
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
@@ -56,6 +57,8 @@ enum Command {
     },
     /// List the policies `--schedule` accepts.
     Policies,
+    /// Run a grid of simulations (traces × policies × clusters × flags) in parallel.
+    Sweep(cli_eval::SweepArgs),
     /// Testbed: run the scheduler (policy loop, virtual clock, gRPC executor).
     Scheduler(cli_testbed::SchedulerArgs),
     /// Testbed: run a worker daemon that launches job groups on its GPUs.
@@ -117,7 +120,11 @@ struct SimulateArgs {
 #[derive(Args)]
 struct CalcArgs {
     /// A run directory holding job.csv (or the job.csv itself).
-    path: PathBuf,
+    #[arg(required_unless_present = "compare")]
+    path: Option<PathBuf>,
+    /// Compare several run directories in one table, with ratios to the first.
+    #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with = "path")]
+    compare: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -165,7 +172,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => run_simulate(args),
-        Command::Calc(args) => run_calc(&args.path),
+        Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
+        Command::Calc(args) => cli_eval::run_compare(&args.compare),
+        Command::Sweep(args) => cli_eval::run_sweep(args),
         Command::Trace {
             command: TraceCommand::Gen(args),
         } => run_trace_gen(args),

@@ -19,7 +19,6 @@ pub mod output;
 pub mod policy;
 pub mod simulate;
 pub mod sweep;
-pub mod sweep;
 pub mod testbed;
 pub mod trace;
 pub mod tracegen;

@@ -98,8 +98,9 @@ pub struct PolicyOptions {
     pub weight_lbd: f64,
     /// Split groups slower than running their members back to back (`--autopack`).
     pub autopack: bool,
-    /// Largest graph matched exactly; larger candidate lists are matched in blocks of this
-    /// many (`--match_block`). The paper's cluster never exceeds 256.
+    /// Largest candidate list matched exactly by the blossom algorithm; longer lists (only on
+    /// clusters far larger than the paper's, which never exceeds 256) are matched greedily by
+    /// profile class (`--match_block`).
     pub match_block: usize,
 }
 
@@ -119,7 +120,10 @@ impl Default for PolicyOptions {
 pub const POLICIES: [(&str, &str); 11] = [
     ("shortest", "SRTF: shortest remaining time first"),
     ("shortest-gpu", "SRSF: shortest remaining GPU-time first"),
-    ("dlas-gpu", "Tiresias: 2D least-attained-service with 3 queues"),
+    (
+        "dlas-gpu",
+        "Tiresias: 2D least-attained-service with 3 queues",
+    ),
     (
         "multi-resource-blossom-same-gpu",
         "Muri-S: SRSF order + blossom interleaving (durations known)",
@@ -137,7 +141,10 @@ pub const POLICIES: [(&str, &str); 11] = [
         "Muri-L ablation: sequential grouping instead of blossom",
     ),
     ("fifo", "FIFO: arrival order, non-preemptive, no backfill"),
-    ("themis", "Themis: finish-time fairness (the reference's formulation)"),
+    (
+        "themis",
+        "Themis: finish-time fairness (the reference's formulation)",
+    ),
     (
         "themis-fixed",
         "Themis, corrected: isolated throughput in iterations/s, deterministic optimum",

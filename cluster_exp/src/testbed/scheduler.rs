@@ -432,13 +432,22 @@ impl Testbed {
             Err(_) => return,
         };
         for node in dead {
-            tracing::warn!(
-                node,
-                "worker missed its heartbeats: removed, its groups are re-queued"
+            let (lost, kept): (Vec<RunningGroup>, Vec<RunningGroup>) =
+                std::mem::take(&mut self.running)
+                    .into_iter()
+                    .partition(|g| g.gpus.iter().any(|(n, _)| *n == node));
+            self.running = kept;
+            let mut ids = Vec::new();
+            for &m in lost.iter().flat_map(|g| &g.members) {
+                // The group's processes are gone: a preemption, whatever the job does next.
+                self.jobs[m].preempt += 1;
+                ids.push(self.jobs[m].spec.job_id);
+            }
+            tracing::warn!(node, now = self.now, preempted = ?ids, "worker missed its heartbeats: removed, its groups are re-queued");
+            eprintln!(
+                "worker {node} lost at t={:.0}: preempted jobs {ids:?}",
+                self.now
             );
-            eprintln!("worker {node} lost: re-queueing its groups");
-            self.running
-                .retain(|g| g.gpus.iter().all(|(n, _)| *n != node));
         }
     }
 

@@ -1,0 +1,375 @@
+//! The testbed with real processes on loopback: a scheduler, worker daemons and trainers
+//! (launched by the workers, through `mpirun` when built with `--features mpi`). Nothing is
+//! mocked; faults are real (SIGKILL of a worker, trainers exiting non-zero).
+//!
+//! Needs the `muri-trainer` executable next to `muri`: `cargo test` at the workspace root
+//! builds it (the workloads crate has an integration test for that reason).
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use muri::output::read_job_csv;
+
+const MURI: &str = env!("CARGO_BIN_EXE_muri");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// A child process killed (SIGKILL) when the test ends, so nothing outlives a failed test.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn trainer_present() {
+    let trainer = Path::new(MURI).with_file_name("muri-trainer");
+    assert!(
+        trainer.exists(),
+        "{} is missing: run `cargo test` from the workspace root (or `cargo build --release -p muri-workloads`)",
+        trainer.display()
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn muri(args: &[&str]) -> Output {
+    Command::new(MURI).args(args).output().unwrap()
+}
+
+/// A small trace whose jobs fit one 4-GPU node (so one surviving worker can run them all).
+fn make_trace(dir: &Path, jobs: usize, seed: u64) -> PathBuf {
+    let path = dir.join("trace.csv");
+    let out = muri(&[
+        "trace",
+        "gen",
+        "--jobs",
+        &jobs.to_string(),
+        "--interarrival",
+        "300",
+        "--median-hours",
+        "1",
+        "--duration-sigma",
+        "1.0",
+        "--gpu-mix",
+        "1:0.5,2:0.25,4:0.25",
+        "--seed",
+        &seed.to_string(),
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+struct Run {
+    port: u16,
+    log: PathBuf,
+    scheduler: Proc,
+}
+
+fn start_scheduler(
+    dir: &Path,
+    trace: Option<&Path>,
+    policy: &str,
+    extra: &[&str],
+    token: &str,
+) -> Run {
+    let port = free_port();
+    let log = dir.join("out");
+    let mut cmd = Command::new(MURI);
+    cmd.args(["scheduler", "--cluster_spec"])
+        .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
+        .args(["--schedule", policy, "--log_path"])
+        .arg(&log)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--schedule_interval",
+            "3600",
+        ])
+        .args(["--fast_forwarding", "10"])
+        .args(["--heartbeat_ms", "100", "--heartbeat_timeout_ms", "800"])
+        .args(extra)
+        .env("MURI_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !extra.contains(&"--time_scale") {
+        cmd.args(["--time_scale", "0.01"]);
+    }
+    if let Some(t) = trace {
+        cmd.arg("--trace_file").arg(t);
+    }
+    Run {
+        port,
+        log,
+        scheduler: Proc(cmd.spawn().unwrap()),
+    }
+}
+
+fn start_worker(port: u16, node: u32, token: &str, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(MURI);
+    cmd.args([
+        "worker",
+        "--scheduler",
+        &format!("127.0.0.1:{port}"),
+        "--node-id",
+        &node.to_string(),
+    ])
+    .args(["--gpus", "4", "--kill_grace", "0.5"])
+    .env("MURI_TOKEN", token)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+/// Waits for the scheduler to exit; returns its stderr.
+fn wait_done(run: &mut Run, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = run.scheduler.0.try_wait().unwrap() {
+            let mut err = String::new();
+            run.scheduler
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(status.success(), "scheduler failed: {err}");
+            return err;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "scheduler did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One row per job, start ≥ submit, end > start, and `muri calc` reads it.
+fn check_job_csv(log: &Path, expected_jobs: usize) -> Vec<muri::engine::JobRecord> {
+    let rows = read_job_csv(&log.join("job.csv")).unwrap();
+    assert_eq!(rows.len(), expected_jobs, "one row per job");
+    let mut ids: Vec<u64> = rows.iter().map(|r| r.job_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len(), "duplicate job rows");
+    for r in &rows {
+        assert!(
+            r.start_time >= r.submit_time - 1e-6,
+            "job {}: start before submit",
+            r.job_id
+        );
+        assert!(r.end_time > r.start_time, "job {}: end ≤ start", r.job_id);
+        assert!((r.jct - (r.end_time - r.submit_time)).abs() < 1e-6);
+    }
+    let calc = muri(&["calc", log.to_str().unwrap()]);
+    assert!(
+        calc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&calc.stderr)
+    );
+    assert!(String::from_utf8_lossy(&calc.stdout).contains(&format!("Total jobs: {expected_jobs}")));
+    rows
+}
+
+fn end_to_end(policy: &str) {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = make_trace(dir.path(), 12, 7);
+    let mut run = start_scheduler(dir.path(), Some(&trace), policy, &[], "e2e-token");
+    let _w0 = start_worker(run.port, 0, "e2e-token", &[]);
+    let _w1 = start_worker(run.port, 1, "e2e-token", &[]);
+    let err = wait_done(&mut run, Duration::from_secs(60));
+    assert!(err.contains("12 jobs completed, 0 failed"), "{err}");
+    check_job_csv(&run.log, 12);
+}
+
+#[test]
+fn muri_s_end_to_end_on_two_workers() {
+    end_to_end("multi-resource-blossom-same-gpu");
+}
+
+#[test]
+fn srtf_end_to_end_on_two_workers() {
+    end_to_end("shortest");
+}
+
+#[test]
+fn sigkilled_worker_groups_are_requeued_and_every_job_finishes() {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = make_trace(dir.path(), 14, 11);
+    // Slower samples (time scale 0.05) so the run is still going when the worker dies.
+    let mut run = start_scheduler(
+        dir.path(),
+        Some(&trace),
+        "multi-resource-blossom-same-gpu",
+        &["--time_scale", "0.05"],
+        "t",
+    );
+    let _w0 = start_worker(run.port, 0, "t", &[]);
+    let mut w1 = start_worker(run.port, 1, "t", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    w1.0.kill().unwrap(); // SIGKILL
+    std::thread::sleep(Duration::from_millis(2000));
+    let _w1_again = start_worker(run.port, 1, "t", &[]);
+    let err = wait_done(&mut run, Duration::from_secs(90));
+    assert!(err.contains("worker 1 lost"), "the loss is logged: {err}");
+    assert!(err.contains("14 jobs completed, 0 failed"), "{err}");
+    let rows = check_job_csv(&run.log, 14);
+    assert!(
+        rows.iter().map(|r| r.preempt).sum::<u32>() > 0,
+        "job.csv records the preemptions"
+    );
+}
+
+#[test]
+fn crashing_trainers_are_retried_then_marked_failed() {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = make_trace(dir.path(), 12, 7);
+    let ids: Vec<u64> = muri::trace::Trace::from_path(&trace)
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.job_id)
+        .collect();
+    // Job A fails once and then succeeds; job B fails every time.
+    let (a, b) = (ids[1], ids[2]);
+    let fail = format!("{a}:1,{b}:99");
+    let mut run = start_scheduler(
+        dir.path(),
+        Some(&trace),
+        "shortest",
+        &["--max_attempts", "3"],
+        "t",
+    );
+    let _w0 = start_worker(run.port, 0, "t", &[("MURI_FAIL_JOBS", &fail)]);
+    let _w1 = start_worker(run.port, 1, "t", &[("MURI_FAIL_JOBS", &fail)]);
+    let err = wait_done(&mut run, Duration::from_secs(60));
+    assert!(err.contains("11 jobs completed, 1 failed"), "{err}");
+    assert!(
+        err.contains(&format!("job {b} failed after 3 attempts")),
+        "{err}"
+    );
+    let rows = check_job_csv(&run.log, 11);
+    assert!(
+        rows.iter().any(|r| r.job_id == a),
+        "the retried job finished"
+    );
+    let failed = std::fs::read_to_string(run.log.join("failed.csv")).unwrap();
+    assert!(failed.contains(&format!("{b},failed,3,")), "{failed}");
+}
+
+#[test]
+fn wrong_token_is_refused_and_online_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start_scheduler(dir.path(), None, "shortest", &["--workers", "0"], "right");
+    let addr = format!("127.0.0.1:{}", run.port);
+    let status = |token: Option<&str>| {
+        let mut cmd = Command::new(MURI);
+        cmd.args(["status", "--scheduler", &addr])
+            .env_remove("MURI_TOKEN");
+        if let Some(t) = token {
+            cmd.env("MURI_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let started = Instant::now();
+    while !status(Some("right")).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "scheduler did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for token in [Some("wrong"), None] {
+        let out = status(token);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+            "{out:?}"
+        );
+    }
+    let submit = |args: &[&str]| {
+        Command::new(MURI)
+            .args(["submit", "--scheduler", &addr])
+            .args(args)
+            .env("MURI_TOKEN", "right")
+            .output()
+            .unwrap()
+    };
+    let ok = submit(&["--model", "resnet18", "--gpus", "1", "--iterations", "100"]);
+    assert!(ok.status.success(), "{ok:?}");
+    let id = String::from_utf8_lossy(&ok.stdout).trim().to_string();
+    let bad = submit(&[
+        "--model",
+        "no-such-model",
+        "--gpus",
+        "1",
+        "--iterations",
+        "100",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("InvalidArgument"),
+        "{bad:?}"
+    );
+    let too_big = submit(&["--model", "resnet18", "--gpus", "64", "--iterations", "100"]);
+    assert!(!too_big.status.success());
+    std::thread::sleep(Duration::from_millis(400));
+    let listed = String::from_utf8_lossy(&status(Some("right")).stdout).to_string();
+    assert!(
+        listed.contains("resnet18") && listed.contains("pending"),
+        "{listed}"
+    );
+    let cancel = Command::new(MURI)
+        .args(["cancel", &id, "--scheduler", &addr])
+        .env("MURI_TOKEN", "right")
+        .output()
+        .unwrap();
+    assert!(cancel.status.success(), "{cancel:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let listed = String::from_utf8_lossy(&status(Some("right")).stdout).to_string();
+    assert!(listed.contains("cancelled"), "{listed}");
+    // A worker with the wrong token cannot register.
+    let mut w = Command::new(MURI)
+        .args([
+            "worker",
+            "--scheduler",
+            &addr,
+            "--node-id",
+            "0",
+            "--gpus",
+            "4",
+        ])
+        .env("MURI_TOKEN", "wrong")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = w.kill();
+    let mut err = String::new();
+    w.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _ = w.wait();
+    assert!(err.contains("registration refused"), "{err}");
+    drop(run);
+}

@@ -278,6 +278,9 @@ impl Muri {
         required: &mut u32,
         cluster_gpus: u32,
     ) -> GroupsBySize {
+        if *required <= cluster_gpus && self.matching_cannot_matter(jobs, &groups) {
+            return groups;
+        }
         // `ready`: per size, vertex order; a matched pair at its larger vertex.
         let mut ready: Vec<(usize, usize, Option<usize>)> = Vec::new();
         for (size_pos, (_, nodes)) in groups.iter().enumerate() {
@@ -321,6 +324,28 @@ impl Muri {
             }
         }
         out
+    }
+
+    /// Whether a round without contention can skip the matching without changing anything.
+    ///
+    /// With enough GPUs no pair merges, so the round only permutes each size's singletons
+    /// (a matched pair moves next to its partner). Later steps use that order only to break
+    /// ties: without autopack only group membership matters; with autopack the entries are
+    /// stably sorted by `sort_val` and same-size entries keep their relative order only when
+    /// their keys tie. So when no two candidates of one size share a `sort_val`, the
+    /// permutation cannot change the outcome and the O(n³) matching is pure cost.
+    fn matching_cannot_matter(&self, jobs: &[Job], groups: &GroupsBySize) -> bool {
+        if !self.opts.autopack {
+            return true;
+        }
+        groups.iter().all(|(_, list)| {
+            let mut keys: Vec<f64> = list
+                .iter()
+                .flat_map(|g| g.iter().map(|&j| jobs[j].sort_val))
+                .collect();
+            keys.sort_by(f64::total_cmp);
+            keys.windows(2).all(|w| w[0] != w[1])
+        })
     }
 
     /// Maximum-weight matching over the groups of one size; edge weight = used ratio of the
@@ -421,11 +446,38 @@ impl Muri {
 
     fn match_block(&mut self, jobs: &[Job], nodes: &[Group]) -> Vec<Option<usize>> {
         let n = nodes.len();
+        // Weights depend only on the groups' profile keys, and a graph has few distinct keys:
+        // compute each class pair once, then fill the matrix by lookup.
+        let mut class_keys: Vec<u128> = Vec::new();
+        let mut class_rep: Vec<usize> = Vec::new();
+        let class_of: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(v, g)| {
+                let key = Self::key(jobs, g);
+                match class_keys.iter().position(|&k| k == key) {
+                    Some(c) => c,
+                    None => {
+                        class_keys.push(key);
+                        class_rep.push(v);
+                        class_keys.len() - 1
+                    }
+                }
+            })
+            .collect();
+        let c = class_keys.len();
+        let mut class_weight = vec![None; c * c];
+        for a in 0..c {
+            for b in 0..c {
+                let (ra, rb) = (class_rep[a], class_rep[b]);
+                class_weight[a * c + b] = self.edge_weight(jobs, &nodes[ra], &nodes[rb]);
+            }
+        }
         let mut w = WeightMatrix::new(n);
         let mut any_edge = false;
         for u in 0..n {
             for v in (0..n).filter(|&v| v != u) {
-                if let Some(weight) = self.edge_weight(jobs, &nodes[u], &nodes[v]) {
+                if let Some(weight) = class_weight[class_of[u] * c + class_of[v]] {
                     w.set(u, v, weight);
                     any_edge = true;
                 }

@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/muri-rs/target
 export CARGO_TARGET_DIR
 MURI := $(CARGO_TARGET_DIR)/release/muri
 
-.PHONY: simulate test build bench fmt clippy trace-data clean
+.PHONY: simulate test build bench fmt clippy trace-data clean rpc
 
 simulate:            ## default trace, every policy, comparison table
 	scripts/simulate.sh
@@ -14,6 +14,9 @@ test:                ## fmt + clippy + every test (release)
 
 build:
 	cargo build --release
+
+rpc:                 ## (re)generate the testbed's gRPC code (runtime/proto, protox) and build it
+	touch runtime/proto/muri.proto && cargo build --release -p muri-runtime -p muri-workloads -p muri
 
 bench: build         ## the BENCHMARKS.md figures
 	scripts/bench.sh

@@ -46,7 +46,7 @@ pub struct SchedulerArgs {
     )]
     fast_forwarding: u64,
     /// Emulated stage time = profiled time × this.
-    #[arg(long = "time_scale", alias = "time-scale", default_value_t = 0.01)]
+    #[arg(long = "time_scale", alias = "time-scale", default_value_t = 0.05)]
     time_scale: f64,
     /// Address to serve workers, trainers and `muri submit/status/cancel` on.
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]

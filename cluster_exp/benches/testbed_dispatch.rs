@@ -1,0 +1,162 @@
+//! Control-plane cost on loopback (plain std::time, `harness = false`):
+//! - dispatching 64 groups (Execute RPCs, issued concurrently) to 8 real worker daemons
+//!   (in-process, each with its own gRPC server), until every Execute returned and until
+//!   every group's Done came back (the "trainer" is /bin/true, so process spawn is included);
+//! - unary RPC latency (Heartbeat round trips).
+//!
+//! Run: `cargo bench -p muri --bench testbed_dispatch`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use muri::testbed::worker::{run_worker, WorkerConfig};
+use muri_runtime::auth::{CheckToken, Token};
+use muri_runtime::{client, pb};
+use tonic::{Request, Response, Status};
+
+const WORKERS: u32 = 8;
+const GROUPS: u64 = 64;
+const PINGS: usize = 1000;
+
+#[derive(Clone, Default)]
+struct Registry {
+    workers: Arc<Mutex<Vec<(u32, String)>>>,
+    done: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
+    async fn register_worker(
+        &self,
+        req: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerReply>, Status> {
+        let r = req.into_inner();
+        self.workers.lock().unwrap().push((r.node_id, r.addr));
+        Ok(Response::new(pb::RegisterWorkerReply {
+            heartbeat_interval_ms: 1000,
+        }))
+    }
+    async fn done(&self, _req: Request<pb::DoneRequest>) -> Result<Response<pb::Ack>, Status> {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(pb::Ack {}))
+    }
+    async fn heartbeat(
+        &self,
+        _req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        Ok(Response::new(pb::HeartbeatReply { known: true }))
+    }
+}
+
+fn group(id: u64) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        group_id: id,
+        jobs: (0..2)
+            .map(|slot| pb::JobSlot {
+                slot,
+                job_id: id * 4 + slot as u64,
+                model: "resnet18".into(),
+                batch_size: 128,
+                iterations: 10,
+                stage_ms: vec![700.0, 60.0, 0.0],
+                checkpoint_path: String::new(),
+                attempt: 0,
+            })
+            .collect(),
+        gpu_ids: vec![(id % 4) as u32],
+        num_gpu: 1,
+        scheduler_addr: String::new(),
+        time_scale: 0.0,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let token = Token::new("bench");
+    let registry = Registry::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sched_addr = listener.local_addr()?.to_string();
+    let svc = pb::worker_to_scheduler_server::WorkerToSchedulerServer::with_interceptor(
+        registry.clone(),
+        CheckToken(token.clone()),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    for node in 0..WORKERS {
+        let cfg = WorkerConfig {
+            scheduler: sched_addr.clone(),
+            node_id: node,
+            gpus: vec![0, 1, 2, 3],
+            cpus: 32,
+            listen: "127.0.0.1:0".parse()?,
+            token: token.clone(),
+            trainer: "/bin/true".into(),
+            use_mpi: false,
+            kill_grace: Duration::from_secs(1),
+            checkpoint_dir: None,
+        };
+        tokio::spawn(run_worker(cfg));
+    }
+    while registry.workers.lock().unwrap().len() < WORKERS as usize {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addrs: Vec<String> = registry
+        .workers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, a)| a.clone())
+        .collect();
+    let mut clients = Vec::new();
+    for a in &addrs {
+        clients.push(client::worker(a, &token).await?);
+    }
+    // Warm the connections.
+    let mut warm = client::scheduler(&sched_addr, &token).await?;
+    warm.heartbeat(pb::HeartbeatRequest {
+        node_id: 0,
+        running_groups: vec![],
+    })
+    .await?;
+
+    for round in 0..3 {
+        registry.done.store(0, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for g in 0..GROUPS {
+            let mut c = clients[(g % WORKERS as u64) as usize].clone();
+            let id = round * 1000 + g + 1;
+            calls.spawn(async move { c.execute(group(id)).await });
+        }
+        while let Some(r) = calls.join_next().await {
+            r??;
+        }
+        let dispatched = started.elapsed();
+        while registry.done.load(Ordering::Relaxed) < GROUPS as usize {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let done = started.elapsed();
+        println!(
+            "round {round}: dispatch {GROUPS} groups to {WORKERS} workers: {:.1} ms (all Execute returned), {:.1} ms (all Done back)",
+            dispatched.as_secs_f64() * 1e3,
+            done.as_secs_f64() * 1e3
+        );
+    }
+    let started = Instant::now();
+    for _ in 0..PINGS {
+        warm.heartbeat(pb::HeartbeatRequest {
+            node_id: 0,
+            running_groups: vec![],
+        })
+        .await?;
+    }
+    println!(
+        "loopback unary RPC (Heartbeat, token checked): {:.0} µs mean over {PINGS}",
+        started.elapsed().as_secs_f64() * 1e6 / PINGS as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# run.sh <policy> [--workers N] [--gpus-per-worker G] [--trace F] [--cluster_spec F]
+#
+# Runs one policy on the testbed on this machine: a scheduler and N worker daemons on
+# 127.0.0.1 (emulated GPUs, fast-forward mode), waits for every job, stops everything (also on
+# Ctrl-C), then writes `muri calc` of the logs to results/<policy>/result.out and prints it.
+#
+# The default trace, trace-data/testbed.csv (16 jobs, ≤ 4 GPUs each), was made with:
+#   muri trace gen --jobs 16 --interarrival 600 --median-hours 1 --duration-sigma 1.0 \
+#     --gpu-mix 1:0.5,2:0.25,4:0.25 --seed 4 -o trace-data/testbed.csv
+# Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
+# PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() { sed -n '2,2p' "$0" | sed 's/^# //' >&2; exit 2; }
+[ $# -ge 1 ] || usage
+policy=$1; shift
+workers=2 gpus=4 trace=trace-data/testbed.csv spec=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --workers) workers=$2; shift 2 ;;
+    --gpus-per-worker) gpus=$2; shift 2 ;;
+    --trace) trace=$2; shift 2 ;;
+    --cluster_spec|--cluster-spec) spec=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; usage ;;
+  esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
+if [ -z "${MURI:-}" ]; then
+  cargo build --release -q -p muri -p muri-workloads
+  MURI=$CARGO_TARGET_DIR/release/muri
+fi
+out=results/$policy
+mkdir -p "$out"
+if [ -z "$spec" ]; then
+  spec=$out/cluster_spec.csv
+  printf 'num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,%s,%s,%s,350\n' \
+    "$workers" "$gpus" "$((gpus * 8))" > "$spec"
+fi
+export MURI_TOKEN="${MURI_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+port=${PORT:-19012}
+pids=()
+cleanup() {
+  # Every daemon runs in its own process group (set -m): kill the groups, trainers included.
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+set -m
+"$MURI" scheduler --schedule "$policy" --trace_file "$trace" --cluster_spec "$spec" \
+  --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
+  --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
+  --time_scale "${TIME_SCALE:-0.05}" 2> "$out/scheduler.log" &
+sched=$!; pids+=("$sched")
+for ((n = 0; n < workers; n++)); do
+  "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" 2> "$out/worker-$n.log" &
+  pids+=("$!")
+done
+set +m
+wait "$sched" || { echo "scheduler failed; see $out/scheduler.log" >&2; tail -5 "$out/scheduler.log" >&2; exit 1; }
+tail -1 "$out/scheduler.log" >&2
+"$MURI" calc "$out" | tee "$out/result.out"

@@ -35,11 +35,12 @@ pub mod mpi_impl {
 
     use crate::stage::Collective;
 
-    /// Holds the MPI universe (finalised on drop) and one communicator per pipeline slot.
+    /// Holds one communicator per pipeline slot and the MPI universe. Fields drop in order,
+    /// so the communicators are freed before the universe finalises MPI.
     pub struct MpiCollective {
-        _universe: Universe,
         world: SimpleCommunicator,
         per_slot: Vec<SimpleCommunicator>,
+        _universe: Universe,
     }
 
     impl MpiCollective {
@@ -50,9 +51,9 @@ pub mod mpi_impl {
             let world = universe.world();
             let per_slot = (0..slots).map(|_| world.duplicate()).collect();
             Ok(MpiCollective {
-                _universe: universe,
                 world,
                 per_slot,
+                _universe: universe,
             })
         }
     }

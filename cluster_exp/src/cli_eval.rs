@@ -1,5 +1,5 @@
 //! Evaluation commands: `muri sweep` (a grid of simulations in parallel) and
-//! `muri calc --compare` (several runs in one table).
+//! `muri calc --compare` (several runs in one table) and `muri plot` (figures from logs).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use muri::metrics::Summary;
 use muri::output;
+use muri::plot;
 use muri::sweep;
 
 #[derive(Args)]
@@ -106,4 +107,57 @@ fn label(d: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Directory of runs: a sweep's output (`<trace>/<policy>/job.csv`) or a
+    /// `muri simulate --log_path` directory (`<policy>/job.csv`).
+    pub dir: PathBuf,
+    /// Where the figures go (default: DIR/plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Image formats, comma-separated: png, svg.
+    #[arg(long, default_value = "png,svg")]
+    pub format: String,
+    /// Policy the bar charts are normalised to (name such as
+    /// `multi-resource-blossom-same-gpu`, a run directory name, or a paper name such as
+    /// `Muri-L`). Default: Muri-S if present, else Muri-L, else the first policy.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Draw the cluster timeline of only this run (`TRACE/POLICY`, repeatable; `none` for no
+    /// timelines). Default: one timeline per run.
+    #[arg(long, value_name = "TRACE/POLICY")]
+    pub timeline: Vec<String>,
+}
+
+/// `muri plot DIR`: bar charts, CDFs and timelines from the logs under DIR.
+pub fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
+    let timelines = if args.timeline.is_empty() {
+        None
+    } else {
+        Some(
+            args.timeline
+                .into_iter()
+                .filter(|t| t != "none")
+                .collect::<Vec<_>>(),
+        )
+    };
+    let opts = plot::PlotOptions {
+        out: args.out.unwrap_or_else(|| args.dir.join("plots")),
+        formats: plot::Format::parse_list(&args.format)?,
+        baseline: args.baseline,
+        timelines,
+    };
+    let report = plot::plot_dir(&args.dir, &opts)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "{} files under {} (bars normalised to {})",
+        report.files.len(),
+        opts.out.display(),
+        plot::label_for_key(&report.baseline)
+    );
+    Ok(())
 }

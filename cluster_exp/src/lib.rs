@@ -16,6 +16,7 @@ pub mod matching;
 pub mod metrics;
 pub mod models;
 pub mod output;
+pub mod plot;
 pub mod policy;
 pub mod simulate;
 pub mod sweep;

@@ -59,6 +59,8 @@ enum Command {
     Policies,
     /// Run a grid of simulations (traces × policies × clusters × flags) in parallel.
     Sweep(cli_eval::SweepArgs),
+    /// Draw figures (normalised bars, JCT CDFs, cluster timelines) from a directory of runs.
+    Plot(cli_eval::PlotArgs),
     /// Testbed: run the scheduler (policy loop, virtual clock, gRPC executor).
     Scheduler(cli_testbed::SchedulerArgs),
     /// Testbed: run a worker daemon that launches job groups on its GPUs.
@@ -175,6 +177,7 @@ fn main() -> ExitCode {
         Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
         Command::Calc(args) => cli_eval::run_compare(&args.compare),
         Command::Sweep(args) => cli_eval::run_sweep(args),
+        Command::Plot(args) => cli_eval::run_plot(args),
         Command::Trace {
             command: TraceCommand::Gen(args),
         } => run_trace_gen(args),

@@ -233,7 +233,7 @@ impl Simulation {
             job.end_time = Some(now);
             job.placement = None;
             self.policy.on_completion(job);
-            self.records.push(record(job, now));
+            self.records.push(JobRecord::finished(job, now));
             self.completed += 1;
         }
         let jobs = &self.jobs;
@@ -250,24 +250,7 @@ impl Simulation {
 
     /// Credits progress for the interval since each job's last check.
     fn advance(&mut self, now: f64) {
-        for &j in &self.runnable {
-            let job = &mut self.jobs[j];
-            let last = job.last_check_time;
-            match job.status {
-                Status::Running => {
-                    let credited = (now - last - job.overhead).max(0.0);
-                    job.remaining_iteration -= credited / job.iteration_time_cur;
-                    job.total_executed_time = job.total_executed_time + now - last;
-                    job.last_check_time = now;
-                    self.policy.on_progress(job, last, now);
-                }
-                Status::Pending => {
-                    job.pending_time += now - last;
-                    job.last_check_time = now;
-                }
-                Status::Done => {}
-            }
-        }
+        credit_progress(&mut self.jobs, &self.runnable, self.policy.as_mut(), now);
     }
 
     fn schedule(&mut self, now: f64) {
@@ -317,29 +300,91 @@ impl Simulation {
     }
 
     fn log_cluster(&mut self, now: f64) {
-        let mut running = 0;
-        let mut busy = 0.0;
-        for &j in &self.runnable {
-            let job = &self.jobs[j];
-            if job.is_running() {
-                running += 1;
-                let sharing = 1 + job
-                    .group
-                    .iter()
-                    .filter(|&&m| self.jobs[m].is_running())
-                    .count();
-                busy += job.num_gpu() as f64 / sharing as f64;
+        let row = cluster_record(
+            &self.jobs,
+            &self.runnable,
+            self.completed,
+            self.cluster.num_gpus(),
+            now,
+        );
+        self.cluster_log.push(row);
+    }
+}
+
+/// Credits every RUNNING job in `runnable` with progress for the interval since its last
+/// check, minus its restart overhead (the reference's model; the last interval before a
+/// completion is never charged because completions do not call this), and PENDING jobs with
+/// pending time. Shared by the simulator and the testbed's virtual clock.
+pub fn credit_progress(jobs: &mut [Job], runnable: &[JobIdx], policy: &mut dyn Policy, now: f64) {
+    for &j in runnable {
+        let job = &mut jobs[j];
+        let last = job.last_check_time;
+        match job.status {
+            Status::Running => {
+                let credited = (now - last - job.overhead).max(0.0);
+                job.remaining_iteration -= credited / job.iteration_time_cur;
+                // Evaluation order as in the reference: (total + now) − last.
+                job.total_executed_time = job.total_executed_time + now - last;
+                job.last_check_time = now;
+                policy.on_progress(job, last, now);
             }
+            Status::Pending => {
+                job.pending_time += now - last;
+                job.last_check_time = now;
+            }
+            Status::Done => {}
         }
-        let busy = (busy.round() as u32).min(self.cluster.num_gpus());
-        self.cluster_log.push(ClusterRecord {
-            time: now,
-            idle_gpu: self.cluster.num_gpus() - busy,
-            busy_gpu: busy,
-            pending_job: self.runnable.len() - running,
-            running_job: running,
-            completed_job: self.completed,
-        });
+    }
+}
+
+/// The `cluster.csv` row after a scheduling pass. A group's members share GPUs, so each
+/// running job counts for its GPUs divided by the running members of its group.
+pub fn cluster_record(
+    jobs: &[Job],
+    runnable: &[JobIdx],
+    completed: usize,
+    total_gpus: u32,
+    now: f64,
+) -> ClusterRecord {
+    let mut running = 0;
+    let mut busy = 0.0;
+    for &j in runnable {
+        let job = &jobs[j];
+        if job.is_running() {
+            running += 1;
+            let sharing = 1 + job.group.iter().filter(|&&m| jobs[m].is_running()).count();
+            busy += job.num_gpu() as f64 / sharing as f64;
+        }
+    }
+    let busy = (busy.round() as u32).min(total_gpus);
+    ClusterRecord {
+        time: now,
+        idle_gpu: total_gpus - busy,
+        busy_gpu: busy,
+        pending_job: runnable.len() - running,
+        running_job: running,
+        completed_job: completed,
+    }
+}
+
+impl JobRecord {
+    /// The `job.csv` row of a job that finished at `now`.
+    pub fn finished(job: &Job, now: f64) -> JobRecord {
+        let start = job.start_time.unwrap_or(now);
+        JobRecord {
+            job_id: job.spec.job_id,
+            num_gpu: job.num_gpu(),
+            submit_time: job.spec.submit_time,
+            start_time: start,
+            end_time: now,
+            executed_time: now - start,
+            real_executed_time: job.total_executed_time,
+            jct: now - job.spec.submit_time,
+            duration: job.spec.duration,
+            pending_time: job.pending_time,
+            preempt: job.preempt,
+            promote: 0,
+        }
     }
 }
 
@@ -357,24 +402,6 @@ fn first_close_event(starts: &VecDeque<StartEvent>, t: f64) -> Option<usize> {
         }
     }
     found
-}
-
-fn record(job: &Job, now: f64) -> JobRecord {
-    let start = job.start_time.unwrap_or(now);
-    JobRecord {
-        job_id: job.spec.job_id,
-        num_gpu: job.num_gpu(),
-        submit_time: job.spec.submit_time,
-        start_time: start,
-        end_time: now,
-        executed_time: now - start,
-        real_executed_time: job.total_executed_time,
-        jct: now - job.spec.submit_time,
-        duration: job.spec.duration,
-        pending_time: job.pending_time,
-        preempt: job.preempt,
-        promote: 0,
-    }
 }
 
 /// Tiresias' rule: the single earliest end, plus any job ending at exactly that time.

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use super::service::{Event, SchedulerService, Shared, Submission};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
-use crate::engine::{ClusterRecord, JobRecord};
+use crate::engine::{cluster_record, credit_progress, ClusterRecord, JobRecord};
 use crate::interleave::{InterleaveModel, StageProfile};
 use crate::job::{build_jobs, Job, JobIdx, Status};
 use crate::models;
@@ -475,7 +475,7 @@ impl Testbed {
             job.end_time = Some(now);
             job.placement = None;
             self.policy.on_completion(job);
-            self.records.push(record(job, now));
+            self.records.push(JobRecord::finished(job, now));
             tracing::info!(job = job.spec.job_id, now, "completed");
         }
         let jobs = &self.jobs;
@@ -507,25 +507,12 @@ impl Testbed {
     /// Credits progress since each job's last check, exactly as the simulator does (the
     /// rate is the group's measured iteration time).
     fn advance(&mut self) {
-        let now = self.now;
-        for &j in &self.runnable {
-            let job = &mut self.jobs[j];
-            let last = job.last_check_time;
-            match job.status {
-                Status::Running => {
-                    let credited = (now - last - job.overhead).max(0.0);
-                    job.remaining_iteration -= credited / job.iteration_time_cur;
-                    job.total_executed_time += now - last;
-                    job.last_check_time = now;
-                    self.policy.on_progress(job, last, now);
-                }
-                Status::Pending => {
-                    job.pending_time += now - last;
-                    job.last_check_time = now;
-                }
-                Status::Done => {}
-            }
-        }
+        credit_progress(
+            &mut self.jobs,
+            &self.runnable,
+            self.policy.as_mut(),
+            self.now,
+        );
     }
 
     /// Node ids of live workers, in order: the policy's node i is `alive[i]`.
@@ -905,30 +892,14 @@ impl Testbed {
     // ---- outputs -----------------------------------------------------------------------
 
     fn log_cluster(&mut self) {
-        let total = self.cfg.spec.num_gpus();
-        let mut busy = 0.0;
-        let mut running = 0;
-        for &j in &self.runnable {
-            let job = &self.jobs[j];
-            if job.is_running() {
-                running += 1;
-                let sharing = 1 + job
-                    .group
-                    .iter()
-                    .filter(|&&m| self.jobs[m].is_running())
-                    .count();
-                busy += job.num_gpu() as f64 / sharing as f64;
-            }
-        }
-        let busy = (busy.round() as u32).min(total);
-        self.cluster_log.push(ClusterRecord {
-            time: self.now,
-            idle_gpu: total - busy,
-            busy_gpu: busy,
-            pending_job: self.runnable.len() - running,
-            running_job: running,
-            completed_job: self.records.len(),
-        });
+        let row = cluster_record(
+            &self.jobs,
+            &self.runnable,
+            self.records.len(),
+            self.cfg.spec.num_gpus(),
+            self.now,
+        );
+        self.cluster_log.push(row);
     }
 
     fn write_logs(&self) -> anyhow::Result<()> {
@@ -1156,24 +1127,6 @@ fn resolve(
             pending.remove(&id);
             outcomes.insert(id, o);
         }
-    }
-}
-
-fn record(job: &Job, now: f64) -> JobRecord {
-    let start = job.start_time.unwrap_or(now);
-    JobRecord {
-        job_id: job.spec.job_id,
-        num_gpu: job.num_gpu(),
-        submit_time: job.spec.submit_time,
-        start_time: start,
-        end_time: now,
-        executed_time: now - start,
-        real_executed_time: job.total_executed_time,
-        jct: now - job.spec.submit_time,
-        duration: job.spec.duration,
-        pending_time: job.pending_time,
-        preempt: job.preempt,
-        promote: 0,
     }
 }
 

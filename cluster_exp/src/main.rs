@@ -144,7 +144,11 @@ struct GenArgs {
     #[arg(long, default_value_t = 2)]
     seed: u64,
     /// Mean seconds between arrivals (Poisson); 0 puts every job at t = 0.
-    #[arg(long = "interarrival", default_value_t = 7200.0, value_name = "SECONDS")]
+    #[arg(
+        long = "interarrival",
+        default_value_t = 7200.0,
+        value_name = "SECONDS"
+    )]
     interarrival: f64,
     /// GPU-count mix as GPUS:WEIGHT pairs (default: the paper's trace1 mix).
     #[arg(long = "gpu-mix", default_value = tracegen::DEFAULT_GPU_MIX)]
@@ -229,7 +233,11 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let trace = match &args.trace_file {
         Some(p) => Trace::from_path(p)?,
-        None => Trace::parse(DEFAULT_TRACE, Path::new("trace-data/default.csv"), "default".into())?,
+        None => Trace::parse(
+            DEFAULT_TRACE,
+            Path::new("trace-data/default.csv"),
+            "default".into(),
+        )?,
     };
     let spec = match &args.cluster_spec {
         Some(p) => ClusterSpec::from_path(p)?,
@@ -289,11 +297,14 @@ fn simulate_with_progress(
     name: &str,
     opts: PolicyOptions,
 ) -> anyhow::Result<SimResult> {
-    let bar = ProgressBar::with_draw_target(Some(trace.jobs.len() as u64), ProgressDrawTarget::hidden());
+    let bar =
+        ProgressBar::with_draw_target(Some(trace.jobs.len() as u64), ProgressDrawTarget::hidden());
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} jobs done, {elapsed} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>18} [{bar:30}] {pos}/{len} jobs done, {elapsed} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(policy::display_name(name).to_string());
     let started = Instant::now();
@@ -323,14 +334,25 @@ fn print_extra(s: &Summary, r: &SimResult) {
 }
 
 fn print_comparison(results: &[SimResult]) {
-    let summaries: Vec<Option<Summary>> = results.iter().map(|r| Summary::from_records(&r.jobs)).collect();
+    let summaries: Vec<Option<Summary>> = results
+        .iter()
+        .map(|r| Summary::from_records(&r.jobs))
+        .collect();
     let base = results
         .iter()
         .position(|r| r.policy == BASELINE_POLICY)
         .and_then(|i| summaries[i]);
     println!(
         "{:<18} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7} {:>9}",
-        "policy", "jobs", "avg JCT (s)", "×Muri-S", "makespan (s)", "×Muri-S", "99th JCT (s)", "×Muri-S", "wall (s)"
+        "policy",
+        "jobs",
+        "avg JCT (s)",
+        "×Muri-S",
+        "makespan (s)",
+        "×Muri-S",
+        "99th JCT (s)",
+        "×Muri-S",
+        "wall (s)"
     );
     for (r, s) in results.iter().zip(&summaries) {
         let Some(s) = s else {
@@ -360,7 +382,10 @@ fn run_calc(path: &Path) -> anyhow::Result<()> {
     let (job_csv, dir) = if path.is_dir() {
         (path.join("job.csv"), path.to_path_buf())
     } else {
-        (path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+        (
+            path.to_path_buf(),
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )
     };
     let records = output::read_job_csv(&job_csv)?;
     let s = Summary::from_records(&records)
@@ -391,7 +416,10 @@ fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
         ..TraceGenConfig::default()
     };
     if let Some(models) = &args.models {
-        cfg.model_mix = models.split(',').map(|m| (m.trim().to_string(), 1.0)).collect();
+        cfg.model_mix = models
+            .split(',')
+            .map(|m| (m.trim().to_string(), 1.0))
+            .collect();
     }
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
@@ -405,7 +433,8 @@ fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
     let trace = tracegen::generate(&cfg, &name)?;
     match &args.output {
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let f =
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             trace.write_csv(std::io::BufWriter::new(f))?;
             eprintln!("wrote {} jobs to {}", trace.jobs.len(), p.display());
         }

@@ -31,12 +31,15 @@ const BASELINE_POLICY: &str = "multi-resource-blossom-same-gpu";
     name = "muri",
     version,
     about = "Multi-resource interleaving scheduling for deep-learning clusters (simulator and tools)",
-    long_about = "muri replays job traces through scheduling policies (Muri-S, Muri-L, SRTF, SRSF, \
-Tiresias, FIFO) with the same policy code the testbed uses.\n\n\
+    long_about = "muri replays job traces through scheduling policies (Muri-S, Muri-L and their \
+ablations, SRTF, SRSF, Tiresias, Themis, AntMan, FIFO) with a simulated clock, and runs the same \
+policies on real processes (the testbed: `muri scheduler` + `muri worker`, see run.sh).\n\n\
 Quick start:\n  muri simulate                      # default trace, every policy, comparison table\n  \
 muri simulate --trace_file T.csv --cluster_spec cluster_spec/n8g8.csv \\\n      \
 --schedule multi-resource-blossom-same-gpu --log_path results/muri-s\n  \
 muri calc results/muri-s           # avg JCT, makespan, 99th JCT from job.csv\n  \
+muri sweep experiments/fig9.toml   # a grid of runs in parallel, summary.csv/md\n  \
+muri plot results/fig9             # normalised bars, JCT CDFs, timelines (PNG + SVG)\n  \
 muri trace gen --jobs 1000 -o my.csv"
 )]
 struct Cli {

@@ -3,6 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use muri::cluster::ClusterSpec;
+use muri::metrics::Summary;
+use muri::policy::PolicyOptions;
+use muri::simulate::simulate;
+use muri::trace::Trace;
+
 /// `../shared` next to the repository (CI has it; the tests must not be skipped without it).
 pub fn shared() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
@@ -60,4 +66,25 @@ pub fn goldens() -> Vec<Golden> {
             }
         })
         .collect()
+}
+
+/// Simulates a shared trace under `policy` on the paper's n8g8 cluster with default flags,
+/// checks that every job finished exactly once, and returns the metrics.
+pub fn summarize(trace: &str, policy: &str) -> Summary {
+    let t = Trace::from_path(&trace_path(trace)).unwrap();
+    let r = simulate(
+        &t,
+        ClusterSpec::N8G8,
+        policy,
+        PolicyOptions::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.unfinished, 0, "{trace} {policy}: every job must finish");
+    assert_eq!(
+        r.jobs.len(),
+        t.jobs.len(),
+        "{trace} {policy}: one row per job"
+    );
+    Summary::from_records(&r.jobs).unwrap()
 }

@@ -9,24 +9,10 @@
 mod common;
 
 use common::*;
-use muri::cluster::ClusterSpec;
 use muri::metrics::Summary;
-use muri::policy::PolicyOptions;
-use muri::simulate::simulate;
-use muri::trace::Trace;
 
 fn run(trace: &str, policy: &str) -> Summary {
-    let t = Trace::from_path(&trace_path(trace)).unwrap();
-    let r = simulate(
-        &t,
-        ClusterSpec::N8G8,
-        policy,
-        PolicyOptions::default(),
-        None,
-    )
-    .unwrap();
-    assert_eq!(r.unfinished, 0, "{trace} {policy}: every job must finish");
-    Summary::from_records(&r.jobs).unwrap()
+    summarize(trace, policy)
 }
 
 fn check(g: &Golden, tol: f64) -> Vec<String> {

@@ -11,8 +11,7 @@ use common::*;
 use muri::cluster::ClusterSpec;
 use muri::engine::Simulation;
 use muri::metrics::Summary;
-use muri::policy::{AntMan, PolicyOptions};
-use muri::simulate::simulate;
+use muri::policy::AntMan;
 use muri::trace::Trace;
 
 const THEMIS_TOLERANCE: f64 = 0.05;
@@ -25,18 +24,7 @@ const KNOWN_THEMIS_DIVERGENCES: [(&str, &str, f64); 1] =
     [("trace1_pr_first50", "avg JCT", -0.0803)];
 
 fn summary(trace: &str, policy: &str) -> Summary {
-    let t = Trace::from_path(&trace_path(trace)).unwrap();
-    let r = simulate(
-        &t,
-        ClusterSpec::N8G8,
-        policy,
-        PolicyOptions::default(),
-        None,
-    )
-    .unwrap();
-    assert_eq!(r.unfinished, 0, "{trace} {policy}: every job must finish");
-    assert_eq!(r.jobs.len(), t.jobs.len());
-    Summary::from_records(&r.jobs).unwrap()
+    summarize(trace, policy)
 }
 
 #[test]

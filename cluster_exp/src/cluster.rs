@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::error::InputError;
+use crate::error::{csv_with_header, read_input, InputError};
 
 /// Columns of a cluster spec CSV, in the reference's order.
 pub const SPEC_COLUMNS: [&str; 5] = [
@@ -56,28 +56,14 @@ impl ClusterSpec {
 
     /// Reads a spec CSV: a header with the five columns and one data row.
     pub fn from_path(path: &Path) -> Result<ClusterSpec, InputError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_input(path)?;
         Self::parse(&text, path)
     }
 
     /// Parses spec text. Unlike the reference (which silently builds an empty cluster when a
     /// column is missing), a missing column or bad value is an error.
     pub fn parse(text: &str, file: &Path) -> Result<ClusterSpec, InputError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| InputError::BadRow {
-                file: file.to_path_buf(),
-                line: 1,
-                message: e.to_string(),
-            })?
-            .clone();
+        let (mut reader, headers) = csv_with_header(text, file)?;
         if headers.iter().all(|h| h.is_empty()) {
             return Err(InputError::Empty {
                 file: file.to_path_buf(),

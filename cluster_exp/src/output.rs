@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::engine::{ClusterRecord, JobRecord, SimResult};
-use crate::error::InputError;
+use crate::error::{csv_with_header, read_input, InputError};
 use crate::float::py_repr;
 
 pub const JOB_HEADER: &str = "time,job_id,num_gpu,submit_time,start_time,end_time,executed_time,real_executed_time,JCT,duration,pending_time,preempt,promote";
@@ -72,22 +72,8 @@ pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<
 
 /// Reads a `job.csv` (ours or the reference's) back into records.
 pub fn read_job_csv(path: &Path) -> Result<Vec<JobRecord>, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| InputError::BadRow {
-            file: path.to_path_buf(),
-            line: 1,
-            message: e.to_string(),
-        })?
-        .clone();
+    let text = read_input(path)?;
+    let (mut reader, headers) = csv_with_header(&text, path)?;
     let col = |name: &str| -> Result<usize, InputError> {
         headers
             .iter()
@@ -166,10 +152,7 @@ pub fn gpu_utilisation(rows: &[ClusterRecord]) -> Option<f64> {
 
 /// Reads `cluster.csv` rows (ours; the reference writes zeros in the GPU columns).
 pub fn read_cluster_csv(path: &Path) -> Result<Vec<ClusterRecord>, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_input(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::error::InputError;
+use crate::error::{csv_with_header, read_input, InputError};
 
 /// The columns a trace must have. `batch_size`, `interval` and `priority` are optional.
 pub const REQUIRED_COLUMNS: [&str; 10] = [
@@ -74,10 +74,7 @@ pub struct Trace {
 impl Trace {
     /// Reads a trace CSV from disk.
     pub fn from_path(path: &Path) -> Result<Trace, InputError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_input(path)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -87,14 +84,7 @@ impl Trace {
 
     /// Parses trace text; `file` is only used to label errors.
     pub fn parse(text: &str, file: &Path, name: String) -> Result<Trace, InputError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| bad_row(file, 1, e.to_string()))?
-            .clone();
+        let (mut reader, headers) = csv_with_header(text, file)?;
         if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
             return Err(InputError::Empty {
                 file: file.to_path_buf(),

@@ -28,11 +28,11 @@ fn spec(dir: &Path) -> String {
 }
 
 /// Simulates a trace whose text is given, expecting failure; returns stderr.
-fn expect_error(trace: &str, extra: &[&str]) -> String {
+fn expect_error(trace: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "bad.csv", trace);
     let s = spec(dir.path());
-    let mut args = vec![
+    let args = vec![
         "simulate",
         "--trace_file",
         &t,
@@ -41,7 +41,6 @@ fn expect_error(trace: &str, extra: &[&str]) -> String {
         "--schedule",
         "shortest",
     ];
-    args.extend_from_slice(extra);
     let out = muri(&args);
     assert!(!out.status.success(), "expected failure for {trace:?}");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -54,7 +53,7 @@ const GOOD_ROW: &str = "0,1,0,100,vgg16,16,10700,0,107,117,68,0,0";
 
 #[test]
 fn missing_column_is_named() {
-    let err = expect_error("job_id,num_gpu,submit_time\n0,1,0\n", &[]);
+    let err = expect_error("job_id,num_gpu,submit_time\n0,1,0\n");
     assert!(
         err.contains("line 1") && err.contains("missing column `iterations`"),
         "{err}"
@@ -63,10 +62,9 @@ fn missing_column_is_named() {
 
 #[test]
 fn non_numeric_field_names_line_and_field() {
-    let err = expect_error(
-        &format!("{HEADER}\n{GOOD_ROW}\n1,1,abc,100,vgg16,16,10700,0,107,117,68,0,0\n"),
-        &[],
-    );
+    let err = expect_error(&format!(
+        "{HEADER}\n{GOOD_ROW}\n1,1,abc,100,vgg16,16,10700,0,107,117,68,0,0\n"
+    ));
     assert!(
         err.contains("line 3") && err.contains("submit_time") && err.contains("abc"),
         "{err}"
@@ -75,27 +73,24 @@ fn non_numeric_field_names_line_and_field() {
 
 #[test]
 fn zero_and_negative_gpus_are_rejected() {
-    let err = expect_error(
-        &format!("{HEADER}\n0,0,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
-        &[],
-    );
+    let err = expect_error(&format!(
+        "{HEADER}\n0,0,0,100,vgg16,16,10700,0,107,117,68,0,0\n"
+    ));
     assert!(
         err.contains("line 2") && err.contains("num_gpu") && err.contains("positive"),
         "{err}"
     );
-    let err = expect_error(
-        &format!("{HEADER}\n0,-2,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
-        &[],
-    );
+    let err = expect_error(&format!(
+        "{HEADER}\n0,-2,0,100,vgg16,16,10700,0,107,117,68,0,0\n"
+    ));
     assert!(err.contains("num_gpu") && err.contains("negative"), "{err}");
 }
 
 #[test]
 fn job_larger_than_cluster_is_rejected() {
-    let err = expect_error(
-        &format!("{HEADER}\n0,16,0,100,vgg16,16,10700,0,107,117,68,0,0\n"),
-        &[],
-    );
+    let err = expect_error(&format!(
+        "{HEADER}\n0,16,0,100,vgg16,16,10700,0,107,117,68,0,0\n"
+    ));
     assert!(
         err.contains("16 GPUs") && err.contains("num_gpu") && err.contains("line 2"),
         "{err}"
@@ -104,9 +99,9 @@ fn job_larger_than_cluster_is_rejected() {
 
 #[test]
 fn empty_file_is_rejected() {
-    let err = expect_error("", &[]);
+    let err = expect_error("");
     assert!(err.contains("empty"), "{err}");
-    let err = expect_error(&format!("{HEADER}\n"), &[]);
+    let err = expect_error(&format!("{HEADER}\n"));
     assert!(err.contains("empty"), "{err}");
 }
 

@@ -89,4 +89,8 @@ impl JobWorkload for EmulatedJob {
             .with_context(|| format!("{}: not an iteration count", path.display()))?;
         Ok(())
     }
+
+    fn iterations_done(&self) -> u64 {
+        self.iterations_done
+    }
 }

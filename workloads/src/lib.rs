@@ -8,8 +8,17 @@
 //!   per-job iteration timestamps so the measured group period can be compared with
 //!   `muri::interleave`.
 //! - [`collective`]: the local (single-rank or direct-launch) and MPI collectives.
+//! - [`data`]: synthetic image / token shards on disk and the readers the real models'
+//!   data stage uses (positioned reads, decode, augmentation).
+//! - [`cartpole`]: CartPole-v1 dynamics for the RL workloads.
+//! - `torch` (feature `torch`): real tch models (CNN, transformer LM, DQN) as
+//!   [`stage::JobWorkload`]s.
 
+pub mod cartpole;
 pub mod collective;
+pub mod data;
 pub mod emulated;
 pub mod rotation;
 pub mod stage;
+#[cfg(feature = "torch")]
+pub mod torch;

@@ -27,4 +27,17 @@ pub trait JobWorkload: Send {
     fn checkpoint(&self, path: &Path) -> anyhow::Result<()>;
     /// Load what [`JobWorkload::checkpoint`] wrote.
     fn restore(&mut self, path: &Path) -> anyhow::Result<()>;
+    /// Training loss of the latest compute stage, for workloads that have one (real models).
+    fn last_loss(&self) -> Option<f64> {
+        None
+    }
+    /// Iterations completed over the job's whole life, restores included.
+    fn iterations_done(&self) -> u64 {
+        0
+    }
+    /// Every parameter and buffer value in a fixed order, for workloads with real weights:
+    /// lets tests and tools check that replicas or restored jobs hold identical state.
+    fn param_checksum(&self) -> Option<Vec<f32>> {
+        None
+    }
 }

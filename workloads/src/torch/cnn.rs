@@ -1,0 +1,194 @@
+//! CV family: a small ResNet-style CNN trained on the image shards.
+//!
+//! Stem conv-bn-relu, then three stages of residual blocks (conv-bn-relu-conv-bn plus an
+//! identity or 1×1-conv shortcut, then relu), stride 2 at the start of stages 2 and 3,
+//! global average pooling and a linear classifier: a scaled-down CIFAR ResNet.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tch::{Kind, Reduction, Tensor};
+
+use super::params::{BatchNorm, Conv, Linear, ParamStore};
+use super::state::{self, Loaded};
+use super::Task;
+use crate::data::{ImageReader, Rng};
+
+/// Size of the CNN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CnnConfig {
+    /// Channels of the three stages.
+    pub widths: [i64; 3],
+    /// Residual blocks per stage.
+    pub blocks: usize,
+}
+
+struct Block {
+    conv1: Conv,
+    bn1: BatchNorm,
+    conv2: Conv,
+    bn2: BatchNorm,
+    shortcut: Option<(Conv, BatchNorm)>,
+}
+
+impl Block {
+    fn new(
+        s: &mut ParamStore,
+        name: &str,
+        inp: i64,
+        out: i64,
+        stride: i64,
+    ) -> anyhow::Result<Block> {
+        let shortcut = if stride != 1 || inp != out {
+            Some((
+                Conv::new(s, &format!("{name}.down"), (inp, out, 1), stride)?,
+                BatchNorm::new(s, &format!("{name}.down_bn"), out)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Block {
+            conv1: Conv::new(s, &format!("{name}.conv1"), (inp, out, 3), stride)?,
+            bn1: BatchNorm::new(s, &format!("{name}.bn1"), out)?,
+            conv2: Conv::new(s, &format!("{name}.conv2"), (out, out, 3), 1)?,
+            bn2: BatchNorm::new(s, &format!("{name}.bn2"), out)?,
+            shortcut,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let h = self.bn1.forward(&self.conv1.forward(x)?)?.f_relu()?;
+        let h = self.bn2.forward(&self.conv2.forward(&h)?)?;
+        let skip = match &self.shortcut {
+            Some((conv, bn)) => bn.forward(&conv.forward(x)?)?,
+            None => x.shallow_clone(),
+        };
+        Ok(h.f_add(&skip)?.f_relu()?)
+    }
+}
+
+struct Cnn {
+    stem: Conv,
+    stem_bn: BatchNorm,
+    blocks: Vec<Block>,
+    head: Linear,
+}
+
+impl Cnn {
+    fn new(
+        s: &mut ParamStore,
+        cfg: &CnnConfig,
+        channels: i64,
+        classes: i64,
+    ) -> anyhow::Result<Cnn> {
+        let stem = Conv::new(s, "stem", (channels, cfg.widths[0], 3), 1)?;
+        let stem_bn = BatchNorm::new(s, "stem_bn", cfg.widths[0])?;
+        let mut blocks = Vec::new();
+        let mut inp = cfg.widths[0];
+        for (stage, &out) in cfg.widths.iter().enumerate() {
+            for b in 0..cfg.blocks {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(Block::new(s, &format!("s{stage}b{b}"), inp, out, stride)?);
+                inp = out;
+            }
+        }
+        let head = Linear::new(s, "fc", inp, classes)?;
+        Ok(Cnn {
+            stem,
+            stem_bn,
+            blocks,
+            head,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut h = self.stem_bn.forward(&self.stem.forward(x)?)?.f_relu()?;
+        for block in &self.blocks {
+            h = block.forward(&h)?;
+        }
+        let pooled = h.f_mean_dim([2i64, 3].as_slice(), false, Kind::Float)?;
+        self.head.forward(&pooled)
+    }
+}
+
+/// A CNN job: the data stage reads, decodes and augments a batch of the image shard.
+pub struct CvTask {
+    model: Cnn,
+    reader: ImageReader,
+    rng: Rng,
+    batch_size: usize,
+    signature: String,
+    pending: Option<(Tensor, Tensor)>,
+}
+
+/// Builds the CNN for the shard at `images`, with parameters from `seed`.
+pub fn build(
+    name: &str,
+    cfg: &CnnConfig,
+    images: &Path,
+    batch_size: usize,
+    seed: u64,
+) -> anyhow::Result<(CvTask, ParamStore)> {
+    let mut reader = ImageReader::open(images)?;
+    let h = reader.header();
+    let mut rng = Rng::derive(seed, 20);
+    // Jobs sharing the shard start at different records.
+    reader.set_position(rng.below(h.count))?;
+    let mut store = ParamStore::new(seed);
+    let model = Cnn::new(&mut store, cfg, h.channels as i64, h.classes as i64)?;
+    let signature = format!(
+        "cv {name}: {cfg:?}, images {}x{}x{}, {} classes",
+        h.height, h.width, h.channels, h.classes
+    );
+    let task = CvTask {
+        model,
+        reader,
+        rng,
+        batch_size,
+        signature,
+        pending: None,
+    };
+    Ok((task, store))
+}
+
+impl Task for CvTask {
+    fn signature(&self) -> String {
+        self.signature.clone()
+    }
+
+    fn load_batch(&mut self) -> anyhow::Result<()> {
+        let b = self.reader.next_batch(self.batch_size, &mut self.rng)?;
+        let shape = b.shape.map(|d| d as i64);
+        let x = Tensor::f_from_slice(&b.pixels)?.f_view(shape)?;
+        let y = Tensor::f_from_slice(&b.labels)?;
+        self.pending = Some((x, y));
+        Ok(())
+    }
+
+    fn loss(&mut self) -> anyhow::Result<Tensor> {
+        let (x, y) = self
+            .pending
+            .take()
+            .context("compute without a loaded batch")?;
+        let logits = self.model.forward(&x)?;
+        Ok(logits.f_cross_entropy_loss(&y, None::<Tensor>, Reduction::Mean, -100, 0.0)?)
+    }
+
+    fn discard_batch(&mut self) {
+        self.pending = None;
+    }
+
+    fn state(&self) -> anyhow::Result<Vec<(String, Tensor)>> {
+        Ok(vec![(
+            "data".into(),
+            state::u64_tensor(&[self.reader.position(), self.rng.state()])?,
+        )])
+    }
+
+    fn set_state(&mut self, loaded: &Loaded) -> anyhow::Result<()> {
+        let v = state::get_u64s(loaded, "task.data", 2)?;
+        self.reader.set_position(v[0])?;
+        self.rng = Rng::new(v[1]);
+        Ok(())
+    }
+}

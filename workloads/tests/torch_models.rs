@@ -1,0 +1,229 @@
+//! Real tch models: they learn, checkpoint/restore is exact, and bad inputs are errors.
+//! Run with `cargo test --release -p muri-workloads --features torch`.
+#![cfg(feature = "torch")]
+
+use std::path::Path;
+
+use muri_workloads::collective::Local;
+use muri_workloads::stage::JobWorkload;
+use muri_workloads::torch::{build_job, profile_solo, RealJobSpec, TorchJob};
+
+fn spec(model: &str, batch: usize, dir: &Path) -> RealJobSpec {
+    RealJobSpec::new(7, model, batch, dir)
+}
+
+/// Runs `n` full iterations on one rank and returns the losses.
+fn train(job: &mut dyn JobWorkload, n: usize) -> Vec<f64> {
+    let comm = Local { rank: 0, size: 1 };
+    (0..n)
+        .map(|_| {
+            job.load_data().unwrap();
+            job.compute().unwrap();
+            job.allreduce_and_step(&comm, 0).unwrap();
+            job.last_loss().unwrap()
+        })
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Trains `spec` for `n` iterations and checks the mean of the last `k` losses is below
+/// `ratio` × the mean of the first `k`.
+fn assert_loss_falls(spec: &RealJobSpec, n: usize, k: usize, ratio: f64) {
+    let mut job = build_job(spec).unwrap();
+    let losses = train(job.as_mut(), n);
+    let (first, last) = (mean(&losses[..k]), mean(&losses[n - k..]));
+    eprintln!(
+        "{}: loss {first:.4} -> {last:.4} over {n} iterations",
+        spec.model
+    );
+    assert!(
+        last < ratio * first,
+        "{}: loss {first:.4} -> {last:.4}, wanted below {:.4}",
+        spec.model,
+        ratio * first
+    );
+    assert_eq!(job.iterations_done(), n as u64);
+}
+
+#[test]
+fn cnn_loss_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("resnet18", 32, dir.path());
+    s.scale = 0.5;
+    assert_loss_falls(&s, 60, 5, 0.6);
+}
+
+#[test]
+fn transformer_loss_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_loss_falls(&spec("gpt2", 8, dir.path()), 80, 5, 0.7);
+}
+
+#[test]
+fn dqn_td_loss_falls_while_the_target_is_fixed() {
+    // The target network is first synced after 250 iterations, so the TD regression
+    // target is fixed throughout and its loss must fall.
+    let dir = tempfile::tempdir().unwrap();
+    assert_loss_falls(&spec("dqn", 64, dir.path()), 200, 10, 0.5);
+}
+
+/// Checkpoint after 3 iterations, restore into a fresh job: identical state, and both
+/// continue identically (same data position, RNG streams, optimizer state).
+fn assert_exact_restore(model: &str, batch: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(model, batch, dir.path());
+    s.scale = 0.5;
+    let mut original = TorchJob::new(&s).unwrap();
+    train(&mut original, 3);
+    let ckpt = dir.path().join("ckpt").join(format!("{model}.ot"));
+    original.checkpoint(&ckpt).unwrap();
+    assert!(!dir
+        .path()
+        .join("ckpt")
+        .join(format!("{model}.ot.tmp"))
+        .exists());
+
+    let mut restored = TorchJob::new(&s).unwrap();
+    assert_ne!(restored.flat_params(), original.flat_params());
+    restored.restore(&ckpt).unwrap();
+    assert_eq!(restored.flat_params(), original.flat_params(), "{model}");
+    assert_eq!(restored.iterations_done(), 3);
+    assert_eq!(restored.last_loss(), original.last_loss());
+
+    let a = train(&mut original, 2);
+    let b = train(&mut restored, 2);
+    assert_eq!(a, b, "{model}: losses after restore");
+    assert_eq!(restored.flat_params(), original.flat_params(), "{model}");
+    assert_eq!(restored.iterations_done(), 5);
+}
+
+#[test]
+fn cnn_restore_is_exact() {
+    assert_exact_restore("resnet18", 16);
+}
+
+#[test]
+fn transformer_restore_is_exact() {
+    assert_exact_restore("gpt2", 4);
+}
+
+#[test]
+fn dqn_restore_is_exact() {
+    assert_exact_restore("dqn", 32);
+}
+
+#[test]
+fn restoring_another_models_checkpoint_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut resnet = build_job(&spec("resnet18", 8, dir.path())).unwrap();
+    train(resnet.as_mut(), 1);
+    let ckpt = dir.path().join("resnet.ot");
+    resnet.checkpoint(&ckpt).unwrap();
+    let before = resnet.param_checksum().unwrap();
+    for other in ["vgg16", "gpt2", "dqn"] {
+        let mut job = build_job(&spec(other, 8, dir.path())).unwrap();
+        let err = format!("{:#}", job.restore(&ckpt).unwrap_err());
+        assert!(err.contains("different model"), "{other}: {err}");
+    }
+    // Same name but a different width is a different model too.
+    let mut s = spec("resnet18", 8, dir.path());
+    s.scale = 2.0;
+    assert!(build_job(&s).unwrap().restore(&ckpt).is_err());
+    // A failed restore leaves the job untouched; a file that is no checkpoint is an error.
+    std::fs::write(dir.path().join("junk.ot"), b"not a checkpoint").unwrap();
+    assert!(resnet.restore(&dir.path().join("junk.ot")).is_err());
+    assert!(resnet.restore(&dir.path().join("missing.ot")).is_err());
+    assert_eq!(resnet.param_checksum().unwrap(), before);
+}
+
+#[test]
+fn unknown_model_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = build_job(&spec("alexnet", 8, dir.path())).err().unwrap();
+    assert!(err.to_string().contains("alexnet"), "{err}");
+}
+
+#[test]
+fn gradients_are_averaged_over_ranks() {
+    // `Local` sums by multiplying by the world size; dividing by it must undo that, so a
+    // "two-rank" job with identical data follows the one-rank job exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec("gpt2", 2, dir.path());
+    let mut one = TorchJob::new(&s).unwrap();
+    let mut two = TorchJob::new(&s).unwrap();
+    for job_comm in [(&mut one, 1), (&mut two, 2)] {
+        let (job, size) = job_comm;
+        for _ in 0..2 {
+            job.load_data().unwrap();
+            job.compute().unwrap();
+            job.allreduce_and_step(&Local { rank: 0, size }, 0).unwrap();
+        }
+    }
+    assert_eq!(one.flat_params(), two.flat_params());
+}
+
+#[test]
+fn stages_out_of_order_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = build_job(&spec("shufflenet_v2_x1_0", 4, dir.path())).unwrap();
+    let comm = Local { rank: 0, size: 1 };
+    assert!(job.compute().is_err(), "compute before load_data");
+    assert!(
+        job.allreduce_and_step(&comm, 0).is_err(),
+        "step before compute"
+    );
+    assert_eq!(job.iterations_done(), 0);
+    assert_eq!(job.last_loss(), None);
+}
+
+#[test]
+fn every_trace_model_builds_and_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, batch) in [("vgg19", 4), ("resnet50", 4), ("bert", 2), ("a2c", 16)] {
+        let mut s = spec(model, batch, dir.path());
+        s.scale = 0.5;
+        let p = profile_solo(&s, 1, 2).unwrap();
+        assert!(
+            p.data_ms > 0.0 && p.compute_ms > 0.0 && p.step_ms > 0.0,
+            "{model}: {p:?}"
+        );
+        assert!(p.iteration_ms >= p.compute_ms, "{model}: {p:?}");
+    }
+}
+
+/// Not a check: prints the default-size models' solo stage times and loss drops.
+/// `cargo test --release -p muri-workloads --features torch -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn print_default_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, batch) in [
+        ("resnet18", 32),
+        ("vgg16", 16),
+        ("shufflenet_v2_x1_0", 32),
+        ("gpt2", 8),
+        ("bert", 8),
+        ("dqn", 64),
+        ("a2c", 64),
+    ] {
+        let s = spec(model, batch, dir.path());
+        let job = TorchJob::new(&s).unwrap();
+        let params = job.param_count();
+        let p = profile_solo(&s, 3, 20).unwrap();
+        let mut job = build_job(&s).unwrap();
+        let losses = train(job.as_mut(), 100);
+        eprintln!(
+            "{model:>20} batch {batch:>3}: {params:>7} params, data {:.2} ms, compute {:.2} ms, \
+             step {:.2} ms, iteration {:.2} ms; loss {:.3} -> {:.3} (mean of first/last 5 of 100)",
+            p.data_ms,
+            p.compute_ms,
+            p.step_ms,
+            p.iteration_ms,
+            mean(&losses[..5]),
+            mean(&losses[95..])
+        );
+    }
+}

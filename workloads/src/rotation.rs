@@ -8,7 +8,7 @@
 //! done ("strict" stages), which is exactly the recurrence `muri::interleave` models.
 //! A solo job in slot 0 degenerates to load, compute, sync in sequence.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +37,10 @@ pub struct Measurement {
     /// Macro-iterations (passes) run.
     pub passes: u64,
     pub wall_s: f64,
+    /// Iterations each job (in input order) completed in this launch.
+    pub iterations_run: Vec<u64>,
+    /// Whether a stop request cut the launch short.
+    pub stopped: bool,
 }
 
 /// Iterations ignored at the start of each phase (pipeline fill, thread warm-up).
@@ -45,11 +49,16 @@ const WARMUP: usize = 1;
 type StageTimes = Arc<Mutex<[(f64, u64); 3]>>;
 
 /// Runs every job's iterations through the rotation. `finished` counts completed group
-/// iterations (what `QueryStats` reports).
+/// iterations (what `QueryStats` reports). When `stop` is raised (SIGTERM: the scheduler
+/// preempts the group) the rotation *drains*: it starts no new iteration, finishes the ones
+/// already in flight and returns, so every job stops on an iteration boundary and can be
+/// checkpointed. Ranks agree on the stage at which they stop (see [`Collective::agree_any`]),
+/// or their collectives would no longer pair up.
 pub fn run(
     jobs: &[SlotJob],
     comm: &dyn Collective,
     finished: &AtomicU64,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Measurement> {
     let mut by_slot: [Option<&SlotJob>; SLOTS] = [None, None, None, None];
     for job in jobs {
@@ -59,29 +68,35 @@ pub fn run(
         anyhow::ensure!(entry.is_none(), "two jobs in slot {}", job.slot);
         *entry = Some(job);
     }
-    let last_stage = jobs
-        .iter()
-        .filter(|j| j.iterations > 0)
-        .map(|j| 4 * (j.iterations - 1) + j.slot as u64 + 3)
-        .max();
-    let Some(last_stage) = last_stage else {
+    let mut limits: [u64; SLOTS] = by_slot.map(|j| j.map_or(0, |j| j.iterations));
+    let Some(mut last_stage) = last_stage(&limits) else {
         return Ok(Measurement::default());
     };
     let stage_times: StageTimes = Arc::new(Mutex::new([(0.0, 0); 3]));
     let mut data_threads: [Option<JoinHandle<anyhow::Result<()>>>; SLOTS] =
         [None, None, None, None];
     let mut sync_done: Vec<Vec<Instant>> = vec![Vec::new(); SLOTS];
+    let mut draining = false;
     let started = Instant::now();
-    for t in 0..=last_stage {
+    let mut t = 0;
+    while t <= last_stage {
         let s = (t % 4) as usize;
-        if let Some(job) = active(&by_slot, s, t, 0) {
+        if s == 0 && !draining && comm.agree_any(stop.load(Ordering::Relaxed))? {
+            draining = true;
+            limits = drained_limits(&limits, t);
+            match self::last_stage(&limits) {
+                Some(last) if last >= t => last_stage = last,
+                _ => break,
+            }
+        }
+        if let Some(job) = active(&by_slot, &limits, s, t, 0) {
             data_threads[s] = Some(spawn_data_load(job, stage_times.clone()));
         }
         let compute_slot = (s + 2) % 4;
         let data = data_threads[compute_slot].take();
         let sync_slot = (s + 1) % 4;
-        let compute_job = active(&by_slot, compute_slot, t, 2);
-        let sync_job = active(&by_slot, sync_slot, t, 3);
+        let compute_job = active(&by_slot, &limits, compute_slot, t, 2);
+        let sync_job = active(&by_slot, &limits, sync_slot, t, 3);
         std::thread::scope(|scope| -> anyhow::Result<()> {
             let compute = compute_job.map(|job| {
                 let times = stage_times.clone();
@@ -101,21 +116,47 @@ pub fn run(
         if s == 3 {
             finished.fetch_add(1, Ordering::Relaxed);
         }
+        t += 1;
     }
     let sums = *stage_times
         .lock()
         .map_err(|_| anyhow!("stage timer poisoned"))?;
+    let done: Vec<u64> = jobs.iter().map(|j| limits[j.slot]).collect();
     Ok(Measurement {
-        phase_iter_s: phase_times(jobs, &sync_done),
+        phase_iter_s: phase_times(jobs, &done, &sync_done),
         stage_s: sums.map(|(sum, n)| if n == 0 { 0.0 } else { sum / n as f64 }),
-        passes: (last_stage + 1).div_ceil(4),
+        passes: t.div_ceil(4),
         wall_s: started.elapsed().as_secs_f64(),
+        iterations_run: done,
+        stopped: draining,
+    })
+}
+
+/// The last stage any slot is busy in: slot j's iteration i syncs at stage 4i + j + 3.
+fn last_stage(limits: &[u64; SLOTS]) -> Option<u64> {
+    (0..SLOTS)
+        .filter(|&j| limits[j] > 0)
+        .map(|j| 4 * (limits[j] - 1) + j as u64 + 3)
+        .max()
+}
+
+/// Per slot, the iterations whose data load started before stage `t` (iteration i of slot j
+/// starts at stage 4i + j): those still finish, nothing new starts.
+fn drained_limits(limits: &[u64; SLOTS], t: u64) -> [u64; SLOTS] {
+    std::array::from_fn(|j| {
+        let started = if t > j as u64 {
+            (t - 1 - j as u64) / 4 + 1
+        } else {
+            0
+        };
+        limits[j].min(started)
     })
 }
 
 /// The job in `slot` if it runs an iteration whose stage `offset` falls on stage `t`.
 fn active<'a>(
     by_slot: &[Option<&'a SlotJob>; SLOTS],
+    limits: &[u64; SLOTS],
     slot: usize,
     t: u64,
     offset: u64,
@@ -125,7 +166,7 @@ fn active<'a>(
     if t < first || (t - first) % 4 != 0 {
         return None;
     }
-    ((t - first) / 4 < job.iterations).then_some(job)
+    ((t - first) / 4 < limits[slot]).then_some(job)
 }
 
 fn record(times: &StageTimes, kind: usize, elapsed: Duration) {
@@ -184,12 +225,8 @@ fn sync_stage(job: &SlotJob, comm: &dyn Collective, times: &StageTimes) -> anyho
 
 /// Per phase (k live members, k = n … 1), the mean gap between consecutive iteration ends
 /// of the live jobs, skipping each phase's first [`WARMUP`] iterations.
-fn phase_times(jobs: &[SlotJob], sync_done: &[Vec<Instant>]) -> Vec<f64> {
-    let mut bounds: Vec<u64> = jobs
-        .iter()
-        .map(|j| j.iterations)
-        .filter(|&n| n > 0)
-        .collect();
+fn phase_times(jobs: &[SlotJob], done: &[u64], sync_done: &[Vec<Instant>]) -> Vec<f64> {
+    let mut bounds: Vec<u64> = done.iter().copied().filter(|&n| n > 0).collect();
     bounds.sort_unstable();
     bounds.dedup();
     let mut phases = Vec::new();
@@ -197,7 +234,7 @@ fn phase_times(jobs: &[SlotJob], sync_done: &[Vec<Instant>]) -> Vec<f64> {
     for &hi in &bounds {
         let mut sum = 0.0;
         let mut n = 0usize;
-        for job in jobs.iter().filter(|j| j.iterations >= hi) {
+        for (job, _) in jobs.iter().zip(done).filter(|(_, &n)| n >= hi) {
             let ends = &sync_done[job.slot];
             let from = (lo as usize + WARMUP).max(1);
             for i in from..(hi as usize).min(ends.len()) {
@@ -230,7 +267,13 @@ mod tests {
     #[test]
     fn solo_job_runs_stages_in_sequence() {
         let jobs = [slot_job(0, 6, [4.0, 6.0, 2.0])];
-        let m = run(&jobs, &Local { rank: 0, size: 1 }, &AtomicU64::new(0)).unwrap();
+        let m = run(
+            &jobs,
+            &Local { rank: 0, size: 1 },
+            &AtomicU64::new(0),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let t = m.phase_iter_s[0];
         assert!((0.0115..0.02).contains(&t), "period {t}");
     }
@@ -242,7 +285,13 @@ mod tests {
             slot_job(0, 8, [10.0, 1.0, 0.0]),
             slot_job(2, 8, [0.5, 10.0, 0.0]),
         ];
-        let m = run(&jobs, &Local { rank: 0, size: 1 }, &AtomicU64::new(0)).unwrap();
+        let m = run(
+            &jobs,
+            &Local { rank: 0, size: 1 },
+            &AtomicU64::new(0),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let t = m.phase_iter_s[0];
         assert!(
             (0.010..0.0215).contains(&t),
@@ -251,8 +300,70 @@ mod tests {
     }
 
     #[test]
+    fn drain_keeps_started_iterations_only() {
+        // At stage 9 (pass 2, stage 1): slot 0 started iterations 0..=2 (stages 0, 4, 8),
+        // slot 1 started 0..=1 (stages 1, 5; stage 9 is not before 9), slots 2 and 3 two each.
+        assert_eq!(drained_limits(&[10, 10, 10, 1], 9), [3, 2, 2, 1]);
+        assert_eq!(drained_limits(&[10; SLOTS], 0), [0; SLOTS]);
+        assert_eq!(last_stage(&[0; SLOTS]), None);
+        assert_eq!(last_stage(&[3, 2, 0, 0]), Some(8 + 3));
+    }
+
+    #[test]
+    fn stop_request_drains_to_an_iteration_boundary() {
+        let jobs = [
+            slot_job(0, 1000, [1.0, 1.0, 1.0]),
+            slot_job(1, 1000, [1.0, 1.0, 1.0]),
+            slot_job(3, 1000, [1.0, 1.0, 1.0]),
+        ];
+        let stop = AtomicBool::new(false);
+        let m = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(60));
+                stop.store(true, Ordering::Relaxed);
+            });
+            run(
+                &jobs,
+                &Local { rank: 0, size: 1 },
+                &AtomicU64::new(0),
+                &stop,
+            )
+            .unwrap()
+        });
+        assert!(m.stopped);
+        for (job, &ran) in jobs.iter().zip(&m.iterations_run) {
+            assert!(ran > 0 && ran < 1000, "ran {ran}");
+            // Every iteration that started also finished its all-reduce + step.
+            assert_eq!(job.workload.lock().unwrap().iterations_done(), ran);
+        }
+        // Slots stop within one iteration of each other (they drain from the same stage).
+        let (lo, hi) = (m.iterations_run.iter().min(), m.iterations_run.iter().max());
+        assert!(hi.unwrap() - lo.unwrap() <= 1, "{:?}", m.iterations_run);
+    }
+
+    #[test]
+    fn stop_before_start_runs_nothing() {
+        let jobs = [slot_job(0, 5, [1.0, 1.0, 1.0])];
+        let m = run(
+            &jobs,
+            &Local { rank: 0, size: 1 },
+            &AtomicU64::new(0),
+            &AtomicBool::new(true),
+        )
+        .unwrap();
+        assert!(m.stopped);
+        assert_eq!(m.iterations_run, vec![0]);
+    }
+
+    #[test]
     fn duplicate_slot_is_an_error() {
         let jobs = [slot_job(0, 1, [0.0; 3]), slot_job(0, 1, [0.0; 3])];
-        assert!(run(&jobs, &Local { rank: 0, size: 1 }, &AtomicU64::new(0)).is_err());
+        assert!(run(
+            &jobs,
+            &Local { rank: 0, size: 1 },
+            &AtomicU64::new(0),
+            &AtomicBool::new(false)
+        )
+        .is_err());
     }
 }

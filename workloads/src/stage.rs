@@ -10,6 +10,11 @@ pub trait Collective {
     /// Element-wise sum of `buf` over all ranks of `slot`'s communicator, in place.
     /// Called from the thread that created the collective only (MPI "funneled").
     fn allreduce_sum(&self, slot: usize, buf: &mut [f32]) -> anyhow::Result<()>;
+    /// True on every rank if `flag` is true on any rank. The rotation calls it once per pass
+    /// so that all ranks see a stop request at the same stage. Single-rank default: `flag`.
+    fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
+        Ok(flag)
+    }
 }
 
 /// One training job as the rotation drives it. Each call is one stage of one iteration.

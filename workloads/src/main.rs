@@ -3,17 +3,22 @@
 //! `QueryStats`, and reports the measured iteration and stage times at the end.
 //!
 //! Launched by `muri worker`, either by `mpirun -n G` (feature `mpi`: a real all-reduce per
-//! job) or once per rank with `--rank R --world G` (no communication between ranks).
+//! job; feature `nccl`: on the GPU) or once per rank with `--rank R --world G` (no
+//! communication between ranks). `--workload real` (feature `torch`) trains tch models on the
+//! data sets in `--data-dir`; the default emulates each stage from its profiled time.
+//!
+//! SIGTERM (the worker preempting the group) drains the rotation: in-flight iterations
+//! finish, every job is checkpointed to `--checkpoint-dir`, and the next launch resumes there.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::{client, pb};
 use muri_workloads::emulated::EmulatedJob;
@@ -26,15 +31,40 @@ const INJECTED_FAILURE_EXIT: u8 = 3;
 #[derive(Parser, Debug)]
 #[command(
     name = "muri-trainer",
-    about = "One rank of a muri job group (emulated stages)"
+    about = "One rank of a muri job group: runs its jobs through the 4-stage rotation"
 )]
 struct Args {
     /// Group id assigned by the scheduler (unique per launch).
     #[arg(long = "group-id")]
     group_id: u64,
-    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT.
+    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT[:BATCH].
     #[arg(long = "job", required = true)]
     jobs: Vec<String>,
+    /// `emulated`: stages sleep for their profiled times; `real`: tch models train on the
+    /// data in `--data-dir` (needs the `torch` feature).
+    #[arg(long, value_enum, default_value_t = Workload::Emulated)]
+    workload: Workload,
+    /// Synthetic data sets for real workloads (`muri data gen`; missing ones are generated).
+    #[arg(long = "data-dir", default_value = "data")]
+    data_dir: PathBuf,
+    /// libtorch threads for the compute stage; 1 leaves the other core to the data stage.
+    #[arg(long = "torch-threads", default_value_t = 1)]
+    torch_threads: i32,
+    /// Width/sequence multiplier for real models (1 = the small test-size models).
+    #[arg(long = "model-scale", default_value_t = 1.0)]
+    model_scale: f64,
+    /// Gradient collective: `auto` = NCCL when built with it and a GPU is usable, else MPI
+    /// under mpirun, else none.
+    #[arg(long, value_enum, default_value_t = CollectiveKind::Auto)]
+    collective: CollectiveKind,
+    /// After every all-reduce and step, check that all ranks hold identical parameters
+    /// (one extra all-reduce of the parameters; for tests).
+    #[arg(long = "check-sync")]
+    check_sync: bool,
+    /// Run this many unmeasured iterations of every job first (thread pools, allocator and
+    /// page cache warm up), as `muri profile` does.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// Scheduler address rank 0 reports to; without it the trainer only prints its numbers.
     #[arg(long)]
     scheduler: Option<String>,
@@ -54,6 +84,23 @@ struct Args {
     token_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Emulated,
+    Real,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CollectiveKind {
+    Auto,
+    Local,
+    Mpi,
+    Nccl,
+}
+
+/// Batch size when `--job` names none (the scheduler always sends one).
+const DEFAULT_BATCH: usize = 32;
+
 /// One parsed `--job`.
 #[derive(Debug, Clone)]
 struct JobArg {
@@ -63,12 +110,13 @@ struct JobArg {
     iterations: u64,
     stage_ms: [f64; 3],
     attempt: u32,
+    batch_size: usize,
 }
 
 fn parse_job(text: &str) -> anyhow::Result<JobArg> {
     let f: Vec<&str> = text.split(':').collect();
-    if f.len() != 8 {
-        bail!("--job `{text}`: expected SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT");
+    if f.len() != 8 && f.len() != 9 {
+        bail!("--job `{text}`: expected SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT[:BATCH]");
     }
     let num = |i: usize, what: &str| -> anyhow::Result<f64> {
         let v: f64 = f[i]
@@ -97,6 +145,12 @@ fn parse_job(text: &str) -> anyhow::Result<JobArg> {
         attempt: f[7]
             .parse()
             .with_context(|| format!("--job `{text}`: attempt"))?,
+        batch_size: match f.get(8) {
+            Some(b) => b.parse().ok().filter(|&b: &usize| b > 0).with_context(|| {
+                format!("--job `{text}`: batch size must be a positive integer")
+            })?,
+            None => DEFAULT_BATCH,
+        },
     })
 }
 
@@ -134,6 +188,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let process_start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing the SIGTERM handler")?;
     let jobs: Vec<JobArg> = args
         .jobs
         .iter()
@@ -156,42 +213,161 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
     let slot_jobs = build_workloads(&args, &jobs)?;
+    if args.warmup > 0 {
+        let warm: Vec<SlotJob> = slot_jobs
+            .iter()
+            .map(|j| SlotJob {
+                slot: j.slot,
+                iterations: args.warmup,
+                workload: j.workload.clone(),
+            })
+            .collect();
+        rotation::run(&warm, comm.as_ref(), &AtomicU64::new(0), &stop)?;
+    }
     let startup_s = process_start.elapsed().as_secs_f64();
-    let measured = rotation::run(&slot_jobs, comm.as_ref(), &finished)?;
-    save_checkpoints(&args, &slot_jobs)?;
+    tracing::info!(group = args.group_id, startup_s, "training started");
+    let measured = rotation::run(&slot_jobs, comm.as_ref(), &finished, &stop)?;
+    save_checkpoints(&args, comm.rank(), &slot_jobs)?;
     tracing::info!(
         group = args.group_id,
         rank = comm.rank(),
         ?measured,
         "sample done"
     );
+    if comm.rank() == 0 {
+        print_losses(&slot_jobs);
+        if args.check_sync {
+            println!(
+                "check-sync: {} parameter checks passed",
+                SYNC_CHECKS.load(Ordering::Relaxed)
+            );
+        }
+    }
+    if measured.stopped {
+        eprintln!(
+            "muri-trainer: stopped by SIGTERM after {:?} iterations; checkpoints saved",
+            measured.iterations_run
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     match reporter {
         Some(r) => r.report(&jobs, &measured, startup_s)?,
-        None if comm.rank() == 0 => println!("{measured:?}"),
+        None if comm.rank() == 0 => println!("{}", measurement_line(&measured)),
         None => {}
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// One machine-readable line (what `muri profile` parses):
+/// `measurement phase_iter_s=A,B stage_s=D,C,S passes=N wall_s=W iterations=I,J`.
+fn measurement_line(m: &Measurement) -> String {
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.6}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let runs: Vec<String> = m.iterations_run.iter().map(u64::to_string).collect();
+    format!(
+        "measurement phase_iter_s={} stage_s={} passes={} wall_s={:.6} iterations={}",
+        list(&m.phase_iter_s),
+        list(&m.stage_s),
+        m.passes,
+        m.wall_s,
+        runs.join(",")
+    )
+}
+
+/// `job <id>: iterations <n>, loss <x>, params <hash>` for real workloads: what users and
+/// tests look at to see that training progresses and that a resumed job holds the state
+/// its checkpoint saved.
+fn print_losses(jobs: &[SlotJob]) {
+    for j in jobs {
+        let Ok(w) = j.workload.lock() else { continue };
+        let Some(loss) = w.last_loss() else { continue };
+        let hash = w.param_checksum().map(|p| params_hash(&p)).unwrap_or(0);
+        println!(
+            "job {}: iterations {}, loss {loss:.6}, params {hash:016x}",
+            w.job_id(),
+            w.iterations_done()
+        );
+    }
+}
+
+/// FNV-1a over the parameters' bit patterns: equal hashes mean bit-identical weights.
+fn params_hash(params: &[f32]) -> u64 {
+    params.iter().fold(0xcbf2_9ce4_8422_2325, |h, p| {
+        p.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    })
+}
+
+/// Parameter checks `--check-sync` passed (printed at the end, so tests see they ran).
+static SYNC_CHECKS: AtomicU64 = AtomicU64::new(0);
+
 fn make_collective(args: &Args) -> anyhow::Result<Box<dyn Collective>> {
-    #[cfg(feature = "mpi")]
-    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() || std::env::var_os("PMI_SIZE").is_some()
-    {
-        let c = muri_workloads::collective::mpi_impl::MpiCollective::init(rotation::SLOTS)?;
-        return Ok(Box::new(c));
+    let under_mpirun = std::env::var("OMPI_COMM_WORLD_SIZE").is_ok_and(|v| v != "1")
+        || std::env::var_os("PMI_SIZE").is_some();
+    let kind = match args.collective {
+        CollectiveKind::Auto if under_mpirun && nccl_usable() => CollectiveKind::Nccl,
+        CollectiveKind::Auto if under_mpirun => CollectiveKind::Mpi,
+        CollectiveKind::Auto => CollectiveKind::Local,
+        k => k,
+    };
+    match kind {
+        CollectiveKind::Mpi => mpi_collective(),
+        CollectiveKind::Nccl => nccl_collective(),
+        _ => {
+            anyhow::ensure!(
+                !under_mpirun,
+                "started by mpirun: use --collective mpi or nccl (a build with the `mpi` feature)"
+            );
+            anyhow::ensure!(
+                args.world >= 1 && args.rank < args.world,
+                "--rank must be below --world"
+            );
+            Ok(Box::new(muri_workloads::collective::Local {
+                rank: args.rank,
+                size: args.world,
+            }))
+        }
     }
-    #[cfg(not(feature = "mpi"))]
-    if std::env::var("OMPI_COMM_WORLD_SIZE").is_ok_and(|v| v != "1") {
-        bail!("started by mpirun, but this muri-trainer was built without the `mpi` feature");
-    }
-    anyhow::ensure!(
-        args.world >= 1 && args.rank < args.world,
-        "--rank must be below --world"
-    );
-    Ok(Box::new(muri_workloads::collective::Local {
-        rank: args.rank,
-        size: args.world,
-    }))
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_collective() -> anyhow::Result<Box<dyn Collective>> {
+    let c = muri_workloads::collective::mpi_impl::MpiCollective::init(rotation::SLOTS)?;
+    Ok(Box::new(c))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_collective() -> anyhow::Result<Box<dyn Collective>> {
+    bail!("this muri-trainer was built without the `mpi` feature")
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_usable() -> bool {
+    let (cuda, nccl) = muri_workloads::collective::nccl_impl::libraries_present();
+    cuda && nccl
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_usable() -> bool {
+    false
+}
+
+#[cfg(feature = "nccl")]
+fn nccl_collective() -> anyhow::Result<Box<dyn Collective>> {
+    use muri_workloads::collective::{mpi_impl::MpiCollective, nccl_impl::NcclCollective};
+    let mpi = MpiCollective::init(rotation::SLOTS)?;
+    Ok(Box::new(NcclCollective::init(mpi, rotation::SLOTS)?))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_collective() -> anyhow::Result<Box<dyn Collective>> {
+    bail!("this muri-trainer was built without the `nccl` feature")
 }
 
 fn checkpoint_path(args: &Args, job_id: u64) -> Option<PathBuf> {
@@ -201,14 +377,22 @@ fn checkpoint_path(args: &Args, job_id: u64) -> Option<PathBuf> {
 }
 
 fn build_workloads(args: &Args, jobs: &[JobArg]) -> anyhow::Result<Vec<SlotJob>> {
+    #[cfg(feature = "torch")]
+    if args.workload == Workload::Real {
+        muri_workloads::torch::configure_threads(args.torch_threads);
+    }
     let mut out = Vec::with_capacity(jobs.len());
     for j in jobs {
-        let mut w: Box<dyn JobWorkload> =
-            Box::new(EmulatedJob::new(j.job_id, j.stage_ms, args.time_scale));
+        let mut w = build_workload(args, j)?;
         if let Some(path) = checkpoint_path(args, j.job_id).filter(|p| p.exists()) {
-            w.restore(&path)?;
+            w.restore(&path)
+                .with_context(|| format!("job {}: resuming from {}", j.job_id, path.display()))?;
+            tracing::info!(job = j.job_id, from = %path.display(), iterations = w.iterations_done(), "resumed");
         }
-        tracing::debug!(job = j.job_id, model = %j.model, slot = j.slot, "workload ready");
+        if args.check_sync {
+            w = Box::new(SyncChecked { inner: w });
+        }
+        tracing::debug!(job = j.job_id, model = %j.model, batch = j.batch_size, slot = j.slot, "workload ready");
         out.push(SlotJob {
             slot: j.slot,
             iterations: j.iterations,
@@ -218,9 +402,98 @@ fn build_workloads(args: &Args, jobs: &[JobArg]) -> anyhow::Result<Vec<SlotJob>>
     Ok(out)
 }
 
+fn build_workload(args: &Args, j: &JobArg) -> anyhow::Result<Box<dyn JobWorkload>> {
+    match args.workload {
+        Workload::Emulated => Ok(Box::new(EmulatedJob::new(
+            j.job_id,
+            j.stage_ms,
+            args.time_scale,
+        ))),
+        Workload::Real => real_workload(args, j),
+    }
+}
+
+#[cfg(feature = "torch")]
+fn real_workload(args: &Args, j: &JobArg) -> anyhow::Result<Box<dyn JobWorkload>> {
+    let spec = muri_workloads::torch::RealJobSpec {
+        job_id: j.job_id,
+        model: j.model.clone(),
+        batch_size: j.batch_size,
+        data_dir: args.data_dir.clone(),
+        seed: j.job_id,
+        scale: args.model_scale,
+    };
+    muri_workloads::torch::build_job(&spec).with_context(|| format!("job {}", j.job_id))
+}
+
+#[cfg(not(feature = "torch"))]
+fn real_workload(_args: &Args, _j: &JobArg) -> anyhow::Result<Box<dyn JobWorkload>> {
+    bail!("--workload real needs a muri-trainer built with the `torch` feature")
+}
+
+/// Wraps a workload and, after each all-reduce + step, all-reduces its parameters once more:
+/// the sum over ranks equals `size × own` on every rank exactly when all replicas agree.
+struct SyncChecked {
+    inner: Box<dyn JobWorkload>,
+}
+
+impl JobWorkload for SyncChecked {
+    fn job_id(&self) -> u64 {
+        self.inner.job_id()
+    }
+    fn load_data(&mut self) -> anyhow::Result<()> {
+        self.inner.load_data()
+    }
+    fn compute(&mut self) -> anyhow::Result<()> {
+        self.inner.compute()
+    }
+    fn allreduce_and_step(&mut self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()> {
+        self.inner.allreduce_and_step(comm, slot)?;
+        let Some(own) = self.inner.param_checksum() else {
+            return Ok(());
+        };
+        let mut sum = own.clone();
+        comm.allreduce_sum(slot, &mut sum)?;
+        let n = comm.size() as f32;
+        let worst = own
+            .iter()
+            .zip(&sum)
+            .map(|(&p, &s)| (s - n * p).abs() / (n * p.abs()).max(1e-30))
+            .fold(0.0f32, f32::max);
+        anyhow::ensure!(
+            worst <= 1e-6,
+            "job {}: parameters differ across ranks after iteration {} (relative gap {worst:e})",
+            self.job_id(),
+            self.iterations_done()
+        );
+        SYNC_CHECKS.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            job = self.job_id(),
+            params = own.len(),
+            "replicas identical"
+        );
+        Ok(())
+    }
+    fn checkpoint(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.inner.checkpoint(path)
+    }
+    fn restore(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.inner.restore(path)
+    }
+    fn last_loss(&self) -> Option<f64> {
+        self.inner.last_loss()
+    }
+    fn iterations_done(&self) -> u64 {
+        self.inner.iterations_done()
+    }
+    fn param_checksum(&self) -> Option<Vec<f32>> {
+        self.inner.param_checksum()
+    }
+}
+
 /// Rank 0 of each job saves its checkpoint (all ranks hold identical state).
-fn save_checkpoints(args: &Args, jobs: &[SlotJob]) -> anyhow::Result<()> {
-    if args.rank != 0 {
+fn save_checkpoints(args: &Args, rank: usize, jobs: &[SlotJob]) -> anyhow::Result<()> {
+    if rank != 0 {
         return Ok(());
     }
     for j in jobs {

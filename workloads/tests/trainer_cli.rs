@@ -23,7 +23,9 @@ fn standalone_group_runs_and_bad_job_is_rejected() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("phase_iter_s"));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.starts_with("measurement phase_iter_s="), "{out}");
+    assert!(out.contains(" iterations=5,5"), "{out}");
 
     let bad = Command::new(exe)
         .args(["--group-id", "1", "--job", "7:1:x:5:1:1:1:0"])

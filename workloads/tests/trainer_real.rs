@@ -1,0 +1,155 @@
+//! The trainer binary with real tch models (feature `torch`; the MPI test also needs `mpi`
+//! and Open MPI's `mpirun`). Run by scripts/test.sh with those features.
+#![cfg(feature = "torch")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn trainer() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muri-trainer"));
+    cmd.env_remove("OMPI_COMM_WORLD_SIZE");
+    cmd
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "trainer failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `job <id>: iterations <n>, loss <x>, params <hash>` lines as (id, n, hash).
+fn job_lines(text: &str) -> Vec<(u64, u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("job ")?;
+            let (id, rest) = rest.split_once(": iterations ")?;
+            let (n, rest) = rest.split_once(", loss ")?;
+            let hash = rest.split_once(", params ")?.1;
+            Some((id.parse().ok()?, n.parse().ok()?, hash.to_string()))
+        })
+        .collect()
+}
+
+/// Two ranks under mpirun, one job of each family in one group: after every all-reduce and
+/// step both ranks hold identical parameters (`--check-sync` all-reduces the parameters and
+/// fails the run on any difference).
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_stay_identical_after_every_allreduce() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new("mpirun")
+        .args(["-n", "2", "--oversubscribe", "--bind-to", "none"])
+        .args([
+            "--mca",
+            "btl",
+            "self,tcp",
+            "--mca",
+            "btl_tcp_if_include",
+            "lo",
+        ])
+        .args(["--mca", "oob_tcp_if_include", "lo"])
+        .arg(env!("CARGO_BIN_EXE_muri-trainer"))
+        .args(["--group-id", "1", "--workload", "real", "--check-sync"])
+        .args(["--collective", "mpi", "--data-dir"])
+        .arg(data.path())
+        .args(["--job", "0:1:resnet18:4:0:0:0:0:8"])
+        .args(["--job", "1:2:gpt2:4:0:0:0:0:4"])
+        .args(["--job", "3:3:dqn:4:0:0:0:0:16"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun (Open MPI) must be installed for the mpi feature tests");
+    let text = stdout(&out);
+    assert!(
+        text.contains("check-sync: 12 parameter checks passed"),
+        "{text}"
+    );
+    let jobs = job_lines(&text);
+    assert_eq!(jobs.len(), 3, "{text}");
+    assert!(jobs.iter().all(|(_, n, _)| *n == 4), "{text}");
+}
+
+/// SIGTERM mid-run (what the worker sends on preemption): the trainer drains, checkpoints
+/// every job and exits 0; a relaunch resumes at the saved iteration with bit-identical
+/// parameters, and training then continues from there.
+#[test]
+fn sigterm_checkpoints_and_relaunch_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let ckpt = tempfile::tempdir().unwrap();
+    let launch = |iterations: u64| {
+        let mut cmd = trainer();
+        cmd.args(["--group-id", "7", "--workload", "real", "--data-dir"])
+            .arg(data.path())
+            .arg("--checkpoint-dir")
+            .arg(ckpt.path())
+            .args(["--job", &format!("0:11:resnet18:{iterations}:0:0:0:0:8")])
+            .args(["--job", &format!("2:12:bert:{iterations}:0:0:0:0:4")]);
+        cmd
+    };
+    // Three iterations first, so every job has a checkpoint to resume from.
+    let first = job_lines(&stdout(&launch(3).output().unwrap()));
+    assert!(first.iter().all(|(_, n, _)| *n == 3), "{first:?}");
+    let mut child = launch(100_000)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Watch stderr for "training started", then let a couple of seconds of training pass.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (started_tx, started_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("training started") {
+                let _ = started_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the trainer never started training");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let killed_at = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(20),
+        "drain took too long"
+    );
+    let text = stdout(&out);
+    let stderr = reader.join().unwrap();
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    let before = job_lines(&text);
+    assert_eq!(before.len(), 2, "{text}");
+    assert!(
+        before.iter().all(|(_, n, _)| *n > 3 && *n < 100_000),
+        "{text}"
+    );
+    for id in [11, 12] {
+        assert!(ckpt.path().join(format!("job-{id}.ckpt")).exists());
+    }
+
+    // Relaunch with 0 new iterations: the restored state is exactly what was saved.
+    let resumed = job_lines(&stdout(&launch(0).output().unwrap()));
+    assert_eq!(resumed, before);
+
+    // And 3 more iterations continue from the saved count.
+    let after = job_lines(&stdout(&launch(3).output().unwrap()));
+    for ((id, n, hash), (id2, n2, hash2)) in before.iter().zip(&after) {
+        assert_eq!(id, id2);
+        assert_eq!(*n2, n + 3);
+        assert_ne!(hash, hash2, "training changed the weights");
+    }
+}

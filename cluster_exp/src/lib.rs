@@ -18,6 +18,7 @@ pub mod models;
 pub mod output;
 pub mod plot;
 pub mod policy;
+pub mod profile;
 pub mod simulate;
 pub mod sweep;
 pub mod testbed;

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use muri::cluster::ClusterSpec;
 use muri::engine::SimResult;
 use muri::metrics::Summary;
+use muri::models;
 use muri::output;
 use muri::policy::{self, PolicyOptions, POLICIES};
 use muri::simulate::simulate;
@@ -20,6 +21,7 @@ use muri::tracegen::{self, TraceGenConfig};
 
 mod cli_eval;
 mod cli_testbed;
+mod cli_workloads;
 
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
 const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
@@ -74,6 +76,16 @@ enum Command {
     Status(cli_testbed::StatusArgs),
     /// Testbed: cancel a job.
     Cancel(cli_testbed::CancelArgs),
+    /// Synthetic data sets for the real (tch) workloads.
+    Data {
+        #[command(subcommand)]
+        command: cli_workloads::DataCommand,
+    },
+    /// Measure a job's stage times alone (trace units), optionally next to an interleaved
+    /// pair; needs muri-trainer built with `--features torch`.
+    ///
+    /// Example: `muri profile --model resnet18 --batch 32 --with gpt2:8 --append`
+    Profile(cli_workloads::ProfileArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +171,10 @@ struct GenArgs {
     /// Models to draw from (comma list; default all eight of the paper).
     #[arg(long)]
     models: Option<String>,
+    /// Extra profiles (CSV with model,num_gpu,batch_size,iteration_time,resource_time_0..2,
+    /// e.g. written by `muri profile --append`); they override built-in ones.
+    #[arg(long, value_name = "CSV")]
+    catalogue: Option<PathBuf>,
     /// Median job duration in hours (log-normal).
     #[arg(long = "median-hours", default_value_t = 4.0)]
     median_hours: f64,
@@ -193,6 +209,8 @@ fn main() -> ExitCode {
         Command::Submit(args) => cli_testbed::run_submit(args),
         Command::Status(args) => cli_testbed::run_status(args),
         Command::Cancel(args) => cli_testbed::run_cancel(args),
+        Command::Data { command } => cli_workloads::run_data(command),
+        Command::Profile(args) => cli_workloads::run_profile(args),
         Command::Policies => {
             for (name, what) in POLICIES {
                 println!("{name:<55} {what}");
@@ -416,6 +434,10 @@ fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
         gpu_mix: tracegen::parse_mix(&args.gpu_mix).context("--gpu-mix")?,
         median_duration_s: args.median_hours * 3600.0,
         duration_sigma: args.duration_sigma,
+        catalogue: match &args.catalogue {
+            Some(path) => models::Catalogue::with_file(path)?,
+            None => models::Catalogue::default(),
+        },
         ..TraceGenConfig::default()
     };
     if let Some(models) = &args.models {

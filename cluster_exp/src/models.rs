@@ -1,6 +1,8 @@
 //! Facts about the eight models of the Muri paper: profiled stage times and the
 //! restart overhead the reference charges per scheduling interval.
 
+use crate::error::{csv_with_header, read_input, InputError};
+
 /// GPU counts the profile tables cover.
 pub const GPU_SIZES: [u32; 6] = [1, 2, 4, 8, 16, 32];
 
@@ -122,6 +124,165 @@ pub fn profile(model: &str, num_gpu: u32) -> Option<&'static Profile> {
         .find(|p| p.model == model && p.num_gpu == num_gpu)
 }
 
+/// The built-in catalogue plus profiles measured on this cluster (`muri profile --append`),
+/// which `muri trace gen --catalogue FILE` draws from. File entries override built-in ones
+/// for the same model and GPU count.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    extra: Vec<MeasuredProfile>,
+}
+
+/// A profile read from a catalogue file (owned strings, unlike [`Profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasuredProfile {
+    pub model: String,
+    pub num_gpu: u32,
+    pub batch_size: u32,
+    pub iteration_time: f64,
+    pub resource_time_0: f64,
+    pub resource_time_1: f64,
+    pub resource_time_2: f64,
+}
+
+impl MeasuredProfile {
+    pub fn resource_time_ms(&self) -> [f64; 3] {
+        [
+            self.resource_time_0,
+            self.resource_time_1,
+            self.resource_time_2,
+        ]
+    }
+}
+
+impl From<&Profile> for MeasuredProfile {
+    fn from(p: &Profile) -> Self {
+        MeasuredProfile {
+            model: p.model.to_string(),
+            num_gpu: p.num_gpu,
+            batch_size: p.batch_size,
+            iteration_time: p.iteration_time_ms,
+            resource_time_0: p.resource_time_ms[0],
+            resource_time_1: p.resource_time_ms[1],
+            resource_time_2: p.resource_time_ms[2],
+        }
+    }
+}
+
+/// Column names of a catalogue file (the trace's names for the same quantities).
+pub const CATALOGUE_HEADER: &str =
+    "model,num_gpu,batch_size,iteration_time,resource_time_0,resource_time_1,resource_time_2";
+
+impl Catalogue {
+    /// The built-in catalogue plus the profiles in `path` (errors name file, line and field).
+    pub fn with_file(path: &std::path::Path) -> Result<Catalogue, InputError> {
+        let text = read_input(path)?;
+        let (mut reader, headers) = csv_with_header(&text, path)?;
+        let columns: Vec<&str> = CATALOGUE_HEADER.split(',').collect();
+        let mut idx = Vec::with_capacity(columns.len());
+        for name in &columns {
+            idx.push(headers.iter().position(|h| h == *name).ok_or_else(|| {
+                InputError::MissingColumn {
+                    file: path.to_path_buf(),
+                    column: name.to_string(),
+                    expected: CATALOGUE_HEADER.into(),
+                }
+            })?);
+        }
+        let mut extra = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let line = i + 2;
+            let record = record.map_err(|e| InputError::BadRow {
+                file: path.to_path_buf(),
+                line,
+                message: e.to_string(),
+            })?;
+            let field = |k: usize| record.get(idx[k]).unwrap_or("");
+            let bad = |k: usize, message: &str| InputError::BadField {
+                file: path.to_path_buf(),
+                line,
+                field: columns[k].into(),
+                value: field(k).into(),
+                message: message.into(),
+            };
+            let count = |k: usize| -> Result<u32, InputError> {
+                field(k)
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(k, "expected a positive integer"))
+            };
+            let ms = |k: usize| -> Result<f64, InputError> {
+                field(k)
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .ok_or_else(|| bad(k, "expected milliseconds ≥ 0"))
+            };
+            if field(0).is_empty() {
+                return Err(bad(0, "model name is empty"));
+            }
+            extra.push(MeasuredProfile {
+                model: field(0).to_string(),
+                num_gpu: count(1)?,
+                batch_size: count(2)?,
+                iteration_time: ms(3)?,
+                resource_time_0: ms(4)?,
+                resource_time_1: ms(5)?,
+                resource_time_2: ms(6)?,
+            });
+        }
+        Ok(Catalogue { extra })
+    }
+
+    /// The profile of `model` on `num_gpu` GPUs: a file entry if there is one, else built-in.
+    pub fn lookup(&self, model: &str, num_gpu: u32) -> Option<MeasuredProfile> {
+        self.extra
+            .iter()
+            .rev()
+            .find(|p| p.model == model && p.num_gpu == num_gpu)
+            .cloned()
+            .or_else(|| profile(model, num_gpu).map(MeasuredProfile::from))
+    }
+
+    /// Every model name known, built-in first.
+    pub fn models(&self) -> Vec<String> {
+        let mut out: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();
+        for p in &self.extra {
+            if !out.contains(&p.model) {
+                out.push(p.model.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Appends `p` to the catalogue file at `path`, writing the header first if the file is new.
+pub fn append_to_catalogue(path: &std::path::Path, p: &MeasuredProfile) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let new = !path.exists() || std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if new {
+        writeln!(f, "{CATALOGUE_HEADER}")?;
+    }
+    writeln!(
+        f,
+        "{},{},{},{},{},{},{}",
+        p.model,
+        p.num_gpu,
+        p.batch_size,
+        p.iteration_time,
+        p.resource_time_0,
+        p.resource_time_1,
+        p.resource_time_2
+    )
+    .with_context(|| format!("appending to {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +304,56 @@ mod tests {
                 assert!(profile(m, g).is_some(), "{m} on {g} GPUs");
             }
         }
+    }
+
+    #[test]
+    fn catalogue_file_adds_and_overrides_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cat.csv");
+        let mine = MeasuredProfile {
+            model: "tinycnn".into(),
+            num_gpu: 1,
+            batch_size: 32,
+            iteration_time: 41.5,
+            resource_time_0: 20.0,
+            resource_time_1: 18.0,
+            resource_time_2: 3.5,
+        };
+        append_to_catalogue(&path, &mine).unwrap();
+        let faster_vgg = MeasuredProfile {
+            model: "vgg16".into(),
+            iteration_time: 50.0,
+            ..mine.clone()
+        };
+        append_to_catalogue(&path, &faster_vgg).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next(), Some(CATALOGUE_HEADER));
+        assert_eq!(text.lines().count(), 3, "one header, two rows");
+
+        let cat = Catalogue::with_file(&path).unwrap();
+        assert_eq!(cat.lookup("tinycnn", 1), Some(mine));
+        assert_eq!(cat.lookup("vgg16", 1).unwrap().iteration_time, 50.0);
+        assert_eq!(cat.lookup("vgg16", 2).unwrap().iteration_time, 191.0);
+        assert!(cat.lookup("tinycnn", 2).is_none());
+        assert!(cat.models().contains(&"tinycnn".to_string()));
+    }
+
+    #[test]
+    fn bad_catalogue_row_names_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.csv");
+        std::fs::write(
+            &path,
+            format!("{CATALOGUE_HEADER}\nok,1,8,10,1,2,3\nbad,1,8,10,1,-2,3\n"),
+        )
+        .unwrap();
+        let err = Catalogue::with_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("resource_time_1"),
+            "{err}"
+        );
+        std::fs::write(&path, "model,num_gpu\nx,1\n").unwrap();
+        let err = Catalogue::with_file(&path).unwrap_err().to_string();
+        assert!(err.contains("missing column `batch_size`"), "{err}");
     }
 }

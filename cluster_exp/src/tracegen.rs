@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal};
 
-use crate::models::{profile, MODELS};
+use crate::models::{Catalogue, MODELS};
 use crate::trace::{JobSpec, Trace};
 
 /// GPU-count mix of the paper's trace1 (share of 1-, 2-, 4-, 8-, 16- and 32-GPU jobs).
@@ -35,6 +35,8 @@ pub struct TraceGenConfig {
     pub max_duration_s: f64,
     /// Share of opportunistic (priority 1) jobs, used by AntMan.
     pub opportunistic_share: f64,
+    /// Where stage times come from (built-in, plus `--catalogue FILE`).
+    pub catalogue: Catalogue,
 }
 
 impl Default for TraceGenConfig {
@@ -50,6 +52,7 @@ impl Default for TraceGenConfig {
             min_duration_s: 120.0,
             max_duration_s: 20.0 * 24.0 * 3600.0,
             opportunistic_share: 0.5,
+            catalogue: Catalogue::default(),
         }
     }
 }
@@ -96,10 +99,10 @@ fn pick<'a, T>(rng: &mut impl Rng, items: &'a [(T, f64)]) -> &'a T {
 pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
     for (m, _) in &cfg.model_mix {
         for (g, _) in &cfg.gpu_mix {
-            if profile(m, *g).is_none() {
+            if cfg.catalogue.lookup(m, *g).is_none() {
                 bail!(
                     "no profile for model `{m}` on {g} GPUs in the catalogue (models: {})",
-                    MODELS.join(", ")
+                    cfg.catalogue.models().join(", ")
                 );
             }
         }
@@ -119,22 +122,25 @@ pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
         }
         let g = *pick(&mut rng, &cfg.gpu_mix);
         let model = pick(&mut rng, &cfg.model_mix);
-        let p = profile(model, g).expect("checked above");
+        let p = cfg
+            .catalogue
+            .lookup(model, g)
+            .context("profile checked above")?;
         let duration_s = durations
             .sample(&mut rng)
             .clamp(cfg.min_duration_s, cfg.max_duration_s);
-        let iterations = ((duration_s * 1000.0 / p.iteration_time_ms).round() as u64).max(1);
-        let duration_ms = iterations as f64 * p.iteration_time_ms;
+        let iterations = ((duration_s * 1000.0 / p.iteration_time).round() as u64).max(1);
+        let duration_ms = iterations as f64 * p.iteration_time;
         jobs.push(JobSpec {
             job_id: id as u64,
             num_gpu: g,
             submit_time: submit_ms / 1000.0,
             iterations,
-            model_name: p.model.to_string(),
             batch_size: p.batch_size,
             duration: duration_ms.trunc() / 1000.0,
-            iteration_time_ms: p.iteration_time_ms,
-            resource_time_ms: p.resource_time_ms,
+            iteration_time_ms: p.iteration_time,
+            resource_time_ms: p.resource_time_ms(),
+            model_name: p.model,
             priority: u8::from(rng.random::<f64>() < cfg.opportunistic_share),
         });
     }

@@ -1,0 +1,191 @@
+//! Real-workload commands: `muri data gen` (synthetic data sets on disk) and `muri profile`
+//! (stage times of a job run alone; the interleaving check on a pair).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use muri::models::{self, MeasuredProfile};
+use muri::profile::{self, JobChoice, TrainerSetup};
+use muri::testbed::worker;
+use muri_workloads::data::{self, DataKind, DataOptions};
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Write the synthetic data sets the real models read: image records (CV) and token
+    /// shards (NLP) in binary formats. The RL models need none (CartPole runs in-process).
+    ///
+    /// Example: `muri data gen --dir data` (12.6 MB of images + 2 MiB of tokens).
+    Gen(DataGenArgs),
+}
+
+#[derive(Args)]
+pub struct DataGenArgs {
+    /// Output directory (trainers read `--data-dir`, default `data`).
+    #[arg(long, default_value = "data")]
+    dir: PathBuf,
+    /// Number of images.
+    #[arg(long)]
+    images: Option<usize>,
+    /// Image height and width in pixels.
+    #[arg(long = "image-size")]
+    image_size: Option<usize>,
+    /// Number of image classes.
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Number of tokens.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Vocabulary size.
+    #[arg(long)]
+    vocab: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
+    let DataCommand::Gen(args) = cmd;
+    let d = DataOptions::default();
+    let opts = DataOptions {
+        images: args.images.unwrap_or(d.images),
+        image_size: args.image_size.unwrap_or(d.image_size),
+        channels: d.channels,
+        classes: args.classes.unwrap_or(d.classes),
+        tokens: args.tokens.unwrap_or(d.tokens),
+        vocab: args.vocab.unwrap_or(d.vocab),
+        seed: args.seed.unwrap_or(d.seed),
+    };
+    for kind in [DataKind::Images, DataKind::Tokens] {
+        let path = data::generate(&args.dir, kind, &opts)?;
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!("{} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
+    }
+    if opts != d {
+        eprintln!(
+            "note: trainers read the default sizes; these shards are for your own experiments"
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Model name as in traces (vgg16, vgg19, resnet18, shufflenet_v2_x1_0 → CNN; bert,
+    /// gpt2 → transformer LM; dqn, a2c → DQN on CartPole).
+    #[arg(long)]
+    model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: u32,
+    /// Ranks (GPUs); above 1 the job runs under `mpirun -n GPUS` (trainer built with `mpi`).
+    #[arg(long, default_value_t = 1)]
+    gpus: u32,
+    /// Measured iterations (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    iterations: u64,
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Also profile this job (MODEL:BATCH) and then run both as an interleaved pair: prints
+    /// the measured pair period next to the sum of solo times and the model's prediction.
+    #[arg(long, value_name = "MODEL:BATCH")]
+    with: Option<JobChoice>,
+    /// Append the solo profile(s) to this catalogue CSV (use with `muri trace gen --catalogue`).
+    #[arg(long, value_name = "CSV", num_args = 0..=1,
+          default_missing_value = "workloads/catalogue.csv")]
+    append: Option<PathBuf>,
+    #[arg(long = "data-dir", default_value = "data")]
+    data_dir: PathBuf,
+    /// libtorch threads for compute (1 leaves the second core to the data stage).
+    #[arg(long = "torch-threads", default_value_t = 1)]
+    torch_threads: u32,
+    #[arg(long = "model-scale", default_value_t = 1.0)]
+    model_scale: f64,
+    /// The trainer (default: muri-trainer next to muri, built with `--features torch`).
+    #[arg(long)]
+    trainer: Option<PathBuf>,
+}
+
+pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
+    let setup = TrainerSetup {
+        trainer: args.trainer.clone().unwrap_or_else(worker::default_trainer),
+        data_dir: args.data_dir.clone(),
+        torch_threads: args.torch_threads,
+        model_scale: args.model_scale,
+        gpus: args.gpus.max(1),
+        iterations: args.iterations.max(2),
+        warmup: args.warmup,
+    };
+    let first = JobChoice {
+        model: args.model.clone(),
+        batch: args.batch,
+    };
+    let a = profile_one(&setup, &first)?;
+    let Some(second) = &args.with else {
+        return append(&args, &[a]);
+    };
+    let b = profile_one(&setup, second)?;
+    let (swap, predicted) = profile::predicted_pair(&a, &b);
+    let order = if swap {
+        [second, &first]
+    } else {
+        [&first, second]
+    };
+    let pair = profile::measure(&setup, &order)?;
+    let measured = pair.phase_iter_s.first().copied().unwrap_or(f64::NAN);
+    let solo_sum = (a.iteration_time + b.iteration_time) / 1000.0;
+    println!(
+        "pair {} + {} (slots: {}, {}):",
+        first.model, second.model, order[0].model, order[1].model
+    );
+    println!("  sum of solo iterations  {:8.2} ms", solo_sum * 1000.0);
+    println!(
+        "  model prediction        {:8.2} ms  (period_in_order, no slowdown factor)",
+        predicted * 1000.0
+    );
+    println!(
+        "  measured group period   {:8.2} ms  ({:+.1} % vs prediction, {:.2}x faster than back to back)",
+        measured * 1000.0,
+        (measured / predicted - 1.0) * 100.0,
+        solo_sum / measured
+    );
+    append(&args, &[a, b])
+}
+
+fn profile_one(setup: &TrainerSetup, job: &JobChoice) -> anyhow::Result<MeasuredProfile> {
+    let m = profile::measure(setup, &[job])
+        .with_context(|| format!("profiling {}:{}", job.model, job.batch))?;
+    let p = profile::solo_profile(job, setup.gpus, &m);
+    println!(
+        "{} batch {} on {} GPU(s), {} iterations after {} warm-up:",
+        job.model, job.batch, setup.gpus, setup.iterations, setup.warmup
+    );
+    println!(
+        "  resource_time_0 (data)        {:8.2} ms",
+        p.resource_time_0
+    );
+    println!(
+        "  resource_time_1 (compute)     {:8.2} ms",
+        p.resource_time_1
+    );
+    println!(
+        "  resource_time_2 (all-reduce)  {:8.2} ms",
+        p.resource_time_2
+    );
+    println!(
+        "  iteration_time                {:8.2} ms",
+        p.iteration_time
+    );
+    Ok(p)
+}
+
+fn append(args: &ProfileArgs, rows: &[MeasuredProfile]) -> anyhow::Result<()> {
+    let Some(path) = &args.append else {
+        return Ok(());
+    };
+    for row in rows {
+        models::append_to_catalogue(path, row)?;
+    }
+    eprintln!("appended {} profile(s) to {}", rows.len(), path.display());
+    Ok(())
+}

@@ -10,13 +10,26 @@
 #     --gpu-mix 1:0.5,2:0.25,4:0.25 --seed 4 -o trace-data/testbed.csv
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
 # PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+#
+# WORKLOAD=real trains real tch models instead of emulating stages (CNN / transformer LM /
+# DQN on synthetic data in data/, checkpoints in results/<policy>/ckpt): it installs libtorch
+# into .venv-torch (scripts/torch-env.sh), builds with `--features torch`, and defaults to
+# trace-data/testbed-real.csv (6 short jobs), TIME_SCALE=1 and FAST_FORWARD=5. That trace:
+#   muri trace gen --jobs 6 --interarrival 900 --median-hours 0.5 --duration-sigma 0.5 \
+#     --gpu-mix 1:0.5,2:0.5 --seed 3 -o trace-data/testbed-real.csv
 set -euo pipefail
 cd "$(dirname "$0")"
 
 usage() { sed -n '2,2p' "$0" | sed 's/^# //' >&2; exit 2; }
 [ $# -ge 1 ] || usage
 policy=$1; shift
-workers=2 gpus=4 trace=trace-data/testbed.csv spec=""
+workload=${WORKLOAD:-emulated}
+case $workload in
+  emulated) trace=trace-data/testbed.csv ;;
+  real) trace=trace-data/testbed-real.csv; TIME_SCALE=${TIME_SCALE:-1}; FAST_FORWARD=${FAST_FORWARD:-5} ;;
+  *) echo "WORKLOAD must be emulated or real" >&2; exit 2 ;;
+esac
+workers=2 gpus=4 spec=""
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) workers=$2; shift 2 ;;
@@ -28,12 +41,20 @@ while [ $# -gt 0 ]; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
-if [ -z "${MURI:-}" ]; then
-  cargo build --release -q -p muri -p muri-workloads
-  MURI=$CARGO_TARGET_DIR/release/muri
-fi
+features=()
+worker_flags=()
 out=results/$policy
 mkdir -p "$out"
+if [ "$workload" = real ]; then
+  . scripts/torch-env.sh
+  features=(--features muri/torch)
+  worker_flags=(--workload real --data_dir data --checkpoint_dir "$out/ckpt")
+  rm -rf "$out/ckpt"
+fi
+if [ -z "${MURI:-}" ]; then
+  cargo build --release -q -p muri -p muri-workloads "${features[@]}"
+  MURI=$CARGO_TARGET_DIR/release/muri
+fi
 if [ -z "$spec" ]; then
   spec=$out/cluster_spec.csv
   printf 'num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,%s,%s,%s,350\n' \
@@ -57,7 +78,8 @@ set -m
   --time_scale "${TIME_SCALE:-0.05}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
-  "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" 2> "$out/worker-$n.log" &
+  "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" "${worker_flags[@]}" \
+    2> "$out/worker-$n.log" &
   pids+=("$!")
 done
 set +m

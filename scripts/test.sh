@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: formatting, lints, then every test in release
-# mode (the fidelity tests replay full paper traces). Reads ../shared (traces, goldens).
+# mode (the fidelity tests replay full paper traces), then again with the heavy features
+# (mpi, nccl, torch: real tch training). Reads ../shared (traces, goldens). Installs Open MPI
+# (apt) and libtorch (pip, project-local .venv-torch) when missing.
 # Builds go to $CARGO_TARGET_DIR (default: ~/.cache/muri-rs/target) so reruns are incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +30,17 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 echo "== cargo test --release"
 cargo test --release --all-targets
+# Every feature this machine can build: MPI (Open MPI above), NCCL (cudarc loads CUDA/NCCL at
+# run time, so it builds anywhere; its GPU path needs a GPU to run) and torch (libtorch 2.13.0
+# from pip into the project-local .venv-torch, no system packages).
+FEATURES=muri/torch,muri-workloads/torch
 if command -v mpirun >/dev/null && command -v mpicc >/dev/null; then
-  echo "== cargo test --release --features mpi (testbed through mpirun)"
-  cargo clippy --release --all-targets --features muri/mpi,muri-workloads/mpi -- -D warnings
-  cargo test --release --features muri/mpi,muri-workloads/mpi -p muri-workloads -p muri --test testbed_e2e --test trainer_cli
+  FEATURES=$FEATURES,muri/mpi,muri-workloads/mpi,muri-workloads/nccl
 else
-  echo "== skipping the mpi feature tests: Open MPI is not installed"
+  echo "== Open MPI is not installed: the mpi and nccl features are not tested"
 fi
+# shellcheck source=torch-env.sh
+. scripts/torch-env.sh
+echo "== cargo clippy + test --release --features $FEATURES (real models, testbed through mpirun)"
+cargo clippy --release --all-targets --features "$FEATURES" -- -D warnings
+cargo test --release --features "$FEATURES" -p muri-workloads -p muri --test testbed_e2e

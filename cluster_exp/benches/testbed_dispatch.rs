@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             use_mpi: false,
             kill_grace: Duration::from_secs(1),
             checkpoint_dir: None,
+            trainer_flags: Vec::new(),
         };
         tokio::spawn(run_worker(cfg));
     }

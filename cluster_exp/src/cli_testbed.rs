@@ -125,6 +125,16 @@ pub struct WorkerArgs {
     kill_grace: f64,
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
+    /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
+    /// (tch models on synthetic data; needs muri-trainer built with `--features torch`).
+    #[arg(long, default_value = "emulated", value_parser = ["emulated", "real"])]
+    workload: String,
+    /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).
+    #[arg(long = "data_dir", alias = "data-dir", default_value = "data")]
+    data_dir: PathBuf,
+    /// libtorch threads per trainer rank (real workloads).
+    #[arg(long = "torch_threads", alias = "torch-threads", default_value_t = 1)]
+    torch_threads: u32,
 }
 
 #[derive(Args)]
@@ -236,6 +246,14 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         use_mpi: cfg!(feature = "mpi"),
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,
+        trainer_flags: vec![
+            "--workload".into(),
+            args.workload,
+            "--data-dir".into(),
+            args.data_dir.display().to_string(),
+            "--torch-threads".into(),
+            args.torch_threads.to_string(),
+        ],
     };
     runtime()?.block_on(worker::run_worker(cfg))
 }

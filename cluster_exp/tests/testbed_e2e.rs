@@ -102,7 +102,6 @@ fn start_scheduler(
             "--schedule_interval",
             "3600",
         ])
-        .args(["--fast_forwarding", "10"])
         .args(["--heartbeat_ms", "100", "--heartbeat_timeout_ms", "800"])
         .args(extra)
         .env("MURI_TOKEN", token)
@@ -110,6 +109,9 @@ fn start_scheduler(
         .stderr(Stdio::piped());
     if !extra.contains(&"--time_scale") {
         cmd.args(["--time_scale", "0.01"]);
+    }
+    if !extra.contains(&"--fast_forwarding") {
+        cmd.args(["--fast_forwarding", "10"]);
     }
     if let Some(t) = trace {
         cmd.arg("--trace_file").arg(t);
@@ -122,6 +124,16 @@ fn start_scheduler(
 }
 
 fn start_worker(port: u16, node: u32, token: &str, env: &[(&str, &str)]) -> Proc {
+    start_worker_with(port, node, token, env, &[])
+}
+
+fn start_worker_with(
+    port: u16,
+    node: u32,
+    token: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Proc {
     let mut cmd = Command::new(MURI);
     cmd.args([
         "worker",
@@ -131,6 +143,7 @@ fn start_worker(port: u16, node: u32, token: &str, env: &[(&str, &str)]) -> Proc
         &node.to_string(),
     ])
     .args(["--gpus", "4", "--kill_grace", "0.5"])
+    .args(extra)
     .env("MURI_TOKEN", token)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
@@ -201,6 +214,41 @@ fn end_to_end(policy: &str) {
     let err = wait_done(&mut run, Duration::from_secs(60));
     assert!(err.contains("12 jobs completed, 0 failed"), "{err}");
     check_job_csv(&run.log, 12);
+}
+
+/// Real tch models (feature `torch`): workers launch trainers that train a CNN, a
+/// transformer LM and a DQN on synthetic data; preempted groups checkpoint and resume.
+#[cfg(feature = "torch")]
+#[test]
+fn real_models_end_to_end_on_two_workers() {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = make_trace(dir.path(), 6, 5);
+    let mut run = start_scheduler(
+        dir.path(),
+        Some(&trace),
+        "multi-resource-blossom-same-gpu",
+        &["--time_scale", "1", "--fast_forwarding", "3"],
+        "real",
+    );
+    let data = dir.path().join("data");
+    let ckpt = dir.path().join("ckpt");
+    let extra = [
+        "--workload",
+        "real",
+        "--data_dir",
+        data.to_str().unwrap(),
+        "--checkpoint_dir",
+        ckpt.to_str().unwrap(),
+    ];
+    let _w0 = start_worker_with(run.port, 0, "real", &[], &extra);
+    let _w1 = start_worker_with(run.port, 1, "real", &[], &extra);
+    let err = wait_done(&mut run, Duration::from_secs(600));
+    assert!(err.contains("6 jobs completed, 0 failed"), "{err}");
+    check_job_csv(&run.log, 6);
+    // Every job trained for real: the trainers checkpointed each one.
+    let saved = std::fs::read_dir(&ckpt).unwrap().count();
+    assert_eq!(saved, 6, "one checkpoint per job");
 }
 
 #[test]

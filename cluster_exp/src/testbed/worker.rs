@@ -37,6 +37,8 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     /// Directory for trainer checkpoints (passed to every launch).
     pub checkpoint_dir: Option<PathBuf>,
+    /// Extra `muri-trainer` flags for every launch (`--workload real --data-dir …`).
+    pub trainer_flags: Vec<String>,
 }
 
 /// A running launch: the process-group ids of its process trees.
@@ -253,10 +255,19 @@ fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
         let ms = &j.stage_ms;
         args.push("--job".into());
         args.push(format!(
-            "{}:{}:{}:{}:{}:{}:{}:{}",
-            j.slot, j.job_id, j.model, j.iterations, ms[0], ms[1], ms[2], j.attempt
+            "{}:{}:{}:{}:{}:{}:{}:{}:{}",
+            j.slot,
+            j.job_id,
+            j.model,
+            j.iterations,
+            ms[0],
+            ms[1],
+            ms[2],
+            j.attempt,
+            j.batch_size.max(1)
         ));
     }
+    args.extend(cfg.trainer_flags.iter().cloned());
     if let Some(dir) = &cfg.checkpoint_dir {
         args.push("--checkpoint-dir".into());
         args.push(dir.display().to_string());

@@ -5,6 +5,16 @@
 //! (generated once, deterministically from a seed, and shared by every job that asks for the
 //! same kind and size), and the readers fetch every batch from the file with positioned reads.
 //!
+//! Image readers have two pipelines, chosen by the stored size against the model's input
+//! size (`out_size` of [`ImageReader::next_batch`]):
+//! - stored == input (the 32×32 set): decode, a 2-px padded random crop and a flip. Cheap
+//!   (well under a millisecond per batch), so such a job is compute-bound.
+//! - stored > input (the 128×128 set the ResNet/ShuffleNet jobs read): what an ImageNet/SimCLR
+//!   pipeline does on the CPU after the JPEG decode, over the whole stored image: u8→f32
+//!   decode, colour jitter, a Gaussian blur, then RandomResizedCrop with bilinear resampling
+//!   down to the input size, a flip and normalisation ([`Augment`]). This costs tens of
+//!   milliseconds per batch, like a real decode-and-augment, so such a job is data-heavy.
+//!
 //! Formats (all integers little-endian):
 //! - image shard: `MURIIMG1`, u64 count, u32 height, u32 width, u32 channels, u32 classes,
 //!   then `count` records of `u16 label` + `height × width × channels` u8 pixels (HWC).
@@ -105,9 +115,26 @@ pub struct DataOptions {
     pub seed: u64,
 }
 
+impl DataOptions {
+    /// The large-image set the data-heavy CV models (ResNet, ShuffleNet) read: 1024 RGB
+    /// images stored at 128×128 (50.3 MB, about 2.5 s to generate), 10 classes; the token fields are the default ones.
+    /// Their model input stays 32×32, so every batch goes through the full [`Augment`]
+    /// pipeline.
+    pub fn large_images() -> DataOptions {
+        DataOptions {
+            images: 1024,
+            image_size: LARGE_IMAGE_SIZE,
+            ..DataOptions::default()
+        }
+    }
+}
+
+/// Stored height and width of [`DataOptions::large_images`].
+pub const LARGE_IMAGE_SIZE: usize = 128;
+
 impl Default for DataOptions {
     /// What the default models train on: 4096 32×32 RGB images of 10 classes (12.6 MB) and
-    /// 1 Mi tokens over a 512-word vocabulary (2 MiB).
+    /// 1 Mi tokens over a 512-word vocabulary (2 MiB). See also [`DataOptions::large_images`].
     fn default() -> Self {
         DataOptions {
             images: 4096,
@@ -275,15 +302,20 @@ pub fn generate(dir: &Path, kind: DataKind, opts: &DataOptions) -> anyhow::Resul
 /// Paths of the default data sets.
 #[derive(Debug, Clone)]
 pub struct DefaultData {
+    /// 32×32 images ([`DataOptions::default`]): what VGG reads (cheap data stage).
     pub images: PathBuf,
+    /// 128×128 images ([`DataOptions::large_images`]): what ResNet and ShuffleNet read.
+    pub large_images: PathBuf,
     pub tokens: PathBuf,
 }
 
-/// Generates (or finds) what the default CV and NLP models read: [`DataOptions::default`].
+/// Generates (or finds) what the default CV and NLP models read: the images and tokens of
+/// [`DataOptions::default`] and the images of [`DataOptions::large_images`].
 pub fn generate_default(dir: &Path) -> anyhow::Result<DefaultData> {
     let opts = DataOptions::default();
     Ok(DefaultData {
         images: generate(dir, DataKind::Images, &opts)?,
+        large_images: generate(dir, DataKind::Images, &DataOptions::large_images())?,
         tokens: generate(dir, DataKind::Tokens, &opts)?,
     })
 }
@@ -454,14 +486,91 @@ pub struct ImageBatch {
     pub shape: [usize; 4],
 }
 
+/// The CPU augmentation applied when the stored images are larger than the model input, in
+/// this order, each over the whole stored image: u8→f32 decode, colour jitter (brightness,
+/// contrast and saturation factors drawn per image from `[1 − s, 1 + s]` and a hue shift,
+/// applied in a random order, as torchvision's `ColorJitter`), a separable Gaussian blur (σ drawn per
+/// image, as SimCLR's), then torchvision's `RandomResizedCrop` with bilinear resampling to
+/// the model input, a horizontal flip half the time, and normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Augment {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    /// Hue shift in turns, drawn per image from `[−hue, hue]` (at most 0.5).
+    pub hue: f32,
+    /// Blur σ in stored pixels, drawn uniformly from this range per image.
+    pub blur_sigma: (f32, f32),
+    /// Blur kernel radius in stored pixels (`2r + 1` taps per pass, reflected at the
+    /// borders); 0 disables the blur.
+    pub blur_radius: usize,
+    /// Fraction of the image area the crop covers, drawn uniformly.
+    pub crop_area: (f64, f64),
+    /// Aspect ratio (width / height) of the crop, drawn log-uniformly.
+    pub crop_ratio: (f64, f64),
+}
+
+impl Default for Augment {
+    /// SimCLR/ImageNet-like strengths: jitter 0.4 (hue 0.1), σ 0.1–2 with a 13-tap kernel, crops of
+    /// 35–100 % of the area with aspect 3/4–4/3.
+    fn default() -> Self {
+        Augment {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            blur_sigma: (0.1, 2.0),
+            blur_radius: 6,
+            crop_area: (0.35, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+        }
+    }
+}
+
+impl Augment {
+    fn check(&self) -> anyhow::Result<()> {
+        let strengths = [self.brightness, self.contrast, self.saturation];
+        ensure!(
+            strengths.iter().all(|s| (0.0..=1.0).contains(s))
+                && (0.0..=0.5).contains(&self.hue)
+                && self.blur_sigma.0 > 0.0
+                && self.blur_sigma.0 <= self.blur_sigma.1
+                && self.blur_sigma.1.is_finite()
+                && 0.0 < self.crop_area.0
+                && self.crop_area.0 <= self.crop_area.1
+                && self.crop_area.1 <= 1.0
+                && 0.0 < self.crop_ratio.0
+                && self.crop_ratio.0 <= self.crop_ratio.1
+                && self.crop_ratio.1.is_finite(),
+            "augmentation options out of range: {self:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Reusable buffers of the [`Augment`] pipeline (one image at a time).
+#[derive(Default)]
+struct Scratch {
+    /// The image being augmented, planar `[channels][height][width]`, values in `[0, 1]`.
+    image: Vec<f32>,
+    /// The blur's intermediate image, and the per-pixel grey of the saturation step.
+    tmp: Vec<f32>,
+    /// One reflect-padded row for the horizontal blur pass.
+    row: Vec<f32>,
+    kernel: Vec<f32>,
+}
+
 /// Reads an image shard batch by batch. The position (next record, wrapping around at the
-/// end) is part of a job's checkpoint.
+/// end) is part of a job's checkpoint; the augmentation draws all come from the caller's
+/// [`Rng`].
 pub struct ImageReader {
     file: File,
     path: PathBuf,
     header: ImageHeader,
     position: u64,
     raw: Vec<u8>,
+    augment: Augment,
+    scratch: Scratch,
 }
 
 impl ImageReader {
@@ -485,11 +594,25 @@ impl ImageReader {
             header,
             position: 0,
             raw: Vec::new(),
+            augment: Augment::default(),
+            scratch: Scratch::default(),
         })
     }
 
     pub fn header(&self) -> ImageHeader {
         self.header
+    }
+
+    /// The pipeline used when the stored images are larger than the requested output.
+    pub fn augment(&self) -> &Augment {
+        &self.augment
+    }
+
+    /// Replaces the [`Augment::default`] pipeline (an error if a range is empty or invalid).
+    pub fn set_augment(&mut self, augment: Augment) -> anyhow::Result<()> {
+        augment.check()?;
+        self.augment = augment;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -513,14 +636,30 @@ impl ImageReader {
         Ok(())
     }
 
-    /// Reads the next `batch` records (sequentially, wrapping around), decodes them to
-    /// normalised f32 and applies a random 2-px-padded crop and horizontal flip.
-    pub fn next_batch(&mut self, batch: usize, rng: &mut Rng) -> anyhow::Result<ImageBatch> {
-        ensure!(batch > 0, "batch size must be positive");
-        self.read_records(batch)?;
+    /// Reads the next `batch` records (sequentially, wrapping around) and returns them as
+    /// normalised `[batch, channels, out_size, out_size]` f32. Stored images of exactly
+    /// `out_size` get a random 2-px-padded crop and a flip; larger ones (either side) go
+    /// through the whole [`Augment`] pipeline. Smaller ones are an error.
+    pub fn next_batch(
+        &mut self,
+        batch: usize,
+        out_size: usize,
+        rng: &mut Rng,
+    ) -> anyhow::Result<ImageBatch> {
+        ensure!(
+            batch > 0 && out_size > 0,
+            "batch size and output size must be positive"
+        );
         let h = self.header;
         let (height, width, channels) = (h.height as usize, h.width as usize, h.channels as usize);
-        let plane = height * width;
+        ensure!(
+            height >= out_size && width >= out_size,
+            "{}: stored {height}x{width} images are smaller than the {out_size}x{out_size} output",
+            self.path.display()
+        );
+        let heavy = (height, width) != (out_size, out_size);
+        self.read_records(batch)?;
+        let plane = out_size * out_size;
         let mut pixels = vec![0f32; batch * channels * plane];
         let mut labels = Vec::with_capacity(batch);
         let rec_len = h.record_len() as usize;
@@ -535,12 +674,25 @@ impl ImageReader {
             );
             labels.push(label as i64);
             let out = &mut pixels[i * channels * plane..(i + 1) * channels * plane];
-            augment(&record[2..], out, (height, width, channels), rng);
+            if heavy {
+                let dims = (height, width, channels);
+                heavy_augment(
+                    &record[2..],
+                    out,
+                    dims,
+                    out_size,
+                    &self.augment,
+                    &mut self.scratch,
+                    rng,
+                );
+            } else {
+                augment(&record[2..], out, (height, width, channels), rng);
+            }
         }
         Ok(ImageBatch {
             pixels,
             labels,
-            shape: [batch, channels, height, width],
+            shape: [batch, channels, out_size, out_size],
         })
     }
 
@@ -593,6 +745,283 @@ fn augment(
                 } else {
                     black
                 };
+            }
+        }
+    }
+}
+
+/// The [`Augment`] pipeline for one HWC u8 image of `height × width` into CHW f32 `out` of
+/// `out_size × out_size`.
+fn heavy_augment(
+    src: &[u8],
+    out: &mut [f32],
+    (height, width, channels): (usize, usize, usize),
+    out_size: usize,
+    aug: &Augment,
+    s: &mut Scratch,
+    rng: &mut Rng,
+) {
+    let plane = height * width;
+    // Decode: interleaved u8 → planar f32 in [0, 1].
+    s.image.resize(channels * plane, 0.0);
+    for (p, px) in src.chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            s.image[c * plane + p] = v as f32 * (1.0 / 255.0);
+        }
+    }
+    colour_jitter(s, (plane, channels), aug, rng);
+    let sigma = rng.range(aug.blur_sigma.0 as f64, aug.blur_sigma.1 as f64) as f32;
+    gaussian_blur(s, (height, width, channels), aug.blur_radius, sigma);
+    let crop = crop_params(height, width, aug, rng);
+    let flip = rng.next_u64() & 1 == 1;
+    resize_crop(
+        &s.image,
+        out,
+        (height, width, channels),
+        crop,
+        out_size,
+        flip,
+    );
+}
+
+/// Brightness, contrast, saturation and hue with factors drawn per image, in a random order
+/// (torchvision's `ColorJitter`); values stay clamped to `[0, 1]` after each step. Hue needs
+/// RGB, so it is skipped for other channel counts.
+fn colour_jitter(s: &mut Scratch, (plane, channels): (usize, usize), aug: &Augment, rng: &mut Rng) {
+    let mut order = [0u8, 1, 2, 3];
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut draw = |strength: f32| rng.range(-(strength as f64), strength as f64) as f32;
+    let factors = [
+        1.0 + draw(aug.brightness),
+        1.0 + draw(aug.contrast),
+        1.0 + draw(aug.saturation),
+        draw(aug.hue),
+    ];
+    let image = &mut s.image;
+    for op in order {
+        let f = factors[op as usize];
+        match op {
+            0 => image.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 1.0)),
+            1 => {
+                grey(image, &mut s.tmp, plane, channels);
+                let mean = s.tmp.iter().sum::<f32>() / plane as f32;
+                let shift = (1.0 - f) * mean;
+                image
+                    .iter_mut()
+                    .for_each(|v| *v = (f * *v + shift).clamp(0.0, 1.0));
+            }
+            2 => {
+                grey(image, &mut s.tmp, plane, channels);
+                for plane_values in image.chunks_exact_mut(plane) {
+                    for (v, g) in plane_values.iter_mut().zip(&s.tmp) {
+                        *v = (f * *v + (1.0 - f) * g).clamp(0.0, 1.0);
+                    }
+                }
+            }
+            _ if channels == 3 && f != 0.0 => shift_hue(image, plane, f),
+            _ => {}
+        }
+    }
+}
+
+/// Rotates the hue of a planar RGB image by `shift` turns (RGB → HSV → RGB per pixel).
+fn shift_hue(image: &mut [f32], plane: usize, shift: f32) {
+    let (r, rest) = image.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let (max, min) = (r.max(*g).max(*b), r.min(*g).min(*b));
+        let delta = max - min;
+        if delta <= 0.0 {
+            continue; // grey: no hue to turn
+        }
+        let sat = delta / max;
+        let sector = if max == *r {
+            (*g - *b) / delta
+        } else if max == *g {
+            2.0 + (*b - *r) / delta
+        } else {
+            4.0 + (*r - *g) / delta
+        };
+        let hue = (sector / 6.0 + shift).rem_euclid(1.0) * 6.0;
+        let i = hue.floor();
+        let frac = hue - i;
+        let (p, q, t) = (
+            max * (1.0 - sat),
+            max * (1.0 - sat * frac),
+            max * (1.0 - sat * (1.0 - frac)),
+        );
+        (*r, *g, *b) = match i as u8 {
+            0 => (max, t, p),
+            1 => (q, max, p),
+            2 => (p, max, t),
+            3 => (p, q, max),
+            4 => (t, p, max),
+            _ => (max, p, q),
+        };
+    }
+}
+
+/// Per-pixel grey of a planar image into `grey`: ITU-R 601 luma for RGB(A), else the mean
+/// of the channels.
+fn grey(image: &[f32], grey: &mut Vec<f32>, plane: usize, channels: usize) {
+    grey.clear();
+    grey.resize(plane, 0.0);
+    let weights: Vec<f32> = if channels >= 3 {
+        let mut w = vec![0.0; channels];
+        w[..3].copy_from_slice(&[0.299, 0.587, 0.114]);
+        w
+    } else {
+        vec![1.0 / channels as f32; channels]
+    };
+    for (values, w) in image.chunks_exact(plane).zip(weights) {
+        for (g, v) in grey.iter_mut().zip(values) {
+            *g += w * v;
+        }
+    }
+}
+
+/// Index `i` of `-n..2n` reflected into `0..n` (torch's "reflect" padding, edge not repeated).
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let i = if i < 0 { -i } else { i };
+    let i = if i >= n { 2 * (n - 1) - i } else { i };
+    i.clamp(0, n - 1) as usize
+}
+
+/// Separable Gaussian blur of `s.image` in place (horizontal into `s.tmp`, vertical back),
+/// `2 × radius + 1` taps per pass, borders reflected. The radius is capped below the image
+/// side so that one reflection suffices.
+fn gaussian_blur(
+    s: &mut Scratch,
+    (height, width, channels): (usize, usize, usize),
+    radius: usize,
+    sigma: f32,
+) {
+    let r = radius.min(height - 1).min(width - 1);
+    if r == 0 {
+        return;
+    }
+    let taps = 2 * r + 1;
+    s.kernel.clear();
+    s.kernel.extend(
+        (0..taps).map(|k| (-((k as f32 - r as f32).powi(2)) / (2.0 * sigma * sigma)).exp()),
+    );
+    let total: f32 = s.kernel.iter().sum();
+    s.kernel.iter_mut().for_each(|w| *w /= total);
+    let plane = height * width;
+    s.tmp.clear();
+    s.tmp.resize(channels * plane, 0.0);
+    s.row.resize(width + 2 * r, 0.0);
+    // Horizontal: image → tmp, one reflect-padded row at a time.
+    for (src, dst) in s
+        .image
+        .chunks_exact(width)
+        .zip(s.tmp.chunks_exact_mut(width))
+    {
+        for (j, p) in s.row.iter_mut().enumerate() {
+            *p = src[reflect(j as isize - r as isize, width)];
+        }
+        for (k, &w) in s.kernel.iter().enumerate() {
+            for (d, v) in dst.iter_mut().zip(&s.row[k..k + width]) {
+                *d += w * v;
+            }
+        }
+    }
+    // Vertical: tmp → image, whole rows at a time.
+    for c in 0..channels {
+        let src = &s.tmp[c * plane..(c + 1) * plane];
+        let dst_plane = &mut s.image[c * plane..(c + 1) * plane];
+        for (y, dst) in dst_plane.chunks_exact_mut(width).enumerate() {
+            dst.fill(0.0);
+            for (k, &w) in s.kernel.iter().enumerate() {
+                let sy = reflect(y as isize + k as isize - r as isize, height);
+                for (d, v) in dst.iter_mut().zip(&src[sy * width..(sy + 1) * width]) {
+                    *d += w * v;
+                }
+            }
+        }
+    }
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: up to 10 tries at a crop of random area
+/// and log-uniform aspect ratio that fits, else a centre crop of the clamped ratio.
+/// Returns `(top, left, crop height, crop width)`.
+fn crop_params(
+    height: usize,
+    width: usize,
+    aug: &Augment,
+    rng: &mut Rng,
+) -> (usize, usize, usize, usize) {
+    let area = (height * width) as f64;
+    let (log_lo, log_hi) = (aug.crop_ratio.0.ln(), aug.crop_ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.range(aug.crop_area.0, aug.crop_area.1);
+        let ratio = rng.range(log_lo, log_hi).exp();
+        let w = (target * ratio).sqrt().round() as usize;
+        let h = (target / ratio).sqrt().round() as usize;
+        if (1..=width).contains(&w) && (1..=height).contains(&h) {
+            let top = rng.below((height - h + 1) as u64) as usize;
+            let left = rng.below((width - w + 1) as u64) as usize;
+            return (top, left, h, w);
+        }
+    }
+    let ratio = width as f64 / height as f64;
+    let (h, w) = if ratio < aug.crop_ratio.0 {
+        ((width as f64 / aug.crop_ratio.0).round() as usize, width)
+    } else if ratio > aug.crop_ratio.1 {
+        (height, (height as f64 * aug.crop_ratio.1).round() as usize)
+    } else {
+        (height, width)
+    };
+    let (h, w) = (h.clamp(1, height), w.clamp(1, width));
+    ((height - h) / 2, (width - w) / 2, h, w)
+}
+
+/// Bilinear resampling (half-pixel centres, as `align_corners=False`) of the crop
+/// `(top, left, h, w)` of the planar `[0, 1]` image to `out_size²` CHW, optionally mirrored,
+/// normalised with [`PIXEL_MEAN`] and [`PIXEL_STD`].
+fn resize_crop(
+    image: &[f32],
+    out: &mut [f32],
+    (height, width, channels): (usize, usize, usize),
+    (top, left, h, w): (usize, usize, usize, usize),
+    out_size: usize,
+    flip: bool,
+) {
+    // Source index pairs and weights along one axis of the crop.
+    let taps = |len: usize, offset: usize| -> Vec<(usize, usize, f32)> {
+        let scale = len as f32 / out_size as f32;
+        (0..out_size)
+            .map(|o| {
+                let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (src as usize).min(len - 1);
+                let i1 = (i0 + 1).min(len - 1);
+                (offset + i0, offset + i1, src - i0 as f32)
+            })
+            .collect()
+    };
+    let (ys, mut xs) = (taps(h, top), taps(w, left));
+    if flip {
+        xs.reverse();
+    }
+    let plane = height * width;
+    let inv_std = 1.0 / PIXEL_STD;
+    for c in 0..channels {
+        let src = &image[c * plane..(c + 1) * plane];
+        let dst = &mut out[c * out_size * out_size..(c + 1) * out_size * out_size];
+        for (row, &(y0, y1, fy)) in dst.chunks_exact_mut(out_size).zip(&ys) {
+            let (r0, r1) = (
+                &src[y0 * width..(y0 + 1) * width],
+                &src[y1 * width..(y1 + 1) * width],
+            );
+            for (d, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+                let top = r0[x0] + fx * (r0[x1] - r0[x0]);
+                let bottom = r1[x0] + fx * (r1[x1] - r1[x0]);
+                // Clamped: the blur's weights and the lerps may overshoot [0, 1] by rounding.
+                let v = (top + fy * (bottom - top)).clamp(0.0, 1.0);
+                *d = (v - PIXEL_MEAN) * inv_std;
             }
         }
     }
@@ -810,7 +1239,7 @@ mod tests {
         let mut rng = Rng::new(1);
         for _ in 0..4 {
             // 4 × 16 > 50 records: exercises the wrap-around.
-            let b = reader.next_batch(16, &mut rng).unwrap();
+            let b = reader.next_batch(16, 12, &mut rng).unwrap();
             assert_eq!(b.shape, [16, 3, 12, 12]);
             assert_eq!(b.pixels.len(), 16 * 3 * 12 * 12);
             assert_eq!(b.labels.len(), 16);
@@ -832,12 +1261,224 @@ mod tests {
         b.set_position(45).unwrap();
         let (mut ra, mut rb) = (Rng::new(3), Rng::new(3));
         let (x, y) = (
-            a.next_batch(8, &mut ra).unwrap(),
-            b.next_batch(8, &mut rb).unwrap(),
+            a.next_batch(8, 12, &mut ra).unwrap(),
+            b.next_batch(8, 12, &mut rb).unwrap(),
         );
         assert_eq!(x.pixels, y.pixels);
         assert_eq!(x.labels, y.labels);
         assert!(a.set_position(50).is_err());
+    }
+
+    fn large() -> DataOptions {
+        DataOptions {
+            images: 20,
+            image_size: 40,
+            ..small()
+        }
+    }
+
+    fn normalised_range() -> std::ops::RangeInclusive<f32> {
+        -PIXEL_MEAN / PIXEL_STD..=(1.0 - PIXEL_MEAN) / PIXEL_STD
+    }
+
+    #[test]
+    fn large_images_are_augmented_down_to_the_output_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(dir.path(), DataKind::Images, &large()).unwrap();
+        let mut reader = ImageReader::open(&path).unwrap();
+        let mut rng = Rng::new(1);
+        let mut sum = 0.0;
+        for _ in 0..3 {
+            let b = reader.next_batch(8, 12, &mut rng).unwrap();
+            assert_eq!(b.shape, [8, 3, 12, 12]);
+            assert_eq!(b.pixels.len(), 8 * 3 * 12 * 12);
+            assert!(b.labels.iter().all(|&l| (0..4).contains(&l)));
+            assert!(b.pixels.iter().all(|p| normalised_range().contains(p)));
+            sum += b.pixels.iter().map(|&p| p as f64).sum::<f64>();
+        }
+        assert!(sum.abs() > 0.0, "not all mid-grey");
+        assert_eq!(reader.position(), 24 % 20);
+        // Any output size up to the stored one works; a larger one is an error.
+        assert_eq!(
+            reader.next_batch(2, 40, &mut rng).unwrap().shape,
+            [2, 3, 40, 40]
+        );
+        assert_eq!(
+            reader.next_batch(2, 5, &mut rng).unwrap().shape,
+            [2, 3, 5, 5]
+        );
+        let err = reader.next_batch(2, 41, &mut rng).unwrap_err().to_string();
+        assert!(err.contains("smaller than"), "{err}");
+    }
+
+    #[test]
+    fn augmentation_is_deterministic_from_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(dir.path(), DataKind::Images, &large()).unwrap();
+        let batch = |seed: u64| {
+            let mut reader = ImageReader::open(&path).unwrap();
+            reader.set_position(17).unwrap();
+            let mut rng = Rng::new(seed);
+            let b = reader.next_batch(6, 16, &mut rng).unwrap();
+            (b, rng.state(), reader.position())
+        };
+        let (a, b, c) = (batch(3), batch(3), batch(4));
+        assert_eq!(a.0.pixels, b.0.pixels);
+        assert_eq!(a.0.labels, b.0.labels);
+        assert_eq!((a.1, a.2), (b.1, b.2));
+        assert_ne!(a.0.pixels, c.0.pixels, "another seed, other augmentation");
+        assert_eq!(a.0.labels, c.0.labels, "same records");
+        // Resuming from a saved position and RNG state continues identically.
+        let mut reader = ImageReader::open(&path).unwrap();
+        reader.set_position(17).unwrap();
+        let mut rng = Rng::new(3);
+        reader.next_batch(6, 16, &mut rng).unwrap();
+        let next = reader.next_batch(5, 16, &mut rng).unwrap();
+        let mut resumed = ImageReader::open(&path).unwrap();
+        resumed.set_position(a.2).unwrap();
+        let again = resumed.next_batch(5, 16, &mut Rng::new(a.1)).unwrap();
+        assert_eq!(next.pixels, again.pixels);
+    }
+
+    #[test]
+    fn extreme_jitter_and_blur_stay_finite_and_in_range() {
+        let dir = tempfile::tempdir().unwrap();
+        for (size, channels) in [(40, 3), (9, 1), (9, 4)] {
+            let opts = DataOptions {
+                image_size: size,
+                channels,
+                ..large()
+            };
+            let path = generate(dir.path(), DataKind::Images, &opts).unwrap();
+            let mut reader = ImageReader::open(&path).unwrap();
+            reader
+                .set_augment(Augment {
+                    brightness: 1.0,
+                    contrast: 1.0,
+                    saturation: 1.0,
+                    hue: 0.5,
+                    blur_sigma: (5.0, 50.0),
+                    blur_radius: 100, // beyond the image: capped
+                    crop_area: (0.01, 1.0),
+                    crop_ratio: (0.1, 10.0),
+                })
+                .unwrap();
+            let mut rng = Rng::new(9);
+            for _ in 0..5 {
+                let b = reader.next_batch(8, 7, &mut rng).unwrap();
+                assert_eq!(b.shape, [8, channels, 7, 7]);
+                assert!(
+                    b.pixels.iter().all(|p| normalised_range().contains(p)),
+                    "{size}x{size}x{channels}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_augment_options_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(dir.path(), DataKind::Images, &large()).unwrap();
+        let mut reader = ImageReader::open(&path).unwrap();
+        let d = Augment::default();
+        for bad in [
+            Augment {
+                brightness: 1.5,
+                ..d.clone()
+            },
+            Augment {
+                hue: 0.6,
+                ..d.clone()
+            },
+            Augment {
+                blur_sigma: (0.0, 1.0),
+                ..d.clone()
+            },
+            Augment {
+                blur_sigma: (2.0, 1.0),
+                ..d.clone()
+            },
+            Augment {
+                crop_area: (0.5, 1.5),
+                ..d.clone()
+            },
+            Augment {
+                crop_ratio: (2.0, 1.0),
+                ..d.clone()
+            },
+        ] {
+            assert!(reader.set_augment(bad.clone()).is_err(), "{bad:?}");
+        }
+        assert_eq!(reader.augment(), &d);
+        let none = Augment {
+            blur_radius: 0,
+            ..d
+        };
+        reader.set_augment(none.clone()).unwrap();
+        assert_eq!(reader.augment(), &none);
+    }
+
+    #[test]
+    fn blur_keeps_a_flat_image_flat_and_smooths_noise() {
+        let (h, w) = (10, 13);
+        let mut s = Scratch {
+            image: vec![0.25; 2 * h * w],
+            ..Scratch::default()
+        };
+        gaussian_blur(&mut s, (h, w, 2), 4, 1.5);
+        assert!(s.image.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        let mut rng = Rng::new(1);
+        let noise: Vec<f32> = (0..h * w).map(|_| rng.uniform() as f32).collect();
+        let var = |v: &[f32]| {
+            let m = v.iter().sum::<f32>() / v.len() as f32;
+            v.iter().map(|x| (x - m).powi(2)).sum::<f32>() / v.len() as f32
+        };
+        s.image = noise.clone();
+        gaussian_blur(&mut s, (h, w, 1), 3, 2.0);
+        assert!(var(&s.image) < 0.3 * var(&noise));
+        assert!(s.image.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn hue_shift_turns_colours_and_keeps_greys() {
+        // Pixels: red, a grey, and an arbitrary colour.
+        let rgb = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.2, 0.7, 0.4]];
+        let planar = |px: &[[f32; 3]]| -> Vec<f32> {
+            (0..3).flat_map(|c| px.iter().map(move |p| p[c])).collect()
+        };
+        let mut image = planar(&rgb);
+        shift_hue(&mut image, 3, 1.0 / 3.0);
+        // Red turned by a third is green; grey stays grey.
+        assert!((image[0] - 0.0).abs() < 1e-6 && (image[3] - 1.0).abs() < 1e-6);
+        assert_eq!([image[1], image[4], image[7]], [0.5; 3]);
+        // A full turn in two halves comes back.
+        let mut back = planar(&rgb);
+        shift_hue(&mut back, 3, 0.5);
+        shift_hue(&mut back, 3, 0.5);
+        for (a, b) in back.iter().zip(planar(&rgb)) {
+            assert!((a - b).abs() < 1e-5, "{back:?}");
+        }
+    }
+
+    #[test]
+    fn random_resized_crops_fit_the_image() {
+        let mut rng = Rng::new(5);
+        let aug = Augment::default();
+        let wild = Augment {
+            crop_area: (0.9, 1.0),
+            crop_ratio: (5.0, 6.0), // never fits 10 tries on a square: centre fallback
+            ..Augment::default()
+        };
+        for (h, w) in [(128, 128), (40, 60), (7, 3)] {
+            for a in [&aug, &wild] {
+                for _ in 0..200 {
+                    let (top, left, ch, cw) = crop_params(h, w, a, &mut rng);
+                    assert!(ch >= 1 && cw >= 1 && top + ch <= h && left + cw <= w);
+                }
+            }
+        }
+        let (_, _, ch, cw) = crop_params(100, 100, &wild, &mut rng);
+        assert!(cw >= ch, "fallback keeps the clamped ratio: {ch}x{cw}");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! CV family: a small ResNet-style CNN trained on the image shards.
 //!
-//! Stem conv-bn-relu, then three stages of residual blocks (conv-bn-relu-conv-bn plus an
+//! Stem conv-bn-relu (stride 1, or 2 for the ImageNet-style models), then three stages of residual blocks (conv-bn-relu-conv-bn plus an
 //! identity or 1×1-conv shortcut, then relu), stride 2 at the start of stages 2 and 3,
 //! global average pooling and a linear classifier: a scaled-down CIFAR ResNet.
+//!
+//! The model input is `input_size`² whatever the shard stores: a shard of exactly that size
+//! gets the cheap crop-and-flip, a larger one the full decode/jitter/blur/resized-crop
+//! pipeline of [`crate::data::Augment`] (what makes ResNet and ShuffleNet data-heavy).
 
 use std::path::Path;
 
@@ -21,6 +25,11 @@ pub struct CnnConfig {
     pub widths: [i64; 3],
     /// Residual blocks per stage.
     pub blocks: usize,
+    /// Height and width of the model input (the data stage resizes to it).
+    pub input_size: usize,
+    /// Stride of the stem convolution: 1 as a CIFAR ResNet, 2 to downsample early as the
+    /// ImageNet ResNet and ShuffleNet stems do (a quarter of the compute after the stem).
+    pub stem_stride: i64,
 }
 
 struct Block {
@@ -81,7 +90,7 @@ impl Cnn {
         channels: i64,
         classes: i64,
     ) -> anyhow::Result<Cnn> {
-        let stem = Conv::new(s, "stem", (channels, cfg.widths[0], 3), 1)?;
+        let stem = Conv::new(s, "stem", (channels, cfg.widths[0], 3), cfg.stem_stride)?;
         let stem_bn = BatchNorm::new(s, "stem_bn", cfg.widths[0])?;
         let mut blocks = Vec::new();
         let mut inp = cfg.widths[0];
@@ -117,6 +126,7 @@ pub struct CvTask {
     reader: ImageReader,
     rng: Rng,
     batch_size: usize,
+    input_size: usize,
     signature: String,
     pending: Option<(Tensor, Tensor)>,
 }
@@ -131,20 +141,32 @@ pub fn build(
 ) -> anyhow::Result<(CvTask, ParamStore)> {
     let mut reader = ImageReader::open(images)?;
     let h = reader.header();
+    anyhow::ensure!(
+        cfg.input_size > 0
+            && h.height as usize >= cfg.input_size
+            && h.width as usize >= cfg.input_size,
+        "{name}: the {}x{} images of {} are smaller than the {}x{} model input",
+        h.height,
+        h.width,
+        images.display(),
+        cfg.input_size,
+        cfg.input_size
+    );
     let mut rng = Rng::derive(seed, 20);
     // Jobs sharing the shard start at different records.
     reader.set_position(rng.below(h.count))?;
     let mut store = ParamStore::new(seed);
     let model = Cnn::new(&mut store, cfg, h.channels as i64, h.classes as i64)?;
     let signature = format!(
-        "cv {name}: {cfg:?}, images {}x{}x{}, {} classes",
-        h.height, h.width, h.channels, h.classes
+        "cv {name}: {cfg:?}, images {}x{}x{} (input {}x{}), {} classes",
+        h.height, h.width, h.channels, cfg.input_size, cfg.input_size, h.classes
     );
     let task = CvTask {
         model,
         reader,
         rng,
         batch_size,
+        input_size: cfg.input_size,
         signature,
         pending: None,
     };
@@ -157,7 +179,9 @@ impl Task for CvTask {
     }
 
     fn load_batch(&mut self) -> anyhow::Result<()> {
-        let b = self.reader.next_batch(self.batch_size, &mut self.rng)?;
+        let b = self
+            .reader
+            .next_batch(self.batch_size, self.input_size, &mut self.rng)?;
         let shape = b.shape.map(|d| d as i64);
         let x = Tensor::f_from_slice(&b.pixels)?.f_view(shape)?;
         let y = Tensor::f_from_slice(&b.labels)?;

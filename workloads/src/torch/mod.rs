@@ -15,7 +15,10 @@
 //! CartPole ([`dqn`]; A2C is approximated by a bigger DQN that plays more steps per iteration).
 //!
 //! Data: the CV and NLP jobs read the default shards of [`crate::data`] in
-//! `RealJobSpec::data_dir`. Missing shards are generated there on first use (deterministic,
+//! `RealJobSpec::data_dir`: ResNet and ShuffleNet the 128×128 images, resized to their 32×32
+//! input through the full augmentation pipeline (data-heavy, as in the Muri profiles), VGG
+//! the 32×32 images with a cheap crop and flip ([`image_data_for`]), BERT and GPT-2 the
+//! tokens (compute-heavy). Missing shards are generated there on first use (deterministic,
 //! atomically renamed into place, shared by all jobs), so a fresh machine just works.
 
 pub mod cnn;
@@ -139,28 +142,57 @@ fn default_threads() {
     }
 }
 
-/// Per-family sizes and optimizers for a model name at `scale`.
+/// Height and width of every CNN's input.
+pub const CNN_INPUT_SIZE: usize = 32;
+
+/// Whether a CV model reads the large stored images (data-heavy, as ResNet and ShuffleNet
+/// are in the Muri profiles) rather than the input-sized ones (VGG: balanced).
+fn reads_large_images(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    m.starts_with("resnet") || m.starts_with("shufflenet")
+}
+
+/// The image set a CV model reads: [`DataOptions::large_images`] for ResNet and ShuffleNet
+/// (their data stage runs the full [`data::Augment`] pipeline), else the 32×32 default set.
+pub fn image_data_for(model: &str) -> DataOptions {
+    if reads_large_images(model) {
+        DataOptions::large_images()
+    } else {
+        DataOptions::default()
+    }
+}
+
+/// Per-family sizes and optimizers for a model name at `scale`. The CNN widths are chosen so
+/// that at batch 32 on one thread ResNet's and ShuffleNet's compute is a fraction of their
+/// data stage, while VGG's compute dominates its cheap data stage.
 fn cnn_config(model: &str, scale: f64) -> cnn::CnnConfig {
     let m = model.to_ascii_lowercase();
-    let (widths, blocks) = if m.starts_with("vgg") {
-        ([24, 48, 96], 1)
+    // (widths, blocks per stage, stem stride): the ImageNet-style models downsample in the
+    // stem, which with their narrow widths keeps their compute well below their data stage.
+    let (widths, blocks, stem_stride) = if m.starts_with("vgg") {
+        ([24, 48, 96], 1, 1)
     } else if m.starts_with("shufflenet") {
-        ([12, 24, 48], 1)
+        ([6, 12, 24], 1, 2)
     } else {
-        ([16, 32, 64], 1)
+        ([8, 16, 32], 1, 2)
     };
     cnn::CnnConfig {
         widths: widths.map(|w| scaled(w, scale, 4)),
         blocks,
+        input_size: CNN_INPUT_SIZE,
+        stem_stride,
     }
 }
 
+/// The LMs are compute-heavy (their data stage is a token read): at batch 8 on one thread
+/// their compute takes about as long as ResNet-18's data stage at batch 32, so the two pair
+/// up well in the rotation.
 fn lm_config(model: &str, scale: f64) -> lm::LmConfig {
     let heads = 4;
     let (d, layers, seq) = if model.eq_ignore_ascii_case("bert") {
-        (96, 2, 32)
+        (128, 3, 32)
     } else {
-        (64, 2, 64)
+        (128, 2, 48)
     };
     lm::LmConfig {
         d_model: scaled(d / heads, scale, 4) * heads,
@@ -414,7 +446,11 @@ fn build_task(spec: &RealJobSpec, family: Family) -> anyhow::Result<(Box<dyn Tas
     let opts = DataOptions::default();
     Ok(match family {
         Family::Cv => {
-            let images = data::generate(&spec.data_dir, DataKind::Images, &opts)?;
+            let images = data::generate(
+                &spec.data_dir,
+                DataKind::Images,
+                &image_data_for(&spec.model),
+            )?;
             let cfg = cnn_config(&spec.model, spec.scale);
             let (task, store) = cnn::build(&spec.model, &cfg, &images, spec.batch_size, spec.seed)?;
             (Box::new(task), store)

@@ -16,7 +16,10 @@ pub enum DataCommand {
     /// Write the synthetic data sets the real models read: image records (CV) and token
     /// shards (NLP) in binary formats. The RL models need none (CartPole runs in-process).
     ///
-    /// Example: `muri data gen --dir data` (12.6 MB of images + 2 MiB of tokens).
+    /// Without size options it writes the three default sets (~65 MB, a few seconds): 32×32
+    /// images (vgg*), 128×128 images (resnet*, shufflenet*: their data stage decodes, jitters,
+    /// blurs and crops the whole image, which makes them data-heavy) and 1 Mi tokens.
+    /// Example: `muri data gen --dir data`.
     Gen(DataGenArgs),
 }
 
@@ -46,25 +49,35 @@ pub struct DataGenArgs {
 
 pub fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     let DataCommand::Gen(args) = cmd;
-    let d = DataOptions::default();
-    let opts = DataOptions {
-        images: args.images.unwrap_or(d.images),
-        image_size: args.image_size.unwrap_or(d.image_size),
-        channels: d.channels,
-        classes: args.classes.unwrap_or(d.classes),
-        tokens: args.tokens.unwrap_or(d.tokens),
-        vocab: args.vocab.unwrap_or(d.vocab),
-        seed: args.seed.unwrap_or(d.seed),
+    let custom = args.images.is_some()
+        || args.image_size.is_some()
+        || args.classes.is_some()
+        || args.tokens.is_some()
+        || args.vocab.is_some()
+        || args.seed.is_some();
+    let paths = if custom {
+        let d = DataOptions::default();
+        let opts = DataOptions {
+            images: args.images.unwrap_or(d.images),
+            image_size: args.image_size.unwrap_or(d.image_size),
+            channels: d.channels,
+            classes: args.classes.unwrap_or(d.classes),
+            tokens: args.tokens.unwrap_or(d.tokens),
+            vocab: args.vocab.unwrap_or(d.vocab),
+            seed: args.seed.unwrap_or(d.seed),
+        };
+        eprintln!("note: trainers read the default sets; custom sizes are for your own use");
+        vec![
+            data::generate(&args.dir, DataKind::Images, &opts)?,
+            data::generate(&args.dir, DataKind::Tokens, &opts)?,
+        ]
+    } else {
+        let d = data::generate_default(&args.dir)?;
+        vec![d.images, d.large_images, d.tokens]
     };
-    for kind in [DataKind::Images, DataKind::Tokens] {
-        let path = data::generate(&args.dir, kind, &opts)?;
+    for path in paths {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!("{} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
-    }
-    if opts != d {
-        eprintln!(
-            "note: trainers read the default sizes; these shards are for your own experiments"
-        );
     }
     Ok(())
 }

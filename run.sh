@@ -47,12 +47,7 @@ out=results/$policy
 mkdir -p "$out"
 if [ "$workload" = real ]; then
   . scripts/torch-env.sh
-  features=(--features muri/torch)
-  # Same feature set as `make test`, so the two share one build.
-  if command -v mpirun >/dev/null && command -v mpicc >/dev/null; then
-    features=(--features muri/torch,muri/mpi,muri-workloads/mpi,muri-workloads/nccl)
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  fi
+  features=(--features "$MURI_FEATURES")   # the same build as `make test`
   worker_flags=(--workload real --data_dir data --checkpoint_dir "$out/ckpt")
   rm -rf "$out/ckpt"
 fi

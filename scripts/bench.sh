@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Produces the figures in BENCHMARKS.md (release build, this machine). Reads ../shared traces.
-# Usage: scripts/bench.sh            (all)   |   scripts/bench.sh scale   (only the 100k-job run)
+# Usage: scripts/bench.sh            (simulator + scale)   |   scripts/bench.sh scale   (only the 100k-job run)
+#        scripts/bench.sh real       (real tch training: solo profiles and interleaved pairs, ~1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
-cargo build --release --quiet -p muri
+[ "${1:-all}" = real ] || cargo build --release --quiet -p muri
 MURI="$CARGO_TARGET_DIR/release/muri"
 SIM=../shared/traces/muri-sim
 N8G8=cluster_spec/n8g8.csv
@@ -47,4 +48,20 @@ if [ "$what" = all ] || [ "$what" = scale ]; then
     grep -E 'Total|wall' /tmp/muri-bench.out
   done
   rm -f "$spec" "$trace"
+fi
+
+if [ "$what" = real ]; then
+  # Interleaving with real models on this CPU: one rank, libtorch limited to 1 thread for the
+  # compute stage, the data stage on its own thread (the other core), all-reduce + step on the
+  # main thread (one rank, so no network: the stage is the optimiser step).
+  . scripts/torch-env.sh
+  cargo build --release --quiet -p muri -p muri-workloads --features "$MURI_FEATURES"
+  "$MURI" data gen --dir data > /dev/null
+  for pair in "resnet18:32 gpt2:8" "shufflenet_v2_x1_0:32 bert:8" "resnet18:32 vgg16:16"; do
+    set -- $pair
+    for i in 1 2 3; do
+      echo "## ${1} + ${2} (run $i)"
+      "$MURI" profile --model "${1%%:*}" --batch "${1##*:}" --with "$2" --iterations 40 --warmup 5
+    done
+  done
 fi

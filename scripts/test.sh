@@ -33,14 +33,12 @@ cargo test --release --all-targets
 # Every feature this machine can build: MPI (Open MPI above), NCCL (cudarc loads CUDA/NCCL at
 # run time, so it builds anywhere; its GPU path needs a GPU to run) and torch (libtorch 2.13.0
 # from pip into the project-local .venv-torch, no system packages).
-FEATURES=muri/torch,muri-workloads/torch
-if command -v mpirun >/dev/null && command -v mpicc >/dev/null; then
-  FEATURES=$FEATURES,muri/mpi,muri-workloads/mpi,muri-workloads/nccl
-else
-  echo "== Open MPI is not installed: the mpi and nccl features are not tested"
-fi
 # shellcheck source=torch-env.sh
 . scripts/torch-env.sh
-echo "== cargo clippy + test --release --features $FEATURES (real models, testbed through mpirun)"
-cargo clippy --release --all-targets --features "$FEATURES" -- -D warnings
-cargo test --release --features "$FEATURES" -p muri-workloads -p muri --test testbed_e2e
+case $MURI_FEATURES in
+  *mpi*) ;;
+  *) echo "== Open MPI is not installed: the mpi and nccl features are not tested" ;;
+esac
+echo "== cargo clippy + test --release --features $MURI_FEATURES (real models, testbed through mpirun)"
+cargo clippy --release --all-targets --features "$MURI_FEATURES" -- -D warnings
+cargo test --release --features "$MURI_FEATURES" -p muri-workloads -p muri --test testbed_e2e --test profile_real

@@ -626,13 +626,7 @@ impl ImageReader {
 
     /// Moves to record `position` (used by restore, and to start jobs at different places).
     pub fn set_position(&mut self, position: u64) -> anyhow::Result<()> {
-        ensure!(
-            position < self.header.count,
-            "{}: position {position} is beyond the {} records",
-            self.path.display(),
-            self.header.count
-        );
-        self.position = position;
+        self.position = checked_position(&self.path, position, self.header.count, "records")?;
         Ok(())
     }
 
@@ -1080,13 +1074,7 @@ impl TokenReader {
     }
 
     pub fn set_position(&mut self, position: u64) -> anyhow::Result<()> {
-        ensure!(
-            position < self.header.count,
-            "{}: position {position} is beyond the {} tokens",
-            self.path.display(),
-            self.header.count
-        );
-        self.position = position;
+        self.position = checked_position(&self.path, position, self.header.count, "tokens")?;
         Ok(())
     }
 
@@ -1155,6 +1143,17 @@ impl TokenReader {
             })
             .collect()
     }
+}
+
+/// `position` if it lies within the `count` items of the shard at `path` (restores of a
+/// checkpoint taken on another data set must fail, not read past the end).
+fn checked_position(path: &Path, position: u64, count: u64, items: &str) -> anyhow::Result<u64> {
+    ensure!(
+        position < count,
+        "{}: position {position} is beyond the {count} {items}",
+        path.display()
+    );
+    Ok(position)
 }
 
 #[cfg(test)]

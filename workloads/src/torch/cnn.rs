@@ -203,16 +203,13 @@ impl Task for CvTask {
     }
 
     fn state(&self) -> anyhow::Result<Vec<(String, Tensor)>> {
-        Ok(vec![(
-            "data".into(),
-            state::u64_tensor(&[self.reader.position(), self.rng.state()])?,
-        )])
+        state::reader_state(self.reader.position(), &self.rng)
     }
 
     fn set_state(&mut self, loaded: &Loaded) -> anyhow::Result<()> {
-        let v = state::get_u64s(loaded, "task.data", 2)?;
-        self.reader.set_position(v[0])?;
-        self.rng = Rng::new(v[1]);
+        let (position, rng) = state::restore_reader_state(loaded)?;
+        self.reader.set_position(position)?;
+        self.rng = rng;
         Ok(())
     }
 }

@@ -71,3 +71,17 @@ pub fn copy_into(dst: &Tensor, src: &Tensor) -> anyhow::Result<()> {
     dst.f_copy_(src)?;
     Ok(())
 }
+
+/// A data reader's checkpointable state: its position and its RNG (CNN and LM tasks).
+pub fn reader_state(
+    position: u64,
+    rng: &crate::data::Rng,
+) -> anyhow::Result<Vec<(String, Tensor)>> {
+    Ok(vec![("data".into(), u64_tensor(&[position, rng.state()])?)])
+}
+
+/// What [`reader_state`] saved: (position, RNG).
+pub fn restore_reader_state(loaded: &Loaded) -> anyhow::Result<(u64, crate::data::Rng)> {
+    let v = get_u64s(loaded, "task.data", 2)?;
+    Ok((v[0], crate::data::Rng::new(v[1])))
+}

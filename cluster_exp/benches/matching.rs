@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench matching` prints the median wall time per solve for 64, 128, 256
 //! and 512 vertices, with arbitrary float weights and with 3-decimal weights (many ties).
+//!
+//! With `MATCH_REPLAY=FILE` it instead replays recorded instances and checks every result:
+//! one line per solve, `n c;W;C;M` with `W` the `c × c` class weights as hex f64 bits
+//! (0 = no edge), `C` the class of each vertex and `M` the expected mates (`-` for none).
 
 use muri::matching::{BlossomMatcher, WeightMatrix};
 use rand::rngs::StdRng;
@@ -46,7 +50,53 @@ fn median_ms(n: usize, runs: usize, rounded: bool) -> f64 {
     times[times.len() / 2]
 }
 
+/// One recorded instance: its weight matrix and the mates the solver returned.
+fn parse_instance(line: &str) -> (WeightMatrix, Vec<Option<usize>>) {
+    let parts: Vec<&str> = line.split(';').collect();
+    let mut head = parts[0].split(' ').map(|x| x.parse::<usize>().unwrap());
+    let (n, c) = (head.next().unwrap(), head.next().unwrap());
+    let weights: Vec<f64> = parts[1]
+        .split(',')
+        .map(|x| f64::from_bits(u64::from_str_radix(x, 16).unwrap()))
+        .collect();
+    let class_of: Vec<usize> = parts[2].split(',').map(|x| x.parse().unwrap()).collect();
+    let mates = parts[3]
+        .split(',')
+        .map(|x| (x != "-").then(|| x.parse().unwrap()))
+        .collect();
+    assert_eq!((weights.len(), class_of.len()), (c * c, n));
+    let mut g = WeightMatrix::new(n);
+    for u in 0..n {
+        for v in (0..n).filter(|&v| v != u) {
+            g.set(u, v, weights[class_of[u] * c + class_of[v]]);
+        }
+    }
+    (g, mates)
+}
+
+/// Solves every recorded instance of `path` with one solver, checks the mates and prints
+/// the total time.
+fn replay(path: &str) {
+    let text = std::fs::read_to_string(path).expect("readable replay file");
+    let instances: Vec<_> = text.lines().map(parse_instance).collect();
+    let mut solver = BlossomMatcher::new();
+    let start = Instant::now();
+    let mut wrong = 0;
+    for (g, expected) in &instances {
+        if solver.solve(g) != *expected {
+            wrong += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{} instances, {wrong} differ, {secs:.3} s", instances.len());
+    assert_eq!(wrong, 0, "replayed matchings differ");
+}
+
 fn main() {
+    if let Ok(path) = std::env::var("MATCH_REPLAY") {
+        replay(&path);
+        return;
+    }
     println!("{:>6} {:>14} {:>14}", "nodes", "float (ms)", "3-dec (ms)");
     for &(n, runs) in &[(64, 21), (128, 15), (256, 9), (512, 5)] {
         let float_ms = median_ms(n, runs, false);

@@ -158,11 +158,18 @@ pub struct BlossomMatcher {
     n: usize,
     n_x: usize,
     stride: usize,
-    /// `edge[x * stride + y]`.
-    edge: Vec<Edge>,
-    /// Original weights of the vertex block, `wv[u * (n + 1) + v]`: the entries of `edge`
-    /// with `u, v <= n` are never modified, so the BFS scans this dense copy instead.
+    /// The reference's `edge[x][y]` is split by where it lives (see [`Self::e`]): the
+    /// vertex block (`x, y <= n`) is never modified after loading, so it is stored as the
+    /// weights alone, `wv[x * (n + 1) + y]`, and transposed in `wt[y * (n + 1) + x]` for
+    /// column scans; for a blossom `b` and a vertex `x`, `edge[b][x]` is
+    /// `brow[(b - n - 1) * (n + 1) + x]` and `edge[x][b]` is `bcol[(b - n - 1) * (n + 1) + x]`;
+    /// entries between two blossoms `x, y` are `bb[(x - n - 1) * nb + (y - n - 1)]` with
+    /// `nb = stride - n - 1`. Every scan of a row or a column is then contiguous.
     wv: Vec<f64>,
+    wt: Vec<f64>,
+    brow: Vec<Edge>,
+    bcol: Vec<Edge>,
+    bb: Vec<Edge>,
     /// `flower_from[b * (n + 1) + x]`: only vertex columns are ever read or written.
     flower_from: Vec<u32>,
     lab: Vec<f64>,
@@ -179,6 +186,10 @@ pub struct BlossomMatcher {
     label: Vec<i8>,
     /// Scratch of [`Self::scan_until_tight`]: slack of the scanned vertex's blossom edges.
     blossom_dist: Vec<f64>,
+    /// The top-level blossom ids (`st[b] == b`), ascending; recomputed before a scan when
+    /// `tops_dirty` (set whenever `st` changes).
+    tops: Vec<usize>,
+    tops_dirty: bool,
     /// Scratch of [`Self::build_blossom_edges`] (cached slack of each new entry).
     dist_scratch: Vec<f64>,
     /// Scratch row of [`Self::inherit_flower_from`].
@@ -229,25 +240,32 @@ impl BlossomMatcher {
         self.n_x = n;
         self.stride = n + n / 2 + 2;
         let ids = self.stride;
-        self.edge.resize(ids * ids, EMPTY_EDGE);
+        let n1 = n + 1;
+        // Blossom rows and columns are initialised when their id is first handed out
+        // (`init_new_id`), as in the reference, so stale contents are never read.
+        let nb = ids - n1;
+        if self.brow.len() < nb * n1 {
+            self.brow.resize(nb * n1, EMPTY_EDGE);
+            self.bcol.resize(nb * n1, EMPTY_EDGE);
+        }
+        if self.bb.len() < nb * nb {
+            self.bb.resize(nb * nb, EMPTY_EDGE);
+        }
         self.wv.clear();
-        self.wv.resize((n + 1) * (n + 1), 0.0);
+        self.wv.resize(n1 * n1, 0.0);
+        self.wt.clear();
+        self.wt.resize(n1 * n1, 0.0);
         let mut has_edge = false;
-        for u in 0..=n {
-            for v in 0..=n {
-                let w = if u == 0 || v == 0 || u == v {
+        for u in 1..=n {
+            for v in 1..=n {
+                let w = if u == v {
                     0.0
                 } else {
                     sanitize(g.get(u - 1, v - 1))
                 };
                 has_edge |= w > 0.0;
-                self.wv[u * (n + 1) + v] = w;
-                self.edge[u * ids + v] = Edge {
-                    u: u as u32,
-                    v: v as u32,
-                    w,
-                    wo: w,
-                };
+                self.wv[u * n1 + v] = w;
+                self.wt[v * n1 + u] = w;
             }
         }
         self.t = 0;
@@ -266,6 +284,7 @@ impl BlossomMatcher {
         self.pa.resize(ids, 0);
         self.st.clear();
         self.st.extend(0..ids);
+        self.tops_dirty = true;
         self.slack.clear();
         self.slack.resize(ids, 0);
         self.slack_dist.clear();
@@ -291,7 +310,7 @@ impl BlossomMatcher {
         let mut w_max = f64::NEG_INFINITY;
         for u in 1..=self.n {
             for v in 1..=self.n {
-                w_max = w_max.max(self.edge[u * self.stride + v].w);
+                w_max = w_max.max(self.wv[u * (self.n + 1) + v]);
             }
         }
         w_max
@@ -336,8 +355,45 @@ impl BlossomMatcher {
 
     // ----- edge helpers -----------------------------------------------------------------
 
+    /// The reference's `edge[x][y]`.
+    #[inline]
     fn e(&self, x: usize, y: usize) -> Edge {
-        self.edge[x * self.stride + y]
+        let n = self.n;
+        if x > n {
+            if y > n {
+                self.bb[self.bb_idx(x, y)]
+            } else {
+                self.brow[(x - n - 1) * (n + 1) + y]
+            }
+        } else if y > n {
+            self.bcol[(y - n - 1) * (n + 1) + x]
+        } else {
+            self.vertex_edge(x, y, self.wv[x * (n + 1) + y])
+        }
+    }
+
+    /// Mutable `edge[x][y]` for a pair with a blossom id (the vertex block is read-only).
+    #[inline]
+    fn e_mut(&mut self, x: usize, y: usize) -> &mut Edge {
+        let n = self.n;
+        if x > n {
+            if y > n {
+                let i = self.bb_idx(x, y);
+                &mut self.bb[i]
+            } else {
+                &mut self.brow[(x - n - 1) * (n + 1) + y]
+            }
+        } else {
+            debug_assert!(y > n, "the vertex block is never modified");
+            &mut self.bcol[(y - n - 1) * (n + 1) + x]
+        }
+    }
+
+    /// Index of `edge[x][y]` in `bb` for two blossom ids.
+    #[inline]
+    fn bb_idx(&self, x: usize, y: usize) -> usize {
+        let (n, nb) = (self.n, self.stride - self.n - 1);
+        (x - n - 1) * nb + (y - n - 1)
     }
 
     /// The (never modified) entry of vertex pair `(u, v)` with weight `w`.
@@ -365,7 +421,17 @@ impl BlossomMatcher {
 
     /// Recomputes [`Self::slack_dist`] after the vertex labels changed.
     fn refresh_slack_dists(&mut self) {
-        for x in 1..=self.n_x {
+        // Slack vertices are always vertices (set by `set_slack` or the BFS scan).
+        let (n, n1) = (self.n, self.n + 1);
+        let lab = &self.lab[..];
+        for x in 1..=n {
+            let sx = self.slack[x];
+            if sx != 0 {
+                debug_assert!(sx <= n);
+                self.slack_dist[x] = lab[sx] + lab[x] - self.wv[sx * n1 + x] * 2.0;
+            }
+        }
+        for x in n + 1..=self.n_x {
             let sx = self.slack[x];
             if sx != 0 {
                 self.slack_dist[x] = self.dist(self.e(sx, x));
@@ -374,21 +440,39 @@ impl BlossomMatcher {
     }
 
     /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
-    /// The best candidate is kept in locals and stored once; the conditions are pure, so
-    /// they are tested cheapest first (the strided edge entry last).
+    /// The best candidate is kept in locals and stored once; the column `edge[·][x]` is
+    /// read from the transposed vertex block or the blossom's column, both contiguous.
     fn set_slack(&mut self, x: usize) {
-        let s = self.stride;
-        let (st, label, edge) = (&self.st[..], &self.label[..], &self.edge[..]);
+        let (n, n1) = (self.n, self.n + 1);
+        let (st, label, lab) = (&self.st[1..n1], &self.label[..], &self.lab[..]);
         let (mut best_u, mut best_d) = (0, 0.0);
-        for (u, &su) in st.iter().enumerate().take(self.n + 1).skip(1) {
-            if su == x || label[su] != OUTER {
-                continue;
+        if x <= n {
+            // Column `x` of the vertex block: entries `(u, x, w)`.
+            let lab_x = lab[x];
+            let col = &self.wt[x * n1 + 1..(x + 1) * n1];
+            for (u, ((&su, &w), &lab_u)) in (1..).zip(st.iter().zip(col).zip(&lab[1..n1])) {
+                if su == x || label[su] != OUTER {
+                    continue;
+                }
+                if w > 0.0 {
+                    let du = lab_u + lab_x - w * 2.0;
+                    if best_u == 0 || du < best_d {
+                        (best_u, best_d) = (u, du);
+                    }
+                }
             }
-            let e = edge[u * s + x];
-            if e.w > 0.0 {
-                let du = self.dist(e);
-                if best_u == 0 || du < best_d {
-                    (best_u, best_d) = (u, du);
+        } else {
+            let base = (x - n - 1) * n1;
+            let col = &self.bcol[base + 1..base + n1];
+            for (u, (&su, &e)) in (1..).zip(st.iter().zip(col)) {
+                if su == x || label[su] != OUTER {
+                    continue;
+                }
+                if e.w > 0.0 {
+                    let du = self.dist(e);
+                    if best_u == 0 || du < best_d {
+                        (best_u, best_d) = (u, du);
+                    }
                 }
             }
         }
@@ -402,6 +486,10 @@ impl BlossomMatcher {
     /// flowers (the reference uses a FIFO here, the template a DFS; the queue order can
     /// change which of several equal-weight matchings is returned).
     fn q_push(&mut self, x: usize) {
+        if x <= self.n {
+            self.q.push(x);
+            return;
+        }
         let limit = self.walk_limit();
         let mut fifo = std::mem::take(&mut self.push_fifo);
         fifo.clear();
@@ -437,6 +525,7 @@ impl BlossomMatcher {
                 break;
             }
             self.st[y] = b;
+            self.tops_dirty = true;
             if y >= self.n {
                 stack.extend(self.flower[y].iter().copied());
             }
@@ -556,10 +645,9 @@ impl BlossomMatcher {
     /// Fields of a freshly appended id: `{u:0, v:0, w:0}` edges in its row and column,
     /// `flower = [lca]`, `match = match[lca]`, `st = b`, everything else zero.
     fn init_new_id(&mut self, b: usize, lca: usize) {
-        let s = self.stride;
         for x in 0..=b {
-            self.edge[b * s + x] = EMPTY_EDGE;
-            self.edge[x * s + b] = EMPTY_EDGE;
+            *self.e_mut(b, x) = EMPTY_EDGE;
+            *self.e_mut(x, b) = EMPTY_EDGE;
         }
         let row = b * (self.n + 1);
         self.flower_from[row..row + self.n + 1].fill(0);
@@ -567,6 +655,7 @@ impl BlossomMatcher {
         self.flower[b].push(lca);
         self.mate[b] = self.mate[lca];
         self.st[b] = b;
+        self.tops_dirty = true;
         self.label[b] = OUTER;
         self.slack[b] = 0;
         self.pa[b] = 0;
@@ -611,10 +700,18 @@ impl BlossomMatcher {
     /// the member's entry when `b`'s current weight is `<= 0` (`my_cmp(w, 0) == 0`) or
     /// the member's entry has strictly smaller slack; then inherit `flower_from`.
     fn build_blossom_edges(&mut self, b: usize) {
-        let (n, n_x, s) = (self.n, self.n_x, self.stride);
-        for x in 1..=n_x {
-            self.edge[b * s + x].w = 0.0;
-            self.edge[x * s + b].w = 0.0;
+        let (n, n1, n_x) = (self.n, self.n + 1, self.n_x);
+        let base = (b - n - 1) * n1;
+        for e in &mut self.brow[base + 1..base + n1] {
+            e.w = 0.0;
+        }
+        for e in &mut self.bcol[base + 1..base + n1] {
+            e.w = 0.0;
+        }
+        for x in n + 1..=n_x {
+            let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
+            self.bb[i].w = 0.0;
+            self.bb[j].w = 0.0;
         }
         let flower = std::mem::take(&mut self.flower[b]);
         // `best[x] == dist(edge[b][x])` once `edge[b][x].w > 0`, i.e. once this loop has
@@ -624,25 +721,92 @@ impl BlossomMatcher {
         best.clear();
         best.resize(n_x + 1, 0.0);
         for &xs in &flower {
-            for (x, best_x) in best.iter_mut().enumerate().skip(1) {
-                let cur_w = self.edge[b * s + x].w;
-                let cand = self.edge[xs * s + x];
+            self.merge_member_vertices(b, xs, &mut best[1..=n]);
+            for (x, best_x) in best.iter_mut().enumerate().skip(n + 1) {
+                let bx = self.bb_idx(b, x);
+                let cur_w = self.bb[bx].w;
+                // `edge[xs][x]` and `edge[x][xs]` for a blossom `x`.
+                let cand = if xs > n {
+                    self.bb[self.bb_idx(xs, x)]
+                } else {
+                    self.bcol[(x - n - 1) * n1 + xs]
+                };
                 let dc = self.dist(cand);
                 if not_positive(cur_w) || dc < *best_x {
-                    self.edge[b * s + x] = cand;
-                    self.edge[x * s + b] = self.edge[x * s + xs];
-                    // For `x == b` the second copy overwrote `edge[b][b]` again.
-                    *best_x = if x == b {
-                        self.dist(self.edge[b * s + b])
+                    self.bb[bx] = cand;
+                    let back = if xs > n {
+                        self.bb[self.bb_idx(x, xs)]
                     } else {
-                        dc
+                        self.brow[(x - n - 1) * n1 + xs]
                     };
+                    let xb = self.bb_idx(x, b);
+                    self.bb[xb] = back;
+                    // For `x == b` the second copy overwrote `edge[b][b]` again.
+                    *best_x = if x == b { self.dist(self.bb[xb]) } else { dc };
                 }
             }
         }
         self.dist_scratch = best;
         self.inherit_flower_from(b, &flower, n);
         self.flower[b] = flower;
+    }
+
+    /// The vertex columns `x = 1..=n` of one member `xs` in [`Self::build_blossom_edges`]:
+    /// `best[x - 1]` is the cached slack of `edge[b][x]`.
+    fn merge_member_vertices(&mut self, b: usize, xs: usize, best: &mut [f64]) {
+        let (n, n1) = (self.n, self.n + 1);
+        let base = (b - n - 1) * n1;
+        let lab = &self.lab[..];
+        if xs <= n {
+            let row_b = &mut self.brow[base + 1..base + n1];
+            let col_b = &mut self.bcol[base + 1..base + n1];
+            // `edge[xs][x] = (xs, x, w)` and `edge[x][xs] = (x, xs, w')`.
+            let row = &self.wv[xs * n1 + 1..(xs + 1) * n1];
+            let col = &self.wt[xs * n1 + 1..(xs + 1) * n1];
+            let lab_xs = lab[xs];
+            for (i, (((rb, cb), best_x), (&w, &wc))) in row_b
+                .iter_mut()
+                .zip(col_b.iter_mut())
+                .zip(best.iter_mut())
+                .zip(row.iter().zip(col))
+                .enumerate()
+            {
+                let x = i + 1;
+                let dc = lab_xs + lab[x] - w * 2.0;
+                if not_positive(rb.w) || dc < *best_x {
+                    *rb = Edge {
+                        u: xs as u32,
+                        v: x as u32,
+                        w,
+                        wo: w,
+                    };
+                    *cb = Edge {
+                        u: x as u32,
+                        v: xs as u32,
+                        w: wc,
+                        wo: wc,
+                    };
+                    *best_x = dc;
+                }
+            }
+        } else {
+            let base_xs = (xs - n - 1) * n1;
+            let (row_b, row) = split_rows(&mut self.brow, base + 1, base_xs + 1, n);
+            let (col_b, col) = split_rows(&mut self.bcol, base + 1, base_xs + 1, n);
+            for (((rb, cb), best_x), (&cand, &cand_col)) in row_b
+                .iter_mut()
+                .zip(col_b.iter_mut())
+                .zip(best.iter_mut())
+                .zip(row.iter().zip(col))
+            {
+                let dc = lab[cand.u as usize] + lab[cand.v as usize] - cand.wo * 2.0;
+                if not_positive(rb.w) || dc < *best_x {
+                    *rb = cand;
+                    *cb = cand_col;
+                    *best_x = dc;
+                }
+            }
+        }
     }
 
     /// `flower_from[b][x] = xs` for the last member `xs` (in flower order) whose
@@ -689,6 +853,7 @@ impl BlossomMatcher {
             self.set_slack(xs);
         }
         self.st[b] = 0;
+        self.tops_dirty = true;
     }
 
     /// `on_found_edge`: a tight edge `e` from an outer vertex. Labels an unlabeled
@@ -816,9 +981,17 @@ impl BlossomMatcher {
     /// edge into an inner blossom is a no-op there, so it is skipped here. Nothing in
     /// this loop changes `st`, labels or edges, so the invariant loads (`st[u]`, `lab[u]`,
     /// the row of `u`, the slack of `u`'s edge to each blossom) are hoisted out of it, and
-    /// the slack update is written without branches.
-    #[inline]
+    /// the slack update is written without branches. Kept out of line: inlined into its
+    /// caller, the loop compiles to noticeably more instructions.
+    #[inline(never)]
     fn scan_until_tight(&mut self, u: usize, from: usize) -> Option<(usize, f64)> {
+        if self.tops_dirty {
+            let n = self.n;
+            self.tops.clear();
+            self.tops
+                .extend((n + 1..=self.n_x).filter(|&b| self.st[b] == b));
+            self.tops_dirty = false;
+        }
         self.fill_blossom_dists(u);
         let n1 = self.n + 1;
         // Plain slices, so that the loop keeps them in registers.
@@ -827,8 +1000,8 @@ impl BlossomMatcher {
         let blossom_dist = &self.blossom_dist[..];
         let lab_u = lab[u];
         let st_u = st[u];
-        let row = &self.wv[u * n1 + from..(u + 1) * n1];
-        let cols = row.iter().zip(&st[from..n1]).zip(&lab[from..n1]);
+        let row = &self.wv[u * n1..(u + 1) * n1];
+        let cols = row[from..].iter().zip(&st[from..n1]).zip(&lab[from..n1]);
         for (v, ((&w, &sv), &lab_v)) in (from..).zip(cols) {
             if w > 0.0 && st_u != sv {
                 // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
@@ -850,13 +1023,12 @@ impl BlossomMatcher {
         None
     }
 
-    /// `blossom_dist[b] = dist(edge[u][b])` for every blossom id (stale ones included;
-    /// only top-level ones are read).
+    /// `blossom_dist[b] = dist(edge[u][b])` for every top-level blossom (only those are read).
     fn fill_blossom_dists(&mut self, u: usize) {
-        let (n, n_x, s) = (self.n, self.n_x, self.stride);
+        let n = self.n;
         self.blossom_dist.resize(self.stride, 0.0);
-        for b in n + 1..=n_x {
-            self.blossom_dist[b] = self.dist(self.edge[u * s + b]);
+        for &b in &self.tops {
+            self.blossom_dist[b] = self.dist(self.bcol[(b - n - 1) * (n + 1) + u]);
         }
     }
 
@@ -922,7 +1094,7 @@ impl BlossomMatcher {
             if self.st[x] == x
                 && sx != 0
                 && self.st[sx] != x
-                && my_cmp(self.slack_dist[x], 0.0) == 0
+                && not_positive(self.slack_dist[x])
                 && self.on_found_edge(self.e(sx, x))
             {
                 return true;
@@ -941,6 +1113,17 @@ impl BlossomMatcher {
                 self.expand_blossom(b);
             }
         }
+    }
+}
+
+/// `(&mut buf[dst..dst + len], &buf[src..src + len])` for two disjoint ranges.
+fn split_rows<T>(buf: &mut [T], dst: usize, src: usize, len: usize) -> (&mut [T], &[T]) {
+    if dst < src {
+        let (lo, hi) = buf.split_at_mut(src);
+        (&mut lo[dst..dst + len], &hi[..len])
+    } else {
+        let (lo, hi) = buf.split_at_mut(dst);
+        (&mut hi[..len], &lo[src..src + len])
     }
 }
 

@@ -90,6 +90,13 @@ impl WeightMatrix {
         }
     }
 
+    /// Makes this an `n × n` matrix with every entry zero, reusing the allocation.
+    pub fn reset(&mut self, n: usize) {
+        self.n = n;
+        self.w.clear();
+        self.w.resize(n * n, 0.0);
+    }
+
     /// Number of vertices.
     pub fn len(&self) -> usize {
         self.n

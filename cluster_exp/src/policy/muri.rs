@@ -7,6 +7,7 @@
 //! orders that break ties, because the paper's numbers depend on them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{
     sort_by_gpus_descending, stable_sort_by_key, Policy, PolicyOptions, SchedulingContext, TieRule,
@@ -54,6 +55,56 @@ impl MuriVariant {
         }
     }
 }
+
+/// The Fx hash (as in rustc): the caches below are keyed by packed profile ids and only
+/// looked up, never iterated, so the hash function cannot change a result; SipHash over a
+/// 256-entry key per matching was a measurable share of a Muri run.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Bound on remembered matchings (each holds one mate vector).
 const MATCH_CACHE_LIMIT: usize = 4096;
@@ -114,12 +165,15 @@ pub struct Muri {
     model: InterleaveModel,
     matcher: BlossomMatcher,
     /// Used ratio of a concatenated group, keyed by its members' profile ids in order.
-    ratio_cache: HashMap<u128, f64>,
+    ratio_cache: FxMap<u128, f64>,
     /// Group iteration time by (ordering, profile ids in order).
-    time_cache: HashMap<(bool, u128), f64>,
+    time_cache: FxMap<(bool, u128), f64>,
     /// Matchings already computed, keyed by the groups' profile sequences: the weight
     /// matrix is a function of that key, so equal keys give equal matchings.
-    match_cache: HashMap<Vec<u128>, Vec<Option<usize>>>,
+    match_cache: FxMap<Vec<u128>, Vec<Option<usize>>>,
+    /// Scratch weight matrix of [`Muri::match_block`], reused so that a 256-vertex solve
+    /// does not allocate (and fault in) a fresh 512 KiB matrix.
+    weights: WeightMatrix,
     /// Scratch: job marked as a candidate in this pass.
     candidate: Vec<bool>,
     /// Scratch: index of each job's group in the final placement step.
@@ -142,9 +196,10 @@ impl Muri {
                 factors,
             },
             matcher: BlossomMatcher::new(),
-            ratio_cache: HashMap::new(),
-            time_cache: HashMap::new(),
-            match_cache: HashMap::new(),
+            ratio_cache: FxMap::default(),
+            time_cache: FxMap::default(),
+            match_cache: FxMap::default(),
+            weights: WeightMatrix::default(),
             candidate: Vec::new(),
             group_of: Vec::new(),
         }
@@ -473,7 +528,8 @@ impl Muri {
                 class_weight[a * c + b] = self.edge_weight(jobs, &nodes[ra], &nodes[rb]);
             }
         }
-        let mut w = WeightMatrix::new(n);
+        let mut w = std::mem::take(&mut self.weights);
+        w.reset(n);
         let mut any_edge = false;
         for u in 0..n {
             for v in (0..n).filter(|&v| v != u) {
@@ -483,10 +539,13 @@ impl Muri {
                 }
             }
         }
-        if !any_edge {
-            return vec![None; n];
-        }
-        self.matcher.solve(&w)
+        let mates = if any_edge {
+            self.matcher.solve(&w)
+        } else {
+            vec![None; n]
+        };
+        self.weights = w;
+        mates
     }
 
     /// Step 3 (no blossom): consecutive candidates of a slot form its group while GPUs are short.

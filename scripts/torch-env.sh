@@ -5,7 +5,7 @@
 # Idempotent; the first call takes ~30 s. See docs/dependencies.md §3 in ../shared.
 _muri_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _muri_venv="$_muri_root/.venv-torch"
-LIBTORCH=$(ls -d "$_muri_venv"/lib/python3*/site-packages/torch 2>/dev/null | head -1)
+LIBTORCH=$(ls -d "$_muri_venv"/lib/python3*/site-packages/torch 2>/dev/null | head -1 || true)
 if [ -z "$LIBTORCH" ] || [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
   echo "== installing libtorch 2.13.0 (CPU, slim) into .venv-torch" >&2
   _py=$(command -v python3.11 || command -v python3)

@@ -41,4 +41,7 @@ case $MURI_FEATURES in
 esac
 echo "== cargo clippy + test --release --features $MURI_FEATURES (real models, testbed through mpirun)"
 cargo clippy --release --all-targets --features "$MURI_FEATURES" -- -D warnings
-cargo test --release --features "$MURI_FEATURES" -p muri-workloads -p muri --test testbed_e2e --test profile_real
+# The workloads package first: its tests build muri-trainer with these features, which the
+# testbed and profile tests of `muri` then launch.
+cargo test --release --features "$MURI_FEATURES" -p muri-workloads
+cargo test --release --features "$MURI_FEATURES" -p muri --test testbed_e2e --test profile_real

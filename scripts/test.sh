@@ -43,5 +43,6 @@ echo "== cargo clippy + test --release --features $MURI_FEATURES (real models, t
 cargo clippy --release --all-targets --features "$MURI_FEATURES" -- -D warnings
 # The workloads package first: its tests build muri-trainer with these features, which the
 # testbed and profile tests of `muri` then launch.
-cargo test --release --features "$MURI_FEATURES" -p muri-workloads
+cargo test --release --features "$(tr ',' '\n' <<< "$MURI_FEATURES" | grep '^muri-workloads/' | paste -sd, -)" \
+  -p muri-workloads
 cargo test --release --features "$MURI_FEATURES" -p muri --test testbed_e2e --test profile_real

@@ -35,14 +35,22 @@ cargo test --release --all-targets
 # from pip into the project-local .venv-torch, no system packages).
 # shellcheck source=torch-env.sh
 . scripts/torch-env.sh
+wl_features() { tr ',' '\n' <<< "$1" | grep '^muri-workloads/' | paste -sd, -; }
 case $MURI_FEATURES in
-  *mpi*) ;;
+  *mpi*)
+    # The testbed through mpirun with emulated stages, using a trainer without libtorch (a
+    # trainer that links libtorch spends most of a short emulated launch loading it).
+    MPI_FEATURES=muri/mpi,muri-workloads/mpi,muri-workloads/nccl
+    echo "== cargo test --release --features $MPI_FEATURES (testbed through mpirun)"
+    cargo test --release --features "$(wl_features $MPI_FEATURES)" -p muri-workloads --test trainer_cli
+    cargo test --release --features "$MPI_FEATURES" -p muri --test testbed_e2e
+    ;;
   *) echo "== Open MPI is not installed: the mpi and nccl features are not tested" ;;
 esac
-echo "== cargo clippy + test --release --features $MURI_FEATURES (real models, testbed through mpirun)"
+echo "== cargo clippy + test --release --features $MURI_FEATURES (real tch models)"
 cargo clippy --release --all-targets --features "$MURI_FEATURES" -- -D warnings
 # The workloads package first: its tests build muri-trainer with these features, which the
-# testbed and profile tests of `muri` then launch.
-cargo test --release --features "$(tr ',' '\n' <<< "$MURI_FEATURES" | grep '^muri-workloads/' | paste -sd, -)" \
-  -p muri-workloads
-cargo test --release --features "$MURI_FEATURES" -p muri --test testbed_e2e --test profile_real
+# real-model testbed and profile tests of `muri` then launch.
+cargo test --release --features "$(wl_features "$MURI_FEATURES")" -p muri-workloads
+cargo test --release --features "$MURI_FEATURES" -p muri --test testbed_e2e real_models
+cargo test --release --features "$MURI_FEATURES" -p muri --test profile_real

@@ -335,6 +335,15 @@ fn spawn_tree(mut cmd: Command, gpu_ids: &[u32]) -> std::io::Result<Child> {
         .stderr(Stdio::inherit())
         .process_group(0)
         .kill_on_drop(false);
+    // SAFETY: prctl is async-signal-safe; the closure runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A worker that dies (even by SIGKILL) takes its trainer trees with it instead of
+            // leaving them running on GPUs the scheduler has already given to others.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     cmd.spawn()
 }
 

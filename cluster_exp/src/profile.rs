@@ -101,9 +101,10 @@ pub fn parse_measurement(stdout: &str) -> anyhow::Result<Measured> {
 pub fn measure(setup: &TrainerSetup, jobs: &[&JobChoice]) -> anyhow::Result<Measured> {
     let mut cmd = if setup.gpus > 1 {
         let mut c = Command::new("mpirun");
-        c.args(["-n", &setup.gpus.to_string(), "--oversubscribe"])
-            .args(["--bind-to", "none", "--mca", "btl", "self,tcp"])
-            .arg(&setup.trainer);
+        c.args(crate::testbed::worker::mpirun_local_args(setup.gpus))
+            .arg(&setup.trainer)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
         c
     } else {
         Command::new(&setup.trainer)

@@ -69,7 +69,7 @@ pub fn run(
         *entry = Some(job);
     }
     let mut limits: [u64; SLOTS] = by_slot.map(|j| j.map_or(0, |j| j.iterations));
-    let Some(mut last_stage) = last_stage(&limits) else {
+    let Some(mut last_stage) = final_stage(&limits) else {
         return Ok(Measurement::default());
     };
     let stage_times: StageTimes = Arc::new(Mutex::new([(0.0, 0); 3]));
@@ -84,7 +84,7 @@ pub fn run(
         if s == 0 && !draining && comm.agree_any(stop.load(Ordering::Relaxed))? {
             draining = true;
             limits = drained_limits(&limits, t);
-            match self::last_stage(&limits) {
+            match final_stage(&limits) {
                 Some(last) if last >= t => last_stage = last,
                 _ => break,
             }
@@ -133,7 +133,7 @@ pub fn run(
 }
 
 /// The last stage any slot is busy in: slot j's iteration i syncs at stage 4i + j + 3.
-fn last_stage(limits: &[u64; SLOTS]) -> Option<u64> {
+fn final_stage(limits: &[u64; SLOTS]) -> Option<u64> {
     (0..SLOTS)
         .filter(|&j| limits[j] > 0)
         .map(|j| 4 * (limits[j] - 1) + j as u64 + 3)
@@ -305,8 +305,8 @@ mod tests {
         // slot 1 started 0..=1 (stages 1, 5; stage 9 is not before 9), slots 2 and 3 two each.
         assert_eq!(drained_limits(&[10, 10, 10, 1], 9), [3, 2, 2, 1]);
         assert_eq!(drained_limits(&[10; SLOTS], 0), [0; SLOTS]);
-        assert_eq!(last_stage(&[0; SLOTS]), None);
-        assert_eq!(last_stage(&[3, 2, 0, 0]), Some(8 + 3));
+        assert_eq!(final_stage(&[0; SLOTS]), None);
+        assert_eq!(final_stage(&[3, 2, 0, 0]), Some(8 + 3));
     }
 
     #[test]

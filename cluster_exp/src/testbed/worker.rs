@@ -275,38 +275,46 @@ fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
     args
 }
 
-fn mpirun_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Command {
-    let mut cmd = Command::new("mpirun");
-    cmd.args([
-        "-n",
-        &req.num_gpu.to_string(),
+/// `mpirun` flags for `ranks` processes on this machine, talking over loopback TCP only
+/// (also what `muri profile` uses for multi-GPU profiles).
+pub fn mpirun_local_args(ranks: u32) -> Vec<String> {
+    let mut args = vec!["-n".to_string(), ranks.to_string()];
+    for a in [
         "--oversubscribe",
         "--bind-to",
         "none",
-    ])
-    .args([
         "--mca",
         "btl",
         "self,tcp",
         "--mca",
         "btl_tcp_if_include",
         "lo",
-    ])
-    .args(["--mca", "oob_tcp_if_include", "lo"])
-    .args(["-x", "MURI_TOKEN", "-x", "MURI_FAIL_JOBS", "-x", "RUST_LOG"])
-    .arg(&cfg.trainer)
-    .args(trainer_args(cfg, req))
-    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    .env("MURI_TOKEN", token_env(cfg))
-    .env(
-        "MURI_FAIL_JOBS",
-        std::env::var("MURI_FAIL_JOBS").unwrap_or_default(),
-    )
-    .env(
-        "RUST_LOG",
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-    );
+        "--mca",
+        "oob_tcp_if_include",
+        "lo",
+    ] {
+        args.push(a.to_string());
+    }
+    args
+}
+
+fn mpirun_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(mpirun_local_args(req.num_gpu))
+        .args(["-x", "MURI_TOKEN", "-x", "MURI_FAIL_JOBS", "-x", "RUST_LOG"])
+        .arg(&cfg.trainer)
+        .args(trainer_args(cfg, req))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("MURI_TOKEN", token_env(cfg))
+        .env(
+            "MURI_FAIL_JOBS",
+            std::env::var("MURI_FAIL_JOBS").unwrap_or_default(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     cmd
 }
 

@@ -59,18 +59,14 @@ fn parse_instance(line: &str) -> (WeightMatrix, Vec<Option<usize>>) {
         .split(',')
         .map(|x| f64::from_bits(u64::from_str_radix(x, 16).unwrap()))
         .collect();
-    let class_of: Vec<usize> = parts[2].split(',').map(|x| x.parse().unwrap()).collect();
+    let class_of: Vec<u32> = parts[2].split(',').map(|x| x.parse().unwrap()).collect();
     let mates = parts[3]
         .split(',')
         .map(|x| (x != "-").then(|| x.parse().unwrap()))
         .collect();
     assert_eq!((weights.len(), class_of.len()), (c * c, n));
-    let mut g = WeightMatrix::new(n);
-    for u in 0..n {
-        for v in (0..n).filter(|&v| v != u) {
-            g.set(u, v, weights[class_of[u] * c + class_of[v]]);
-        }
-    }
+    let mut g = WeightMatrix::default();
+    g.fill_from_classes(&class_of, |a, b| Some(weights[a as usize * c + b as usize]));
     (g, mates)
 }
 

@@ -79,6 +79,10 @@ fn py_min(a: f64, b: f64) -> f64 {
 pub struct WeightMatrix {
     n: usize,
     w: Vec<f64>,
+    /// `class[u]` when the matrix was built by [`Self::fill_from_classes`]: vertices of one
+    /// class are *twins* (equal rows and columns outside their own pair), which lets the
+    /// solver skip provably redundant scans. Empty when entries were set one by one.
+    class: Vec<u32>,
 }
 
 impl WeightMatrix {
@@ -87,6 +91,7 @@ impl WeightMatrix {
         Self {
             n,
             w: vec![0.0; n * n],
+            class: Vec::new(),
         }
     }
 
@@ -95,6 +100,29 @@ impl WeightMatrix {
         self.n = n;
         self.w.clear();
         self.w.resize(n * n, 0.0);
+        self.class.clear();
+    }
+
+    /// Makes this the `n × n` matrix with `w(u, v) = weight(class_of[u], class_of[v])` for
+    /// `u != v` (`None` = no edge) and zeros on the diagonal, reusing the allocation.
+    ///
+    /// Remembering the classes lets [`BlossomMatcher`] recognise twin vertices, for which
+    /// it can skip scans whose outcome is already known; results are identical either way.
+    pub fn fill_from_classes(
+        &mut self,
+        class_of: &[u32],
+        mut weight: impl FnMut(u32, u32) -> Option<f64>,
+    ) {
+        let n = class_of.len();
+        self.reset(n);
+        for (u, &cu) in class_of.iter().enumerate() {
+            for (v, &cv) in class_of.iter().enumerate() {
+                if u != v {
+                    self.w[u * n + v] = weight(cu, cv).unwrap_or(0.0);
+                }
+            }
+        }
+        self.class.extend_from_slice(class_of);
     }
 
     /// Number of vertices.
@@ -114,6 +142,8 @@ impl WeightMatrix {
     pub fn set(&mut self, u: usize, v: usize, w: f64) {
         assert!(u < self.n && v < self.n, "vertex out of range");
         self.w[u * self.n + v] = w;
+        // A single entry may break the twin property; forget the classes.
+        self.class.clear();
     }
 
     /// Weight of the ordered pair `(u, v)`.
@@ -211,6 +241,24 @@ pub struct BlossomMatcher {
     push_fifo: VecDeque<usize>,
     st_stack: Vec<usize>,
     match_fifo: VecDeque<(usize, usize)>,
+    /// Twin class of each vertex (see [`WeightMatrix::fill_from_classes`]); empty when
+    /// the input has no classes. Used by [`Self::scanned_twin`].
+    class: Vec<u32>,
+    /// Per class: the last free root whose full scan acted on nothing, the
+    /// [`Self::epoch`] it was scanned in and the length of [`Self::relabeled`] then.
+    scanned: Vec<(u32, u64, u32)>,
+    /// Bumped by every step that changes duals, blossoms or the matching, so a
+    /// [`Self::scanned`] entry is only trusted while the state is as it left it.
+    epoch: u64,
+    /// Top-level ids labeled (and their slack reset) by tree growth during this epoch,
+    /// in order: the only state a later twin's scan sees differently.
+    relabeled: Vec<u32>,
+    /// Scratch of [`Self::twin_candidate`]: ids inside one top-level id.
+    members: Vec<usize>,
+    /// Scratch of [`Self::update_slack_from_twin`]: the slack updates to apply.
+    twin_updates: Vec<(usize, f64)>,
+    /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
+    twin_skips: u64,
     /// Remaining steps of the outer loops (see [`BlossomMatcher::spend`]).
     budget: u64,
     aborted: bool,
@@ -234,6 +282,12 @@ impl BlossomMatcher {
             while self.matching() {}
         }
         self.mates()
+    }
+
+    /// How many vertex scans the last [`solve`](Self::solve) replaced by a twin's (only
+    /// with classes, see [`WeightMatrix::fill_from_classes`]); for tests and benchmarks.
+    pub fn twin_scans_skipped(&self) -> u64 {
+        self.twin_skips
     }
 
     // ----- setup ------------------------------------------------------------------------
@@ -275,6 +329,12 @@ impl BlossomMatcher {
                 self.wt[v * n1 + u] = w;
             }
         }
+        self.class.clear();
+        self.class.extend_from_slice(&g.class);
+        self.scanned.clear();
+        let classes = g.class.iter().max().map_or(0, |&c| c as usize + 1);
+        self.scanned.resize(classes, (0, 0, 0));
+        self.twin_skips = 0;
         self.t = 0;
         self.vis.clear();
         self.vis.resize(ids, 0);
@@ -715,7 +775,7 @@ impl BlossomMatcher {
         for e in &mut self.bcol[base + 1..base + n1] {
             e.w = 0.0;
         }
-        for x in n + 1..=n_x {
+        for x in (n + 1..=n_x).filter(|&x| self.st[x] != 0) {
             let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
             self.bb[i].w = 0.0;
             self.bb[j].w = 0.0;
@@ -730,6 +790,11 @@ impl BlossomMatcher {
         for &xs in &flower {
             self.merge_member_vertices(b, xs, &mut best[1..=n]);
             for (x, best_x) in best.iter_mut().enumerate().skip(n + 1) {
+                // A freed id's entries are dead: nothing reads them before the id is
+                // handed out again, and rebuilding it rewrites its whole row and column.
+                if self.st[x] == 0 {
+                    continue;
+                }
                 let bx = self.bb_idx(b, x);
                 let cur_w = self.bb[bx].w;
                 // `edge[xs][x]` and `edge[x][xs]` for a blossom `x`.
@@ -836,6 +901,7 @@ impl BlossomMatcher {
     /// `expand_blossom`: dissolve an inner blossom whose label reached 0, relabelling the
     /// even-length side of its cycle as inner/outer pairs and the rest as unlabeled.
     fn expand_blossom(&mut self, b: usize) {
+        self.bump_epoch();
         for i in 0..self.flower[b].len() {
             let c = self.flower[b][i];
             self.set_st(c, c);
@@ -869,6 +935,9 @@ impl BlossomMatcher {
     fn on_found_edge(&mut self, e: Edge) -> bool {
         let u = self.st[e.u as usize];
         let v = self.st[e.v as usize];
+        if self.label[v] != UNLABELED {
+            self.bump_epoch();
+        }
         if self.label[v] == UNLABELED {
             self.pa[v] = e.u as usize;
             self.label[v] = INNER;
@@ -876,6 +945,7 @@ impl BlossomMatcher {
             self.slack[v] = 0;
             self.slack[nu] = 0;
             self.label[nu] = OUTER;
+            self.relabeled.extend([v as u32, nu as u32]);
             self.q_push(nu);
         } else if self.label[v] == OUTER {
             let lca = self.get_lca(u, v);
@@ -935,6 +1005,7 @@ impl BlossomMatcher {
     /// Phase start: everything unlabeled with no slack, then every free top-level id
     /// becomes an outer root and its vertices enter the queue.
     fn start_phase(&mut self) {
+        self.bump_epoch();
         let n_x = self.n_x;
         self.label[..=n_x].fill(UNLABELED);
         self.slack[..=n_x].fill(0);
@@ -959,14 +1030,148 @@ impl BlossomMatcher {
             if self.label[self.st[u]] == INNER {
                 continue;
             }
+            if let Some(twin) = self.scanned_twin(u) {
+                if self.update_slack_from_twin(u, twin) {
+                    self.twin_skips += 1;
+                    continue;
+                }
+            }
+            let (epoch, relabeled) = (self.epoch, self.relabeled.len());
             if self.scan_vertex(u) {
                 return true;
             }
             if self.aborted {
                 return false;
             }
+            let clean = self.epoch == epoch && self.relabeled.len() == relabeled;
+            if clean && self.is_free_vertex_root(u) && !self.class.is_empty() {
+                self.scanned[self.class[u - 1] as usize] = (u as u32, epoch, relabeled as u32);
+            }
         }
         false
+    }
+
+    fn bump_epoch(&mut self) {
+        self.epoch += 1;
+        self.relabeled.clear();
+    }
+
+    /// A vertex that is its own top-level id and unmatched: an outer root in every phase.
+    fn is_free_vertex_root(&self, u: usize) -> bool {
+        u <= self.n && self.st[u] == u && self.mate[u] == 0
+    }
+
+    /// A twin `t` of the free root `u` whose full scan, in this epoch, acted on no tight
+    /// edge, and the position in [`Self::relabeled`] at that scan. Scanning `u` would then
+    /// repeat `t`'s scan: the same labels (all free vertices move together, checked bit
+    /// for bit), the same weights to every other vertex and blossom (twins; a blossom's
+    /// edge to a vertex is chosen by weights and labels), hence no tight edge and slack
+    /// candidates equal to `t`'s, which the strict `<` of `update_slack` keeps out, except
+    /// where the state changed since: the pair `(u, t)`, which `t`'s scan skipped, and the
+    /// ids relabeled since, whose slack was reset.
+    fn scanned_twin(&self, u: usize) -> Option<(usize, usize)> {
+        if self.class.is_empty() || !self.is_free_vertex_root(u) {
+            return None;
+        }
+        let (t, epoch, since) = self.scanned[self.class[u - 1] as usize];
+        let t = t as usize;
+        (epoch == self.epoch
+            && t != u
+            && self.is_free_vertex_root(t)
+            && self.lab[t].to_bits() == self.lab[u].to_bits())
+        .then_some((t, since as usize))
+    }
+
+    /// The updates of `u`'s scan that its twin `t`'s scan did not cover (see
+    /// [`Self::scanned_twin`]), applied as `u`'s own scan would. Returns false, before
+    /// changing anything, if one of those edges is tight (the caller then scans `u` in
+    /// full); that cannot happen, since `t`'s scan saw the same edges when they were
+    /// already (or still) outer or unlabeled.
+    fn update_slack_from_twin(&mut self, u: usize, (t, since): (usize, usize)) -> bool {
+        let mut updates = std::mem::take(&mut self.twin_updates);
+        updates.clear();
+        let w = self.wv[u * (self.n + 1) + t];
+        let mut ok = true;
+        if w > 0.0 {
+            let d = self.lab[u] + self.lab[t] - w * 2.0;
+            ok = !not_positive(d);
+            updates.push((t, d));
+        }
+        for i in since..self.relabeled.len() {
+            if !ok {
+                break;
+            }
+            let y = self.relabeled[i] as usize;
+            match self.twin_candidate(u, y) {
+                Ok(Some(d)) => updates.push((y, d)),
+                Ok(None) => {}
+                Err(()) => ok = false,
+            }
+        }
+        if ok {
+            for &(x, d) in &updates {
+                if self.slack[x] == 0 || d < self.slack_dist[x] {
+                    self.slack[x] = u;
+                    self.slack_dist[x] = d;
+                }
+            }
+        }
+        self.twin_updates = updates;
+        ok
+    }
+
+    /// What `u`'s scan would offer `update_slack(u, y)` for the top-level id `y`: `Some`
+    /// distance if some member edge qualifies, `None` if none does, `Err` if a member
+    /// edge is tight and would be acted on.
+    fn twin_candidate(&mut self, u: usize, y: usize) -> Result<Option<f64>, ()> {
+        if y <= self.n {
+            return self.twin_member_candidate(u, y, y, 0.0);
+        }
+        let n1 = self.n + 1;
+        let dy = self.dist(self.bcol[(y - self.n - 1) * n1 + u]);
+        let mut members = std::mem::take(&mut self.members);
+        members.clear();
+        members.push(y);
+        let mut result = Ok(None);
+        while let Some(z) = members.pop() {
+            if z > self.n {
+                members.extend(self.flower[z].iter().copied());
+                continue;
+            }
+            match self.twin_member_candidate(u, y, z, dy) {
+                Ok(None) => {}
+                Ok(found) => result = Ok(found),
+                Err(()) => {
+                    result = Err(());
+                    break;
+                }
+            }
+        }
+        self.members = members;
+        result
+    }
+
+    /// The scan's step for edge `(u, v)` with `v` inside top-level id `y` (see
+    /// [`Self::twin_candidate`]); `dy` is the slack of `edge[u][y]` for a blossom `y`.
+    fn twin_member_candidate(
+        &self,
+        u: usize,
+        y: usize,
+        v: usize,
+        dy: f64,
+    ) -> Result<Option<f64>, ()> {
+        let w = self.wv[u * (self.n + 1) + v];
+        if !(w > 0.0 && self.st[u] != y) {
+            return Ok(None);
+        }
+        let d = self.lab[u] + self.lab[v] - w * 2.0;
+        if !not_positive(d) {
+            Ok(Some(if y == v { d } else { dy }))
+        } else if self.label[y] == INNER {
+            Ok(None)
+        } else {
+            Err(())
+        }
     }
 
     /// Looks at every edge `(u, v)`: tight ones go to [`Self::on_found_edge`], the others
@@ -1067,6 +1272,7 @@ impl BlossomMatcher {
     /// outer vertex has `lab <= d` (tolerance compare); like the reference, labels of
     /// earlier vertices have already been changed by then.
     fn apply_delta(&mut self, d: f64) -> bool {
+        self.bump_epoch();
         let (n, n_x) = (self.n, self.n_x);
         for u in 1..=n {
             let label = self.label[self.st[u]];

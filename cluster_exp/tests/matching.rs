@@ -135,6 +135,78 @@ fn reused_solver_equals_fresh_solver() {
     }
 }
 
+/// A graph whose weights depend only on vertex classes, as the simulator builds them:
+/// `(matrix with the classes recorded, the same matrix entry by entry)`. Class weights may
+/// differ in the last bit between the two directions, as the simulator's can.
+fn class_graph(rng: &mut StdRng, n: usize, classes: u32) -> (WeightMatrix, WeightMatrix) {
+    let c = classes as usize;
+    let mut table = vec![0.0; c * c];
+    for a in 0..c {
+        for b in a..c {
+            // Few distinct values, so that ties (the hard case) are common.
+            let w = if rng.random_bool(0.1) {
+                0.0
+            } else {
+                0.2 + 0.05 * f64::from(rng.random_range(0..8u32))
+            };
+            table[a * c + b] = w;
+            table[b * c + a] = if rng.random_bool(0.2) && w > 0.0 {
+                f64::from_bits(w.to_bits() + 1)
+            } else {
+                w
+            };
+        }
+    }
+    let class_of: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes)).collect();
+    let mut with_classes = WeightMatrix::default();
+    with_classes.fill_from_classes(&class_of, |a, b| Some(table[a as usize * c + b as usize]));
+    let plain = matrix_from_fn(n, |u, v| with_classes.get(u, v));
+    (with_classes, plain)
+}
+
+#[test]
+fn twin_classes_change_nothing() {
+    // With classes recorded the solver skips scans it can prove redundant; the mates
+    // must be exactly those of the plain port, on graphs shaped like the simulator's.
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut solver = BlossomMatcher::new();
+    let mut skipped = 0;
+    for round in 0..300 {
+        let n = if round % 10 == 0 {
+            200
+        } else {
+            rng.random_range(2..=64)
+        };
+        let classes = rng.random_range(1..=12);
+        let (g, plain) = class_graph(&mut rng, n, classes);
+        assert_eq!(g.len(), plain.len());
+        let mates = solver.solve(&g);
+        assert_eq!(mates, max_weight_matching(&plain), "round {round}, n {n}");
+        assert_valid(&g, &mates);
+        skipped += solver.twin_scans_skipped();
+    }
+    assert!(
+        skipped > 1000,
+        "the twin shortcut was barely exercised ({skipped} scans)"
+    );
+}
+
+#[test]
+fn setting_an_entry_forgets_the_classes() {
+    // After `set`, twins may no longer be twins; the solver must not rely on them.
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..50 {
+        let (mut g, mut plain) = class_graph(&mut rng, 24, 3);
+        g.set(0, 1, 0.9);
+        g.set(1, 0, 0.9);
+        plain.set(0, 1, 0.9);
+        plain.set(1, 0, 0.9);
+        let mates = max_weight_matching(&g);
+        assert_eq!(mates, max_weight_matching(&plain));
+        assert_valid(&g, &mates);
+    }
+}
+
 // ----- edge cases ------------------------------------------------------------------------
 
 #[test]

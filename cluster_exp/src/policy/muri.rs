@@ -528,17 +528,14 @@ impl Muri {
                 class_weight[a * c + b] = self.edge_weight(jobs, &nodes[ra], &nodes[rb]);
             }
         }
+        let class_ids: Vec<u32> = class_of.iter().map(|&c| c as u32).collect();
         let mut w = std::mem::take(&mut self.weights);
-        w.reset(n);
         let mut any_edge = false;
-        for u in 0..n {
-            for v in (0..n).filter(|&v| v != u) {
-                if let Some(weight) = class_weight[class_of[u] * c + class_of[v]] {
-                    w.set(u, v, weight);
-                    any_edge = true;
-                }
-            }
-        }
+        w.fill_from_classes(&class_ids, |a, b| {
+            let weight = class_weight[a as usize * c + b as usize];
+            any_edge |= weight.is_some();
+            weight
+        });
         let mates = if any_edge {
             self.matcher.solve(&w)
         } else {

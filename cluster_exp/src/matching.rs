@@ -279,6 +279,8 @@ pub struct BlossomMatcher {
     twin_updates: Vec<(usize, f64)>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
     twin_skips: u64,
+    /// The reference's `w_max`, computed by [`Self::load`].
+    w_max: f64,
     /// Remaining steps of the outer loops (see [`BlossomMatcher::spend`]).
     budget: u64,
     aborted: bool,
@@ -336,19 +338,23 @@ impl BlossomMatcher {
         self.wv.resize(n1 * n1, 0.0);
         self.wt.clear();
         self.wt.resize(n1 * n1, 0.0);
-        let mut has_edge = false;
-        for u in 1..=n {
-            for v in 1..=n {
-                let w = if u == v {
-                    0.0
-                } else {
-                    sanitize(g.get(u - 1, v - 1))
-                };
-                has_edge |= w > 0.0;
-                self.wv[u * n1 + v] = w;
-                self.wt[v * n1 + u] = w;
+        // One pass: copy rows (sanitized, zero diagonal), transpose, and the reference's
+        // `w_max` (the largest entry of rows/columns `1..=n`, zeros included).
+        let mut w_max = f64::NEG_INFINITY;
+        for (u, row) in (1..=n).zip(g.w.chunks_exact(n.max(1))) {
+            let dst = &mut self.wv[u * n1 + 1..(u + 1) * n1];
+            for (v, (d, &w)) in (1..).zip(dst.iter_mut().zip(row)) {
+                *d = if u == v { 0.0 } else { sanitize(w) };
+                w_max = w_max.max(*d);
             }
         }
+        for u in 1..=n {
+            for v in 1..=n {
+                self.wt[v * n1 + u] = self.wv[u * n1 + v];
+            }
+        }
+        self.w_max = w_max;
+        let has_edge = w_max > 0.0;
         self.class.clear();
         self.class.extend_from_slice(&g.class);
         self.scanned.clear();
@@ -385,22 +391,11 @@ impl BlossomMatcher {
         for u in 0..=n {
             self.flower_from[u * (n + 1) + u] = u as u32;
         }
-        let w_max = self.max_weight();
+        let w_max = self.w_max;
         self.lab.clear();
         self.lab.resize(ids, w_max);
         self.budget = step_budget(n);
         self.aborted = false;
-    }
-
-    /// The reference's `w_max`: the largest entry of rows/columns `1..=n`, zeros included.
-    fn max_weight(&self) -> f64 {
-        let mut w_max = f64::NEG_INFINITY;
-        for u in 1..=self.n {
-            for v in 1..=self.n {
-                w_max = w_max.max(self.wv[u * (self.n + 1) + v]);
-            }
-        }
-        w_max
     }
 
     /// `mate[u]` for every vertex, keeping only mutual pairs (the reference reports a
@@ -1049,6 +1044,9 @@ impl BlossomMatcher {
             }
             if let Some(twin) = self.scanned_twin(u) {
                 if self.update_slack_from_twin(u, twin) {
+                    // Every id relabeled so far now holds this class's candidate (or a
+                    // better one), so the next twin need only redo later relabelings.
+                    self.scanned[self.class[u - 1] as usize].2 = self.relabeled.len() as u32;
                     self.twin_skips += 1;
                     continue;
                 }

@@ -115,12 +115,24 @@ impl WeightMatrix {
     ) {
         let n = class_of.len();
         self.reset(n);
-        for (u, &cu) in class_of.iter().enumerate() {
-            for (v, &cv) in class_of.iter().enumerate() {
-                if u != v {
-                    self.w[u * n + v] = weight(cu, cv).unwrap_or(0.0);
-                }
+        // Ask once per class pair, then fill rows by lookup.
+        let c = class_of.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut table = vec![0.0; c * c];
+        for (a, row) in table.chunks_exact_mut(c.max(1)).enumerate() {
+            for (b, w) in row.iter_mut().enumerate() {
+                *w = weight(a as u32, b as u32).unwrap_or(0.0);
             }
+        }
+        for ((u, &cu), row) in class_of
+            .iter()
+            .enumerate()
+            .zip(self.w.chunks_exact_mut(n.max(1)))
+        {
+            let weights = &table[cu as usize * c..(cu as usize + 1) * c];
+            for (w, &cv) in row.iter_mut().zip(class_of) {
+                *w = weights[cv as usize];
+            }
+            row[u] = 0.0;
         }
         self.class.extend_from_slice(class_of);
     }
@@ -334,10 +346,13 @@ impl BlossomMatcher {
         if self.bb.len() < nb * nb {
             self.bb.resize(nb * nb, EMPTY_EDGE);
         }
-        self.wv.clear();
+        // Rows and columns `1..=n` are written below; id 0's stay zero.
         self.wv.resize(n1 * n1, 0.0);
-        self.wt.clear();
         self.wt.resize(n1 * n1, 0.0);
+        for buf in [&mut self.wv, &mut self.wt] {
+            buf[..n1].fill(0.0);
+            buf.iter_mut().step_by(n1).for_each(|w| *w = 0.0);
+        }
         // One pass: copy rows (sanitized, zero diagonal), transpose, and the reference's
         // `w_max` (the largest entry of rows/columns `1..=n`, zeros included).
         let mut w_max = f64::NEG_INFINITY;
@@ -386,8 +401,12 @@ impl BlossomMatcher {
         self.label.resize(ids, UNLABELED);
         self.flower.resize_with(ids, Vec::new);
         self.flower.iter_mut().for_each(Vec::clear);
-        self.flower_from.clear();
-        self.flower_from.resize(ids * (n + 1), 0);
+        // Only the vertex rows need zeros: a blossom's row is written in full when the
+        // blossom is built (`inherit_flower_from`), before anything reads it.
+        if self.flower_from.len() < ids * (n + 1) {
+            self.flower_from.resize(ids * (n + 1), 0);
+        }
+        self.flower_from[..(n + 1) * (n + 1)].fill(0);
         for u in 0..=n {
             self.flower_from[u * (n + 1) + u] = u as u32;
         }
@@ -798,12 +817,12 @@ impl BlossomMatcher {
         // `best[x] == dist(edge[b][x])` once `edge[b][x].w > 0`, i.e. once this loop has
         // copied an entry there (the weights were just reset to 0); labels do not change
         // here, so the cached value is the one the reference recomputes.
+        // No need to clear: every entry is written before it is compared (see above).
         let mut best = std::mem::take(&mut self.dist_scratch);
-        best.clear();
-        best.resize(n_x + 1, 0.0);
+        best.resize(best.len().max(n_x + 1), 0.0);
         for &xs in &flower {
             self.merge_member_vertices(b, xs, &mut best[1..=n]);
-            for (x, best_x) in best.iter_mut().enumerate().skip(n + 1) {
+            for (x, best_x) in best[..=n_x].iter_mut().enumerate().skip(n + 1) {
                 // A freed id's entries are dead: nothing reads them before the id is
                 // handed out again, and rebuilding it rewrites its whole row and column.
                 if self.st[x] == 0 {

@@ -192,6 +192,17 @@ fn twin_classes_change_nothing() {
 }
 
 #[test]
+fn class_graphs_of_zero_and_one_vertex() {
+    let mut g = WeightMatrix::default();
+    g.fill_from_classes(&[], |_, _| Some(0.5));
+    assert!(g.is_empty());
+    assert_eq!(max_weight_matching(&g), Vec::<Option<usize>>::new());
+    g.fill_from_classes(&[3], |_, _| Some(0.5));
+    assert_eq!((g.len(), g.get(0, 0)), (1, 0.0));
+    assert_eq!(max_weight_matching(&g), vec![None]);
+}
+
+#[test]
 fn setting_an_entry_forgets_the_classes() {
     // After `set`, twins may no longer be twins; the solver must not rely on them.
     let mut rng = StdRng::seed_from_u64(5);

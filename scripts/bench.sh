@@ -30,7 +30,12 @@ if [ "$what" = all ]; then
       --schedule shortest,shortest-gpu,multi-resource-blossom-same-gpu,dlas-gpu,multi-resource-blossom-same-gpu-unaware > /dev/null
   done
   end=$(date +%s.%N)
-  printf 'total %.2f s\n' "$(echo "$end - $start" | bc)"
+  printf 'total %.2f s (one after another)\n' "$(echo "$end - $start" | bc)"
+  echo "## the same 40 runs as one sweep on every core, then the paper's whole evaluation"
+  out=$(mktemp -d)
+  "$MURI" sweep experiments/speed.toml --out "$out/speed" 2>&1 | tail -1
+  "$MURI" sweep experiments/all.toml --out "$out/all" 2>&1 | tail -1
+  rm -rf "$out"
   echo "## Muri-S on trace2 (5,755 jobs): time and peak memory"
   measure "$MURI" simulate --trace_file $SIM/trace2.csv --cluster_spec $N8G8 --schedule multi-resource-blossom-same-gpu
   echo "## matching (dense graphs)"

@@ -11,6 +11,7 @@
 //! - [`data`]: synthetic image / token shards on disk and the readers the real models'
 //!   data stage uses (positioned reads, decode, augmentation).
 //! - [`cartpole`]: CartPole-v1 dynamics for the RL workloads.
+//! - [`launch`]: the `mpirun` flags a group's ranks are started with on one machine.
 //! - `torch` (feature `torch`): real tch models (CNN, transformer LM, DQN) as
 //!   [`stage::JobWorkload`]s.
 
@@ -18,6 +19,7 @@ pub mod cartpole;
 pub mod collective;
 pub mod data;
 pub mod emulated;
+pub mod launch;
 pub mod rotation;
 pub mod stage;
 #[cfg(feature = "torch")]

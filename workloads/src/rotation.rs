@@ -256,6 +256,11 @@ mod tests {
     use crate::collective::Local;
     use crate::emulated::EmulatedJob;
 
+    /// The rotation on one local rank, with `stop` as the drain flag.
+    fn run_local(jobs: &[SlotJob], stop: &AtomicBool) -> anyhow::Result<Measurement> {
+        run(jobs, &Local { rank: 0, size: 1 }, &AtomicU64::new(0), stop)
+    }
+
     fn slot_job(slot: usize, iterations: u64, ms: [f64; 3]) -> SlotJob {
         SlotJob {
             slot,
@@ -267,13 +272,7 @@ mod tests {
     #[test]
     fn solo_job_runs_stages_in_sequence() {
         let jobs = [slot_job(0, 6, [4.0, 6.0, 2.0])];
-        let m = run(
-            &jobs,
-            &Local { rank: 0, size: 1 },
-            &AtomicU64::new(0),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let m = run_local(&jobs, &AtomicBool::new(false)).unwrap();
         let t = m.phase_iter_s[0];
         assert!((0.0115..0.02).contains(&t), "period {t}");
     }
@@ -285,13 +284,7 @@ mod tests {
             slot_job(0, 8, [10.0, 1.0, 0.0]),
             slot_job(2, 8, [0.5, 10.0, 0.0]),
         ];
-        let m = run(
-            &jobs,
-            &Local { rank: 0, size: 1 },
-            &AtomicU64::new(0),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let m = run_local(&jobs, &AtomicBool::new(false)).unwrap();
         let t = m.phase_iter_s[0];
         assert!(
             (0.010..0.0215).contains(&t),
@@ -322,13 +315,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(60));
                 stop.store(true, Ordering::Relaxed);
             });
-            run(
-                &jobs,
-                &Local { rank: 0, size: 1 },
-                &AtomicU64::new(0),
-                &stop,
-            )
-            .unwrap()
+            run_local(&jobs, &stop).unwrap()
         });
         assert!(m.stopped);
         for (job, &ran) in jobs.iter().zip(&m.iterations_run) {
@@ -344,13 +331,7 @@ mod tests {
     #[test]
     fn stop_before_start_runs_nothing() {
         let jobs = [slot_job(0, 5, [1.0, 1.0, 1.0])];
-        let m = run(
-            &jobs,
-            &Local { rank: 0, size: 1 },
-            &AtomicU64::new(0),
-            &AtomicBool::new(true),
-        )
-        .unwrap();
+        let m = run_local(&jobs, &AtomicBool::new(true)).unwrap();
         assert!(m.stopped);
         assert_eq!(m.iterations_run, vec![0]);
     }
@@ -358,12 +339,6 @@ mod tests {
     #[test]
     fn duplicate_slot_is_an_error() {
         let jobs = [slot_job(0, 1, [0.0; 3]), slot_job(0, 1, [0.0; 3])];
-        assert!(run(
-            &jobs,
-            &Local { rank: 0, size: 1 },
-            &AtomicU64::new(0),
-            &AtomicBool::new(false)
-        )
-        .is_err());
+        assert!(run_local(&jobs, &AtomicBool::new(false)).is_err());
     }
 }

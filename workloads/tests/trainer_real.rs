@@ -45,16 +45,7 @@ fn job_lines(text: &str) -> Vec<(u64, u64, String)> {
 fn two_ranks_stay_identical_after_every_allreduce() {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new("mpirun")
-        .args(["-n", "2", "--oversubscribe", "--bind-to", "none"])
-        .args([
-            "--mca",
-            "btl",
-            "self,tcp",
-            "--mca",
-            "btl_tcp_if_include",
-            "lo",
-        ])
-        .args(["--mca", "oob_tcp_if_include", "lo"])
+        .args(muri_workloads::launch::mpirun_local_args(2))
         .arg(env!("CARGO_BIN_EXE_muri-trainer"))
         .args(["--group-id", "1", "--workload", "real", "--check-sync"])
         .args(["--collective", "mpi", "--data-dir"])

@@ -275,28 +275,8 @@ fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
     args
 }
 
-/// `mpirun` flags for `ranks` processes on this machine, talking over loopback TCP only
-/// (also what `muri profile` uses for multi-GPU profiles).
-pub fn mpirun_local_args(ranks: u32) -> Vec<String> {
-    let mut args = vec!["-n".to_string(), ranks.to_string()];
-    for a in [
-        "--oversubscribe",
-        "--bind-to",
-        "none",
-        "--mca",
-        "btl",
-        "self,tcp",
-        "--mca",
-        "btl_tcp_if_include",
-        "lo",
-        "--mca",
-        "oob_tcp_if_include",
-        "lo",
-    ] {
-        args.push(a.to_string());
-    }
-    args
-}
+/// The loopback `mpirun` flags (shared with `muri profile` and the trainer's tests).
+pub use muri_workloads::launch::mpirun_local_args;
 
 fn mpirun_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Command {
     let mut cmd = Command::new("mpirun");

@@ -799,61 +799,46 @@ impl BlossomMatcher {
     /// Blossom `b`'s row/column of the edge table: for each member in flower order, copy
     /// the member's entry when `b`'s current weight is `<= 0` (`my_cmp(w, 0) == 0`) or
     /// the member's entry has strictly smaller slack; then inherit `flower_from`.
+    ///
+    /// For blossom ids the loops are swapped (ids outside, members inside): every id's
+    /// entry only depends on the members' entries for that id, and the best candidate
+    /// then stays in registers. Those ids inside `b` itself are skipped (see
+    /// [`Self::is_internal`]).
     fn build_blossom_edges(&mut self, b: usize) {
-        let (n, n1, n_x) = (self.n, self.n + 1, self.n_x);
+        let (n, n1) = (self.n, self.n + 1);
         let base = (b - n - 1) * n1;
+        let flower = std::mem::take(&mut self.flower[b]);
+        // Vertex columns member by member, as the reference does: each member's row is
+        // then one contiguous stream. `best[x] == dist(edge[b][x])` once `edge[b][x]`
+        // is live; labels do not change here, so it is the value the reference
+        // recomputes, and every entry is written before it is compared (the first
+        // member always copies, as `b`'s weights were just reset).
         for e in &mut self.brow[base + 1..base + n1] {
             e.reset();
         }
         for e in &mut self.bcol[base + 1..base + n1] {
             e.reset();
         }
-        for x in (n + 1..=n_x).filter(|&x| self.st[x] != 0) {
-            let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
-            self.bb[i].reset();
-            self.bb[j].reset();
-        }
-        let flower = std::mem::take(&mut self.flower[b]);
-        // `best[x] == dist(edge[b][x])` once `edge[b][x].w > 0`, i.e. once this loop has
-        // copied an entry there (the weights were just reset to 0); labels do not change
-        // here, so the cached value is the one the reference recomputes.
-        // No need to clear: every entry is written before it is compared (see above).
         let mut best = std::mem::take(&mut self.dist_scratch);
-        best.resize(best.len().max(n_x + 1), 0.0);
+        best.resize(best.len().max(n1), 0.0);
         for &xs in &flower {
             self.merge_member_vertices(b, xs, &mut best[1..=n]);
-            for (x, best_x) in best[..=n_x].iter_mut().enumerate().skip(n + 1) {
-                // A freed id's entries are dead: nothing reads them before the id is
-                // handed out again, and rebuilding it rewrites its whole row and column.
-                if self.st[x] == 0 {
-                    continue;
-                }
-                let bx = self.bb_idx(b, x);
-                let cur_live = self.bb[bx].is_live();
-                // `edge[xs][x]` and `edge[x][xs]` for a blossom `x`.
-                let cand = if xs > n {
-                    self.bb[self.bb_idx(xs, x)]
-                } else {
-                    self.bcol[(x - n - 1) * n1 + xs]
-                };
-                let dc = self.dist(cand);
-                if !cur_live || dc < *best_x {
-                    self.bb[bx] = cand;
-                    let back = if xs > n {
-                        self.bb[self.bb_idx(x, xs)]
-                    } else {
-                        self.brow[(x - n - 1) * n1 + xs]
-                    };
-                    let xb = self.bb_idx(x, b);
-                    self.bb[xb] = back;
-                    // For `x == b` the second copy overwrote `edge[b][b]` again.
-                    *best_x = if x == b { self.dist(self.bb[xb]) } else { dc };
-                }
-            }
         }
         self.dist_scratch = best;
-        self.inherit_flower_from(b, &flower, n);
+        self.merge_member_blossoms(b, &flower);
+        self.inherit_flower_from(b, &flower, self.n);
         self.flower[b] = flower;
+    }
+
+    /// Whether `x` lies inside the blossom `b` just built (`set_st(b, b)` marked them).
+    ///
+    /// Entries `edge[b][x]`, `edge[x][b]` for such `x` are never read for the solve: slack
+    /// scans and `set_slack` skip `st[u] == x`, `set_match` and `expand_blossom` read
+    /// entries between siblings or towards the tree outside, and the blossom's row is
+    /// rewritten when its id is handed out again.
+    #[inline]
+    fn is_internal(&self, b: usize, x: usize) -> bool {
+        self.st[x] == b
     }
 
     /// The vertex columns `x = 1..=n` of one member `xs` in [`Self::build_blossom_edges`]:
@@ -909,6 +894,41 @@ impl BlossomMatcher {
                     *best_x = dc;
                 }
             }
+        }
+    }
+
+    /// The blossom columns of [`Self::build_blossom_edges`], same rule as for vertices.
+    /// A freed id's entries are dead: nothing reads them before the id is handed out
+    /// again, and rebuilding it rewrites its whole row and column.
+    fn merge_member_blossoms(&mut self, b: usize, flower: &[usize]) {
+        let (n, n1) = (self.n, self.n + 1);
+        for x in n + 1..=self.n_x {
+            if self.st[x] == 0 || self.is_internal(b, x) {
+                continue;
+            }
+            let xb = (x - n - 1) * n1;
+            let (mut fwd, mut back, mut best) = (EMPTY_EDGE, EMPTY_EDGE, 0.0);
+            for (i, &xs) in flower.iter().enumerate() {
+                // `edge[xs][x]` and `edge[x][xs]` for the blossom `x`.
+                let cand = if xs > n {
+                    self.bb[self.bb_idx(xs, x)]
+                } else {
+                    self.bcol[xb + xs]
+                };
+                let dc = self.dist(cand);
+                if i == 0 || !fwd.is_live() || dc < best {
+                    fwd = cand;
+                    back = if xs > n {
+                        self.bb[self.bb_idx(x, xs)]
+                    } else {
+                        self.brow[xb + xs]
+                    };
+                    best = dc;
+                }
+            }
+            let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
+            self.bb[i] = fwd;
+            self.bb[j] = back;
         }
     }
 

@@ -170,45 +170,29 @@ impl WeightMatrix {
 
 /// One entry of the reference's `edge[x][y]` table: the end points `(u, v)` of the
 /// underlying vertex edge and its weight `w`. Blossom rows/columns hold *copies* of member
-/// entries, and the reference resets only `w` (not `u`, `v`) when it rebuilds a blossom,
-/// so the end points are kept. Its `dist` reads the *original* weight of `(u, v)`
-/// (`edge[e.u][e.v].w`), and an entry's `w` is always either that weight or 0 (reset), so
-/// one signed field holds both: `ws = w(u, v)` while live, `-w(u, v)` once reset. The
-/// original weight then travels with every copy, which spares a random access into the
-/// matrix in the hot loops, in 16 bytes per entry.
+/// entries. The reference's `dist` reads the *original* weight of `(u, v)`
+/// (`edge[e.u][e.v].w`); an entry's `w` only differs from it while the reference has reset
+/// it to 0 during a blossom build, and every such entry is overwritten by that build (its
+/// first member always copies; see [`BlossomMatcher::build_blossom_edges`]). So `w` is
+/// both, and travels with every copy, which spares a random access into the matrix in the
+/// hot loops.
 #[derive(Clone, Copy, Debug, Default)]
 struct Edge {
     u: u32,
     v: u32,
-    ws: f64,
+    w: f64,
 }
 
 impl Edge {
     /// The reference's `w` tested for `> 0` (an entry with `w <= 0` is "no edge").
     #[inline]
     fn is_live(self) -> bool {
-        self.ws > 0.0
-    }
-
-    /// The original weight of `(u, v)`.
-    #[inline]
-    fn original_weight(self) -> f64 {
-        self.ws.abs()
-    }
-
-    /// The reference's `edge[x][y].w = 0`.
-    #[inline]
-    fn reset(&mut self) {
-        self.ws = -self.ws.abs();
+        self.w > 0.0
     }
 }
 
 /// The `{u: 0, v: 0, w: 0}` entry the reference appends when it grows the table.
-const EMPTY_EDGE: Edge = Edge {
-    u: 0,
-    v: 0,
-    ws: 0.0,
-};
+const EMPTY_EDGE: Edge = Edge { u: 0, v: 0, w: 0.0 };
 
 /// Labels of the reference's `S` array: -1 unlabeled, 0 outer ("S"), 1 inner ("T").
 const UNLABELED: i8 = -1;
@@ -289,6 +273,16 @@ pub struct BlossomMatcher {
     members: Vec<usize>,
     /// Scratch of [`Self::update_slack_from_twin`]: the slack updates to apply.
     twin_updates: Vec<(usize, f64)>,
+    /// Bit `u`: vertex `u` became outer during this phase (see [`Self::enqueue`]).
+    outer_bits: Vec<u64>,
+    /// Bit `u` cleared: `u` is a free twin that an earlier free twin stands for in
+    /// [`Self::set_slack`] (see [`Self::mark_stand_ins`]).
+    stand_in_bits: Vec<u64>,
+    /// For a free vertex, the next free twin whose bit is cleared, 0 if none.
+    next_free_twin: Vec<u32>,
+    /// Scratch of [`Self::mark_stand_ins`] and [`Self::slack_candidates`].
+    class_chain: Vec<(u32, u32)>,
+    candidate_scratch: Vec<u64>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
     twin_skips: u64,
     /// The reference's `w_max`, computed by [`Self::load`].
@@ -502,7 +496,7 @@ impl BlossomMatcher {
         Edge {
             u: u as u32,
             v: v as u32,
-            ws: w,
+            w,
         }
     }
 
@@ -510,7 +504,7 @@ impl BlossomMatcher {
     /// end points (the reference's `dist` reads `edge[e.u][e.v].w`, not `e.w`).
     #[inline]
     fn dist(&self, e: Edge) -> f64 {
-        self.lab[e.u as usize] + self.lab[e.v as usize] - e.original_weight() * 2.0
+        self.lab[e.u as usize] + self.lab[e.v as usize] - e.w * 2.0
     }
 
     fn ff(&self, b: usize, x: usize) -> usize {
@@ -540,46 +534,122 @@ impl BlossomMatcher {
     }
 
     /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
-    /// The best candidate is kept in locals and stored once; the column `edge[·][x]` is
-    /// read from the transposed vertex block or the blossom's column, both contiguous.
+    ///
+    /// Only the vertices in [`Self::slack_candidates`] are visited, in ascending order:
+    /// the outer ones, less the free twins that an earlier free twin stands for. Every
+    /// skipped vertex's slack equals, bit for bit, that of a twin visited before it, so
+    /// the reference's strict `<` would not have taken it either. The best candidate is
+    /// kept in locals and stored once.
     fn set_slack(&mut self, x: usize) {
-        let (n, n1) = (self.n, self.n + 1);
-        let (st, label, lab) = (&self.st[1..n1], &self.label[..], &self.lab[..]);
-        let (mut best_u, mut best_d) = (0, 0.0);
-        if x <= n {
-            // Column `x` of the vertex block: entries `(u, x, w)`.
-            let lab_x = lab[x];
-            let col = &self.wt[x * n1 + 1..(x + 1) * n1];
-            for (u, ((&su, &w), &lab_u)) in (1..).zip(st.iter().zip(col).zip(&lab[1..n1])) {
-                if su == x || label[su] != OUTER {
-                    continue;
-                }
-                if w > 0.0 {
-                    let du = lab_u + lab_x - w * 2.0;
-                    if best_u == 0 || du < best_d {
-                        (best_u, best_d) = (u, du);
-                    }
-                }
-            }
-        } else {
-            let base = (x - n - 1) * n1;
-            let col = &self.bcol[base + 1..base + n1];
-            for (u, (&su, &e)) in (1..).zip(st.iter().zip(col)) {
-                if su == x || label[su] != OUTER {
-                    continue;
-                }
-                if e.is_live() {
-                    let du = self.dist(e);
-                    if best_u == 0 || du < best_d {
-                        (best_u, best_d) = (u, du);
-                    }
-                }
-            }
-        }
+        let (best_u, best_d) = self.best_slack_edge(x);
+        debug_assert_eq!(
+            (best_u, best_d.to_bits()),
+            {
+                let (u, d) = self.best_slack_edge_full(x);
+                (u, d.to_bits())
+            },
+            "set_slack({x}): the twin shortcut changed the result"
+        );
         self.slack[x] = best_u;
         if best_u != 0 {
             self.slack_dist[x] = best_d;
         }
+    }
+
+    /// The reference's `set_slack` choice for `x`: the first outer vertex `u` (ascending)
+    /// outside `x` with a live edge `(u, x)` of least slack, as `(u, slack)`, `u == 0`
+    /// if none.
+    fn best_slack_edge(&mut self, x: usize) -> (usize, f64) {
+        let mut words = std::mem::take(&mut self.candidate_scratch);
+        self.slack_candidates(x, &mut words);
+        let (n, n1) = (self.n, self.n + 1);
+        let (st, label, lab) = (&self.st[..], &self.label[..], &self.lab[..]);
+        let (mut best_u, mut best_d) = (0, 0.0);
+        let visit = |u: usize, du: f64, best_u: &mut usize, best_d: &mut f64| {
+            if *best_u == 0 || du < *best_d {
+                (*best_u, *best_d) = (u, du);
+            }
+        };
+        for (i, &word) in words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let u = i * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let su = st[u];
+                if su == x || label[su] != OUTER {
+                    continue;
+                }
+                if x <= n {
+                    // Column `x` of the vertex block: entries `(u, x, w)`.
+                    let w = self.wt[x * n1 + u];
+                    if w > 0.0 {
+                        visit(u, lab[u] + lab[x] - w * 2.0, &mut best_u, &mut best_d);
+                    }
+                } else {
+                    let e = self.bcol[(x - n - 1) * n1 + u];
+                    if e.is_live() {
+                        visit(u, self.dist(e), &mut best_u, &mut best_d);
+                    }
+                }
+            }
+        }
+        self.candidate_scratch = words;
+        (best_u, best_d)
+    }
+
+    /// The vertices [`Self::best_slack_edge`] visits for `x`, as bits: the outer ones
+    /// except free twins behind their class's first free vertex; when that first one lies
+    /// inside `x` (a free `x` contains its free base), the next twin outside `x` stands
+    /// for the class instead.
+    fn slack_candidates(&self, x: usize, words: &mut Vec<u64>) {
+        words.clear();
+        words.extend(
+            self.outer_bits
+                .iter()
+                .zip(&self.stand_in_bits)
+                .map(|(&o, &s)| o & s),
+        );
+        if self.class.is_empty() || self.mate[x] != 0 {
+            return;
+        }
+        let mut f = x;
+        while f > self.n {
+            match self.flower[f].first() {
+                Some(&base) => f = base,
+                None => return,
+            }
+        }
+        let mut twin = self.next_free_twin[f] as usize;
+        while twin != 0 && self.st[twin] == x {
+            twin = self.next_free_twin[twin] as usize;
+        }
+        if twin != 0 && self.stand_in_bits[twin / 64] & (1 << (twin % 64)) == 0 {
+            words[twin / 64] |= 1 << (twin % 64);
+        }
+    }
+
+    /// The plain `set_slack` loop over every vertex; checks the shortcut in debug builds.
+    fn best_slack_edge_full(&self, x: usize) -> (usize, f64) {
+        let (n, n1) = (self.n, self.n + 1);
+        let (st, label, lab) = (&self.st[1..n1], &self.label[..], &self.lab[..]);
+        let (mut best_u, mut best_d) = (0, 0.0);
+        for (u, &su) in (1..).zip(st) {
+            if su == x || label[su] != OUTER {
+                continue;
+            }
+            let candidate = if x <= n {
+                let w = self.wt[x * n1 + u];
+                (w > 0.0).then(|| lab[u] + lab[x] - w * 2.0)
+            } else {
+                let e = self.bcol[(x - n - 1) * n1 + u];
+                e.is_live().then(|| self.dist(e))
+            };
+            let Some(du) = candidate else { continue };
+            if best_u == 0 || du < best_d {
+                (best_u, best_d) = (u, du);
+            }
+        }
+        (best_u, best_d)
     }
 
     /// `q_push`: append the vertices of `x` to the BFS queue, breadth-first over nested
@@ -587,7 +657,7 @@ impl BlossomMatcher {
     /// change which of several equal-weight matchings is returned).
     fn q_push(&mut self, x: usize) {
         if x <= self.n {
-            self.q.push(x);
+            self.enqueue(x);
             return;
         }
         let limit = self.walk_limit();
@@ -602,12 +672,20 @@ impl BlossomMatcher {
                 break;
             }
             if y <= self.n {
-                self.q.push(y);
+                self.enqueue(y);
             } else {
                 fifo.extend(self.flower[y].iter().copied());
             }
         }
         self.push_fifo = fifo;
+    }
+
+    /// Queues the vertex `u`, which just became outer, and marks it in
+    /// [`Self::outer_bits`]: within a phase a vertex becomes outer only by being queued
+    /// here and stays outer (new blossoms are outer; only inner ones are expanded).
+    fn enqueue(&mut self, u: usize) {
+        self.q.push(u);
+        self.outer_bits[u / 64] |= 1 << (u % 64);
     }
 
     /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
@@ -806,23 +884,19 @@ impl BlossomMatcher {
     /// [`Self::is_internal`]).
     fn build_blossom_edges(&mut self, b: usize) {
         let (n, n1) = (self.n, self.n + 1);
-        let base = (b - n - 1) * n1;
         let flower = std::mem::take(&mut self.flower[b]);
         // Vertex columns member by member, as the reference does: each member's row is
-        // then one contiguous stream. `best[x] == dist(edge[b][x])` once `edge[b][x]`
-        // is live; labels do not change here, so it is the value the reference
-        // recomputes, and every entry is written before it is compared (the first
-        // member always copies, as `b`'s weights were just reset).
-        for e in &mut self.brow[base + 1..base + n1] {
-            e.reset();
-        }
-        for e in &mut self.bcol[base + 1..base + n1] {
-            e.reset();
-        }
+        // then one contiguous stream. The reference first resets `b`'s weights, so its
+        // first member always copies; later ones copy when `b`'s entry is not live or
+        // theirs has strictly smaller slack. `best[x] == dist(edge[b][x])`: labels do
+        // not change here, so it is the value the reference recomputes.
         let mut best = std::mem::take(&mut self.dist_scratch);
         best.resize(best.len().max(n1), 0.0);
-        for &xs in &flower {
-            self.merge_member_vertices(b, xs, &mut best[1..=n]);
+        if let Some((&first, rest)) = flower.split_first() {
+            self.merge_member_vertices::<true>(b, first, &mut best[1..=n]);
+            for &xs in rest {
+                self.merge_member_vertices::<false>(b, xs, &mut best[1..=n]);
+            }
         }
         self.dist_scratch = best;
         self.merge_member_blossoms(b, &flower);
@@ -843,7 +917,7 @@ impl BlossomMatcher {
 
     /// The vertex columns `x = 1..=n` of one member `xs` in [`Self::build_blossom_edges`]:
     /// `best[x - 1]` is the cached slack of `edge[b][x]`.
-    fn merge_member_vertices(&mut self, b: usize, xs: usize, best: &mut [f64]) {
+    fn merge_member_vertices<const FIRST: bool>(&mut self, b: usize, xs: usize, best: &mut [f64]) {
         let (n, n1) = (self.n, self.n + 1);
         let base = (b - n - 1) * n1;
         let lab = &self.lab[..];
@@ -863,16 +937,16 @@ impl BlossomMatcher {
             {
                 let x = i + 1;
                 let dc = lab_xs + lab[x] - w * 2.0;
-                if !rb.is_live() || dc < *best_x {
+                if FIRST || !rb.is_live() || dc < *best_x {
                     *rb = Edge {
                         u: xs as u32,
                         v: x as u32,
-                        ws: w,
+                        w,
                     };
                     *cb = Edge {
                         u: x as u32,
                         v: xs as u32,
-                        ws: wc,
+                        w: wc,
                     };
                     *best_x = dc;
                 }
@@ -887,8 +961,8 @@ impl BlossomMatcher {
                 .zip(best.iter_mut())
                 .zip(row.iter().zip(col))
             {
-                let dc = lab[cand.u as usize] + lab[cand.v as usize] - cand.original_weight() * 2.0;
-                if !rb.is_live() || dc < *best_x {
+                let dc = lab[cand.u as usize] + lab[cand.v as usize] - cand.w * 2.0;
+                if FIRST || !rb.is_live() || dc < *best_x {
                     *rb = cand;
                     *cb = cand_col;
                     *best_x = dc;
@@ -1061,6 +1135,9 @@ impl BlossomMatcher {
         self.label[..=n_x].fill(UNLABELED);
         self.slack[..=n_x].fill(0);
         self.clear_queue();
+        self.outer_bits.clear();
+        self.outer_bits.resize(self.n / 64 + 1, 0);
+        self.mark_stand_ins();
         for x in 1..=n_x {
             if self.st[x] == x && self.mate[x] == 0 {
                 self.pa[x] = 0;
@@ -1068,6 +1145,36 @@ impl BlossomMatcher {
                 self.q_push(x);
             }
         }
+    }
+
+    /// Fills [`Self::stand_in_bits`] and [`Self::next_free_twin`] for this phase. The free
+    /// vertices do not change within a phase, and all of them share each dual step, so a
+    /// free vertex whose label equals (bit for bit) that of its class's first free
+    /// vertex has, towards any `x` outside both, the same slack: it need not be visited.
+    fn mark_stand_ins(&mut self) {
+        let n = self.n;
+        self.stand_in_bits.clear();
+        self.stand_in_bits.resize(n / 64 + 1, !0);
+        self.next_free_twin.clear();
+        self.next_free_twin.resize(n + 1, 0);
+        if self.class.is_empty() {
+            return;
+        }
+        // Per class: (first free vertex, last one chained behind it).
+        let mut chain = std::mem::take(&mut self.class_chain);
+        chain.clear();
+        chain.resize(self.scanned.len(), (0, 0));
+        for u in (1..=n).filter(|&u| self.mate[u] == 0) {
+            let (first, last) = &mut chain[self.class[u - 1] as usize];
+            if *first == 0 {
+                (*first, *last) = (u as u32, u as u32);
+            } else if self.lab[*first as usize].to_bits() == self.lab[u].to_bits() {
+                self.next_free_twin[*last as usize] = u as u32;
+                *last = u as u32;
+                self.stand_in_bits[u / 64] &= !(1 << (u % 64));
+            }
+        }
+        self.class_chain = chain;
     }
 
     /// BFS over tight edges from queued outer vertices; true when an augmentation happened.

@@ -70,29 +70,33 @@ fn py_min(a: f64, b: f64) -> f64 {
     }
 }
 
-/// Dense weight matrix over vertices 0..n; `w(u,v) == 0.0` means "no edge".
+/// Weight matrix over vertices 0..n; `w(u,v) == 0.0` means "no edge".
 ///
-/// Entries are stored for *ordered* pairs: the reference reads `w(u,v)` and `w(v,u)`
+/// Entries are kept for *ordered* pairs: the reference reads `w(u,v)` and `w(v,u)`
 /// separately, and the simulator's weights can differ between them in the last bit, so
-/// the matrix is deliberately not reduced to a triangle.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// the matrix is deliberately not reduced to a triangle. It is stored either densely
+/// (built entry by entry with [`Self::set`]) or as a class table (built by
+/// [`Self::fill_from_classes`]), which the solver expands itself.
+#[derive(Clone, Debug, Default)]
 pub struct WeightMatrix {
     n: usize,
+    /// Dense entries, row by row; empty while the matrix is a class table.
     w: Vec<f64>,
     /// `class[u]` when the matrix was built by [`Self::fill_from_classes`]: vertices of one
     /// class are *twins* (equal rows and columns outside their own pair), which lets the
     /// solver skip provably redundant scans. Empty when entries were set one by one.
     class: Vec<u32>,
+    /// `table[a * classes + b]`: the weight between classes `a` and `b` (0 = no edge).
+    table: Vec<f64>,
+    classes: usize,
 }
 
 impl WeightMatrix {
     /// An `n × n` matrix with every entry zero (no edges).
     pub fn new(n: usize) -> Self {
-        Self {
-            n,
-            w: vec![0.0; n * n],
-            class: Vec::new(),
-        }
+        let mut g = Self::default();
+        g.reset(n);
+        g
     }
 
     /// Makes this an `n × n` matrix with every entry zero, reusing the allocation.
@@ -101,10 +105,13 @@ impl WeightMatrix {
         self.w.clear();
         self.w.resize(n * n, 0.0);
         self.class.clear();
+        self.table.clear();
+        self.classes = 0;
     }
 
     /// Makes this the `n × n` matrix with `w(u, v) = weight(class_of[u], class_of[v])` for
     /// `u != v` (`None` = no edge) and zeros on the diagonal, reusing the allocation.
+    /// `weight` is asked once per class pair.
     ///
     /// Remembering the classes lets [`BlossomMatcher`] recognise twin vertices, for which
     /// it can skip scans whose outcome is already known; results are identical either way.
@@ -113,27 +120,17 @@ impl WeightMatrix {
         class_of: &[u32],
         mut weight: impl FnMut(u32, u32) -> Option<f64>,
     ) {
-        let n = class_of.len();
-        self.reset(n);
-        // Ask once per class pair, then fill rows by lookup.
+        self.n = class_of.len();
+        self.w.clear();
         let c = class_of.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut table = vec![0.0; c * c];
-        for (a, row) in table.chunks_exact_mut(c.max(1)).enumerate() {
-            for (b, w) in row.iter_mut().enumerate() {
-                *w = weight(a as u32, b as u32).unwrap_or(0.0);
+        self.classes = c;
+        self.table.clear();
+        for a in 0..c as u32 {
+            for b in 0..c as u32 {
+                self.table.push(weight(a, b).unwrap_or(0.0));
             }
         }
-        for ((u, &cu), row) in class_of
-            .iter()
-            .enumerate()
-            .zip(self.w.chunks_exact_mut(n.max(1)))
-        {
-            let weights = &table[cu as usize * c..(cu as usize + 1) * c];
-            for (w, &cv) in row.iter_mut().zip(class_of) {
-                *w = weights[cv as usize];
-            }
-            row[u] = 0.0;
-        }
+        self.class.clear();
         self.class.extend_from_slice(class_of);
     }
 
@@ -153,9 +150,15 @@ impl WeightMatrix {
     /// If `u` or `v` is not below [`len`](Self::len).
     pub fn set(&mut self, u: usize, v: usize, w: f64) {
         assert!(u < self.n && v < self.n, "vertex out of range");
+        if self.is_class_table() {
+            // A single entry may break the twin property: expand and forget the classes.
+            let n = self.n;
+            self.w = (0..n * n).map(|i| self.get(i / n, i % n)).collect();
+            self.class.clear();
+            self.table.clear();
+            self.classes = 0;
+        }
         self.w[u * self.n + v] = w;
-        // A single entry may break the twin property; forget the classes.
-        self.class.clear();
     }
 
     /// Weight of the ordered pair `(u, v)`.
@@ -164,7 +167,18 @@ impl WeightMatrix {
     /// If `u` or `v` is not below [`len`](Self::len).
     pub fn get(&self, u: usize, v: usize) -> f64 {
         assert!(u < self.n && v < self.n, "vertex out of range");
-        self.w[u * self.n + v]
+        if !self.is_class_table() {
+            self.w[u * self.n + v]
+        } else if u == v {
+            0.0
+        } else {
+            let (cu, cv) = (self.class[u] as usize, self.class[v] as usize);
+            self.table[cu * self.classes + cv]
+        }
+    }
+
+    fn is_class_table(&self) -> bool {
+        !self.class.is_empty()
     }
 }
 
@@ -223,7 +237,9 @@ pub struct BlossomMatcher {
     brow: Vec<Edge>,
     bcol: Vec<Edge>,
     bb: Vec<Edge>,
-    /// `flower_from[b * (n + 1) + x]`: only vertex columns are ever read or written.
+    /// `flower_from[(b - n - 1) * (n + 1) + x]` for a blossom `b`: only vertex columns
+    /// are ever read or written, and a vertex's row is only `flower_from[u][u] = u`
+    /// (never changed), so it is not stored (see [`Self::inherit_flower_from`]).
     flower_from: Vec<u32>,
     lab: Vec<f64>,
     mate: Vec<usize>,
@@ -280,6 +296,8 @@ pub struct BlossomMatcher {
     stand_in_bits: Vec<u64>,
     /// For a free vertex, the next free twin whose bit is cleared, 0 if none.
     next_free_twin: Vec<u32>,
+    /// Scratch of [`Self::expand_class_table`]: the sanitized table and its transpose.
+    table_scratch: Vec<f64>,
     /// Scratch of [`Self::mark_stand_ins`] and [`Self::slack_candidates`].
     class_chain: Vec<(u32, u32)>,
     candidate_scratch: Vec<u64>,
@@ -347,22 +365,12 @@ impl BlossomMatcher {
             buf[..n1].fill(0.0);
             buf.iter_mut().step_by(n1).for_each(|w| *w = 0.0);
         }
-        // One pass: copy rows (sanitized, zero diagonal), transpose, and the reference's
-        // `w_max` (the largest entry of rows/columns `1..=n`, zeros included).
-        let mut w_max = f64::NEG_INFINITY;
-        for (u, row) in (1..=n).zip(g.w.chunks_exact(n.max(1))) {
-            let dst = &mut self.wv[u * n1 + 1..(u + 1) * n1];
-            for (v, (d, &w)) in (1..).zip(dst.iter_mut().zip(row)) {
-                *d = if u == v { 0.0 } else { sanitize(w) };
-                w_max = w_max.max(*d);
-            }
-        }
-        for u in 1..=n {
-            for v in 1..=n {
-                self.wt[v * n1 + u] = self.wv[u * n1 + v];
-            }
-        }
-        self.w_max = w_max;
+        self.w_max = if g.is_class_table() {
+            self.expand_class_table(g)
+        } else {
+            self.copy_dense(g)
+        };
+        let w_max = self.w_max;
         let has_edge = w_max > 0.0;
         self.class.clear();
         self.class.extend_from_slice(&g.class);
@@ -378,8 +386,86 @@ impl BlossomMatcher {
         has_edge
     }
 
+    /// Copies a dense `g` into rows/columns `1..=n` (sanitized, zero diagonal) and its
+    /// transpose; returns the reference's `w_max`, the largest entry of those rows,
+    /// zeros included.
+    fn copy_dense(&mut self, g: &WeightMatrix) -> f64 {
+        let (n, n1) = (self.n, self.n + 1);
+        let mut w_max = f64::NEG_INFINITY;
+        for (u, row) in (1..=n).zip(g.w.chunks_exact(n.max(1))) {
+            let dst = &mut self.wv[u * n1 + 1..(u + 1) * n1];
+            for (v, (d, &w)) in (1..).zip(dst.iter_mut().zip(row)) {
+                *d = if u == v { 0.0 } else { sanitize(w) };
+                w_max = w_max.max(*d);
+            }
+        }
+        for u in 1..=n {
+            for v in 1..=n {
+                self.wt[v * n1 + u] = self.wv[u * n1 + v];
+            }
+        }
+        w_max
+    }
+
+    /// [`Self::copy_dense`] for a class table: both the rows and the transposed rows are
+    /// gathered from the (sanitized) table, so no strided transpose is needed, and
+    /// `w_max` is the largest table entry some vertex pair uses.
+    fn expand_class_table(&mut self, g: &WeightMatrix) -> f64 {
+        let (n, n1, c) = (self.n, self.n + 1, g.classes);
+        let mut table = std::mem::take(&mut self.table_scratch);
+        table.clear();
+        table.extend(g.table.iter().map(|&w| sanitize(w)));
+        // The transposed table follows the original, so `wt` rows are gathers too.
+        for a in 0..c {
+            for b in 0..c {
+                table.push(table[b * c + a]);
+            }
+        }
+        let (forward, backward) = table.split_at(c * c);
+        for (u, &cu) in (1..).zip(&g.class) {
+            let cu = cu as usize;
+            let (wv_row, wt_row) = (
+                &mut self.wv[u * n1 + 1..(u + 1) * n1],
+                &mut self.wt[u * n1 + 1..(u + 1) * n1],
+            );
+            let (fw, bw) = (
+                &forward[cu * c..(cu + 1) * c],
+                &backward[cu * c..(cu + 1) * c],
+            );
+            for ((dv, dt), &cv) in wv_row.iter_mut().zip(wt_row.iter_mut()).zip(&g.class) {
+                *dv = fw[cv as usize];
+                *dt = bw[cv as usize];
+            }
+            wv_row[u - 1] = 0.0;
+            wt_row[u - 1] = 0.0;
+        }
+        // Zeros count (the diagonal), then every class pair with at least one vertex pair.
+        let mut members = std::mem::take(&mut self.members);
+        members.clear();
+        members.resize(c, 0);
+        for &cu in &g.class {
+            members[cu as usize] += 1;
+        }
+        let mut w_max = if n > 0 { 0.0 } else { f64::NEG_INFINITY };
+        for a in 0..c {
+            for b in 0..c {
+                let pairs = if a == b {
+                    members[a] >= 2
+                } else {
+                    members[a] > 0 && members[b] > 0
+                };
+                if pairs {
+                    w_max = f64::max(w_max, forward[a * c + b]);
+                }
+            }
+        }
+        self.members = members;
+        self.table_scratch = table;
+        w_max
+    }
+
     /// The `edge_cnt > 0` branch of the reference's driver: fresh ids, empty flowers,
-    /// `flower_from[u][u] = u`, every label at the largest weight.
+    /// every label at the largest weight (`flower_from[u][u] = u` is implicit).
     fn init_duals(&mut self) {
         let (n, ids) = (self.n, self.stride);
         self.pa.clear();
@@ -395,14 +481,11 @@ impl BlossomMatcher {
         self.label.resize(ids, UNLABELED);
         self.flower.resize_with(ids, Vec::new);
         self.flower.iter_mut().for_each(Vec::clear);
-        // Only the vertex rows need zeros: a blossom's row is written in full when the
-        // blossom is built (`inherit_flower_from`), before anything reads it.
-        if self.flower_from.len() < ids * (n + 1) {
-            self.flower_from.resize(ids * (n + 1), 0);
-        }
-        self.flower_from[..(n + 1) * (n + 1)].fill(0);
-        for u in 0..=n {
-            self.flower_from[u * (n + 1) + u] = u as u32;
+        // A blossom's row is written in full when the blossom is built
+        // (`inherit_flower_from`), before anything reads it.
+        let blossom_rows = (ids - n - 1) * (n + 1);
+        if self.flower_from.len() < blossom_rows {
+            self.flower_from.resize(blossom_rows, 0);
         }
         let w_max = self.w_max;
         self.lab.clear();
@@ -507,8 +590,10 @@ impl BlossomMatcher {
         self.lab[e.u as usize] + self.lab[e.v as usize] - e.w * 2.0
     }
 
+    /// `flower_from[b][x]` for a blossom `b`.
     fn ff(&self, b: usize, x: usize) -> usize {
-        self.flower_from[b * (self.n + 1) + x] as usize
+        debug_assert!(b > self.n, "vertex rows are not stored");
+        self.flower_from[(b - self.n - 1) * (self.n + 1) + x] as usize
     }
 
     // ----- the reference's primitives ---------------------------------------------------
@@ -827,7 +912,7 @@ impl BlossomMatcher {
             *self.e_mut(b, x) = EMPTY_EDGE;
             *self.e_mut(x, b) = EMPTY_EDGE;
         }
-        let row = b * (self.n + 1);
+        let row = (b - self.n - 1) * (self.n + 1);
         self.flower_from[row..row + self.n + 1].fill(0);
         self.flower[b].clear();
         self.flower[b].push(lca);
@@ -1014,12 +1099,19 @@ impl BlossomMatcher {
         row_b.clear();
         row_b.resize(n1, 0);
         for &xs in flower {
-            let row_xs = &self.flower_from[xs * n1..(xs + 1) * n1];
+            if xs <= n {
+                // A vertex's row: `flower_from[xs][xs] = xs`, zeros elsewhere.
+                row_b[xs] = xs as u32;
+                continue;
+            }
+            let base = (xs - n - 1) * n1;
+            let row_xs = &self.flower_from[base..base + n1];
             for (dst, &src) in row_b[1..].iter_mut().zip(&row_xs[1..]) {
                 *dst = if src != 0 { xs as u32 } else { *dst };
             }
         }
-        self.flower_from[b * n1 + 1..(b + 1) * n1].copy_from_slice(&row_b[1..]);
+        let base = (b - n - 1) * n1;
+        self.flower_from[base + 1..base + n1].copy_from_slice(&row_b[1..]);
         self.ff_scratch = row_b;
     }
 

@@ -248,9 +248,10 @@ pub struct BlossomMatcher {
     slack: Vec<usize>,
     /// `slack_dist[x] == dist(edge[slack[x]][x])` whenever `slack[x] != 0`. A slack
     /// distance only depends on vertex labels (edge end points are vertices) and on the
-    /// entry `edge[slack[x]][x]`; the cache is refreshed after every dual step and the
-    /// entry only changes for a new blossom, whose slack is then recomputed. So the
-    /// cached value is the very f64 the reference would recompute.
+    /// entry `edge[slack[x]][x]`; the cache is refreshed after every dual step (by
+    /// [`Self::scan_slack_edges`]) and the entry only changes for a new blossom, whose
+    /// slack is then recomputed. So the cached value is the very f64 the reference would
+    /// recompute.
     slack_dist: Vec<f64>,
     label: Vec<i8>,
     /// Scratch of [`Self::scan_until_tight`]: slack of the scanned vertex's blossom edges.
@@ -598,24 +599,20 @@ impl BlossomMatcher {
 
     // ----- the reference's primitives ---------------------------------------------------
 
-    /// Recomputes [`Self::slack_dist`] after the vertex labels changed.
-    fn refresh_slack_dists(&mut self) {
+    /// Recomputes `slack_dist[x]` from the current labels (see [`Self::slack_dist`]).
+    #[inline]
+    fn refresh_slack_dist(&mut self, x: usize) {
+        let (n, sx) = (self.n, self.slack[x]);
+        if sx == 0 {
+            return;
+        }
         // Slack vertices are always vertices (set by `set_slack` or the BFS scan).
-        let (n, n1) = (self.n, self.n + 1);
-        let lab = &self.lab[..];
-        for x in 1..=n {
-            let sx = self.slack[x];
-            if sx != 0 {
-                debug_assert!(sx <= n);
-                self.slack_dist[x] = lab[sx] + lab[x] - self.wv[sx * n1 + x] * 2.0;
-            }
-        }
-        for x in n + 1..=self.n_x {
-            let sx = self.slack[x];
-            if sx != 0 {
-                self.slack_dist[x] = self.dist(self.e(sx, x));
-            }
-        }
+        debug_assert!(sx <= n);
+        self.slack_dist[x] = if x <= n {
+            self.lab[sx] + self.lab[x] - self.wv[sx * (n + 1) + x] * 2.0
+        } else {
+            self.dist(self.e(sx, x))
+        };
     }
 
     /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
@@ -1547,15 +1544,23 @@ impl BlossomMatcher {
                 }
             }
         }
-        self.refresh_slack_dists();
+        // `slack_dist` is now stale; `scan_slack_edges`, which always runs next,
+        // refreshes each id as it reaches it.
         true
     }
 
     /// After a dual step: every top-level id whose slack edge became tight is handled
     /// by [`Self::on_found_edge`]. The bound `n_x` is fixed when the loop starts.
+    ///
+    /// The dual step left [`Self::slack_dist`] stale; each id is refreshed just before
+    /// it is tested, which gives the value a refresh right after the step would: labels
+    /// do not change in this loop, and an id whose slack changes meanwhile gets either
+    /// no slack or a fresh one (`set_slack` of a new blossom) from the same labels. If
+    /// an augmentation ends the loop early, the next phase resets every slack.
     fn scan_slack_edges(&mut self) -> bool {
         let n_x = self.n_x;
         for x in 1..=n_x {
+            self.refresh_slack_dist(x);
             let sx = self.slack[x];
             if self.st[x] == x
                 && sx != 0

@@ -1456,18 +1456,20 @@ impl BlossomMatcher {
         }
         self.fill_blossom_dists(u);
         let n1 = self.n + 1;
-        // Plain slices, so that the loop keeps them in registers.
-        let (st, lab, label) = (&self.st[..], &self.lab[..], &self.label[..]);
-        let (slack, slack_dist) = (&mut self.slack[..], &mut self.slack_dist[..]);
-        let blossom_dist = &self.blossom_dist[..];
+        // Plain slices, so that the loop keeps them in registers; the vertex part of
+        // each array is `[..n1]` long, so indexing it with `v < n1` needs no checks.
+        let (st, lab, label) = (&self.st[..n1], &self.lab[..n1], &self.label[..]);
+        let (slack_v, slack_b) = self.slack.split_at_mut(n1);
+        let (dist_v, dist_b) = self.slack_dist.split_at_mut(n1);
+        let blossom_dist = &self.blossom_dist[n1.min(self.blossom_dist.len())..];
         let lab_u = lab[u];
         let st_u = st[u];
         let row = &self.wv[u * n1..(u + 1) * n1];
-        let cols = row[from..].iter().zip(&st[from..n1]).zip(&lab[from..n1]);
-        for (v, ((&w, &sv), &lab_v)) in (from..).zip(cols) {
+        for v in from..n1 {
+            let (w, sv) = (row[v], st[v]);
             if w > 0.0 && st_u != sv {
                 // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
-                let d = lab_u + lab_v - w * 2.0;
+                let d = lab_u + lab[v] - w * 2.0;
                 if not_positive(d) {
                     if label[sv] == INNER {
                         continue;
@@ -1475,11 +1477,17 @@ impl BlossomMatcher {
                     return Some((v, w));
                 }
                 // `update_slack(u, sv)`: the slack of `edge[u][sv]`.
-                let dx = if sv == v { d } else { blossom_dist[sv] };
-                let (old_u, old_d) = (slack[sv], slack_dist[sv]);
-                let take = (old_u == 0) | (dx < old_d);
-                slack[sv] = if take { u } else { old_u };
-                slack_dist[sv] = if take { dx } else { old_d };
+                if sv == v {
+                    if slack_v[v] == 0 || d < dist_v[v] {
+                        (slack_v[v], dist_v[v]) = (u, d);
+                    }
+                } else {
+                    // A vertex's top-level id is itself or a blossom.
+                    let (i, dx) = (sv - n1, blossom_dist[sv - n1]);
+                    if slack_b[i] == 0 || dx < dist_b[i] {
+                        (slack_b[i], dist_b[i]) = (u, dx);
+                    }
+                }
             }
         }
         None

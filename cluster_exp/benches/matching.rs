@@ -5,10 +5,10 @@
 //! and 512 vertices, with arbitrary float weights and with 3-decimal weights (many ties).
 //!
 //! With `MATCH_REPLAY=FILE` it instead replays recorded instances and checks every result:
-//! one line per solve, `n c;W;C;M` with `W` the `c × c` class weights as hex f64 bits
-//! (0 = no edge), `C` the class of each vertex and `M` the expected mates (`-` for none).
+//! one [`RecordedSolve`] line per solve, as `MURI_RECORD_MATCHINGS=FILE muri simulate …`
+//! writes them.
 
-use muri::matching::{BlossomMatcher, WeightMatrix};
+use muri::matching::{BlossomMatcher, RecordedSolve, WeightMatrix};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
@@ -50,31 +50,18 @@ fn median_ms(n: usize, runs: usize, rounded: bool) -> f64 {
     times[times.len() / 2]
 }
 
-/// One recorded instance: its weight matrix and the mates the solver returned.
-fn parse_instance(line: &str) -> (WeightMatrix, Vec<Option<usize>>) {
-    let parts: Vec<&str> = line.split(';').collect();
-    let mut head = parts[0].split(' ').map(|x| x.parse::<usize>().unwrap());
-    let (n, c) = (head.next().unwrap(), head.next().unwrap());
-    let weights: Vec<f64> = parts[1]
-        .split(',')
-        .map(|x| f64::from_bits(u64::from_str_radix(x, 16).unwrap()))
-        .collect();
-    let class_of: Vec<u32> = parts[2].split(',').map(|x| x.parse().unwrap()).collect();
-    let mates = parts[3]
-        .split(',')
-        .map(|x| (x != "-").then(|| x.parse().unwrap()))
-        .collect();
-    assert_eq!((weights.len(), class_of.len()), (c * c, n));
-    let mut g = WeightMatrix::default();
-    g.fill_from_classes(&class_of, |a, b| Some(weights[a as usize * c + b as usize]));
-    (g, mates)
-}
-
 /// Solves every recorded instance of `path` with one solver, checks the mates and prints
 /// the total time.
 fn replay(path: &str) {
     let text = std::fs::read_to_string(path).expect("readable replay file");
-    let instances: Vec<_> = text.lines().map(parse_instance).collect();
+    let instances: Vec<(WeightMatrix, Vec<Option<usize>>)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match RecordedSolve::parse(line) {
+            Ok(r) => (r.graph, r.mates),
+            Err(e) => panic!("{path}:{}: {e}", i + 1),
+        })
+        .collect();
     let mut solver = BlossomMatcher::new();
     let start = Instant::now();
     let mut wrong = 0;

@@ -1626,3 +1626,95 @@ fn step_budget(n: usize) -> u64 {
 pub fn max_weight_matching(g: &WeightMatrix) -> Vec<Option<usize>> {
     BlossomMatcher::new().solve(g)
 }
+
+// ----- recorded instances ------------------------------------------------------------------
+
+/// One solve as recorded by the simulator (`MURI_RECORD_MATCHINGS=FILE`, see
+/// `policy::muri`) and replayed by `MATCH_REPLAY=FILE cargo bench -p muri --bench matching`.
+///
+/// A line is `n c;W;C;M`: `n` vertices, `c` classes, `W` the `c × c` class weights as hex
+/// f64 bits (0 = no edge), `C` each vertex's class, `M` the mates returned (`-` = none).
+#[derive(Clone, Debug)]
+pub struct RecordedSolve {
+    pub graph: WeightMatrix,
+    pub mates: Vec<Option<usize>>,
+}
+
+impl RecordedSolve {
+    /// The line for one solve over `c` classes (`weights[a * c + b]`, `None` = no edge).
+    pub fn format(
+        c: usize,
+        weights: &[Option<f64>],
+        class_of: &[u32],
+        mates: &[Option<usize>],
+    ) -> String {
+        debug_assert_eq!(weights.len(), c * c);
+        let hex: Vec<String> = weights
+            .iter()
+            .map(|w| format!("{:x}", w.unwrap_or(0.0).to_bits()))
+            .collect();
+        let classes: Vec<String> = class_of.iter().map(u32::to_string).collect();
+        let mates: Vec<String> = mates
+            .iter()
+            .map(|m| m.map_or_else(|| "-".to_string(), |v| v.to_string()))
+            .collect();
+        format!(
+            "{} {c};{};{};{}",
+            class_of.len(),
+            hex.join(","),
+            classes.join(","),
+            mates.join(",")
+        )
+    }
+
+    /// Parses one line written by [`Self::format`]; the error says which part is wrong.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = line.split(';').collect();
+        let [head, weights, classes, mates] = parts[..] else {
+            return Err(format!(
+                "expected 4 ';'-separated parts, found {}",
+                parts.len()
+            ));
+        };
+        let head: Vec<usize> = head
+            .split(' ')
+            .map(|x| x.parse().map_err(|e| format!("header {x:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let [n, c] = head[..] else {
+            return Err("header: expected `n c`".into());
+        };
+        let weights: Vec<f64> = weights
+            .split(',')
+            .map(|x| {
+                u64::from_str_radix(x, 16)
+                    .map(f64::from_bits)
+                    .map_err(|e| format!("weight {x:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let class_of: Vec<u32> = classes
+            .split(',')
+            .map(|x| x.parse().map_err(|e| format!("class {x:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let mates: Vec<Option<usize>> = mates
+            .split(',')
+            .map(|x| match x {
+                "-" => Ok(None),
+                _ => x.parse().map(Some).map_err(|e| format!("mate {x:?}: {e}")),
+            })
+            .collect::<Result<_, _>>()?;
+        if weights.len() != c * c || class_of.len() != n || mates.len() != n {
+            return Err(format!(
+                "sizes: {} weights for {c} classes, {} classes and {} mates for {n} vertices",
+                weights.len(),
+                class_of.len(),
+                mates.len()
+            ));
+        }
+        if class_of.iter().any(|&k| k as usize >= c) || mates.iter().flatten().any(|&v| v >= n) {
+            return Err("a class or mate is out of range".into());
+        }
+        let mut graph = WeightMatrix::default();
+        graph.fill_from_classes(&class_of, |a, b| Some(weights[a as usize * c + b as usize]));
+        Ok(Self { graph, mates })
+    }
+}

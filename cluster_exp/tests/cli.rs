@@ -337,3 +337,72 @@ fn data_gen_writes_readable_shards() {
     let again = muri(&args);
     assert_eq!(String::from_utf8_lossy(&again.stdout), text);
 }
+
+#[test]
+fn recorded_matchings_replay_to_the_same_mates() {
+    // `MURI_RECORD_MATCHINGS` writes every exact matching the simulator solves; each line
+    // must parse and solve again to the mates recorded, and recording changes no result.
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("matchings.txt");
+    let trace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/muri-sim/trace3.csv");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster_spec/n8g8.csv");
+    let args = [
+        "simulate",
+        "--trace_file",
+        trace.to_str().unwrap(),
+        "--cluster_spec",
+        spec.to_str().unwrap(),
+        "--schedule",
+        "multi-resource-blossom-same-gpu",
+    ];
+    let plain = muri(&args);
+    let recorded = Command::new(env!("CARGO_BIN_EXE_muri"))
+        .args(args)
+        .env("MURI_RECORD_MATCHINGS", &record)
+        .output()
+        .unwrap();
+    assert!(plain.status.success() && recorded.status.success());
+    let metrics = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.starts_with("Total jobs:"))
+            .map(str::to_owned)
+    };
+    assert!(metrics(&plain).is_some());
+    assert_eq!(metrics(&plain), metrics(&recorded));
+
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut solver = muri::matching::BlossomMatcher::new();
+    let mut solves = 0;
+    let mut matched = 0;
+    for (i, line) in text.lines().enumerate() {
+        let r = muri::matching::RecordedSolve::parse(line)
+            .unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        assert_eq!(solver.solve(&r.graph), r.mates, "line {}", i + 1);
+        solves += 1;
+        matched += r.mates.iter().flatten().count();
+    }
+    assert!(solves >= 10, "only {solves} matchings recorded");
+    assert!(matched > 0, "no recorded matching paired anything");
+}
+
+#[test]
+fn recorded_lines_with_bad_parts_are_rejected() {
+    use muri::matching::RecordedSolve;
+    let good = RecordedSolve::format(1, &[Some(0.5)], &[0, 0], &[Some(1), Some(0)]);
+    assert_eq!(good, "2 1;3fe0000000000000;0,0;1,0");
+    let r = RecordedSolve::parse(&good).unwrap();
+    assert_eq!((r.graph.get(0, 1), r.graph.get(1, 1)), (0.5, 0.0));
+    for (bad, says) in [
+        ("2 1;3fe0000000000000;0,0", "4 ';'-separated parts"),
+        ("2 x;3fe0000000000000;0,0;1,0", "header"),
+        ("2 1;zz;0,0;1,0", "weight"),
+        ("2 1;3fe0000000000000;0,1;1,0", "out of range"),
+        ("2 1;3fe0000000000000;0;1,0", "sizes"),
+        ("2 1;3fe0000000000000;0,0;1,q", "mate"),
+    ] {
+        let err = RecordedSolve::parse(bad).unwrap_err();
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+}

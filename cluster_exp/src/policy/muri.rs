@@ -16,8 +16,9 @@ use crate::cluster::Placement;
 use crate::float::isclose_rel;
 use crate::interleave::{InterleaveModel, SlowdownFactors, StageOrdering, StageProfile};
 use crate::job::{Job, JobIdx};
-use crate::matching::{BlossomMatcher, WeightMatrix};
+use crate::matching::{BlossomMatcher, RecordedSolve, WeightMatrix};
 use crate::models::restart_overhead;
+use std::io::Write as _;
 
 /// The Muri family members the paper evaluates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +156,49 @@ impl std::ops::Deref for Group {
     }
 }
 
+/// Appends every exact matching instance to a file, one [`RecordedSolve`] line per solve,
+/// which `MATCH_REPLAY=FILE cargo bench -p muri --bench matching` replays. Set
+/// `MURI_RECORD_MATCHINGS=FILE` to turn it on: it lets anyone rerun (and profile) the
+/// solver on the very instances a trace produces.
+#[derive(Debug)]
+struct MatchingRecorder {
+    path: String,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl MatchingRecorder {
+    const ENV: &'static str = "MURI_RECORD_MATCHINGS";
+
+    fn from_env() -> Option<Self> {
+        let path = std::env::var(Self::ENV).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        match file {
+            Ok(f) => Some(Self {
+                path,
+                out: std::io::BufWriter::new(f),
+            }),
+            Err(e) => {
+                tracing::warn!("{}={path}: cannot open ({e}); not recording", Self::ENV);
+                None
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        c: usize,
+        weights: &[Option<f64>],
+        class_of: &[u32],
+        mates: &[Option<usize>],
+    ) -> std::io::Result<()> {
+        let line = RecordedSolve::format(c, weights, class_of, mates);
+        writeln!(self.out, "{line}")
+    }
+}
+
 /// Groups per GPU size, sizes in first-appearance order (the reference's dict order).
 type GroupsBySize = Vec<(u32, Vec<Group>)>;
 
@@ -171,9 +215,11 @@ pub struct Muri {
     /// Matchings already computed, keyed by the groups' profile sequences: the weight
     /// matrix is a function of that key, so equal keys give equal matchings.
     match_cache: FxMap<Vec<u128>, Vec<Option<usize>>>,
-    /// Scratch weight matrix of [`Muri::match_block`], reused so that a 256-vertex solve
-    /// does not allocate (and fault in) a fresh 512 KiB matrix.
+    /// Scratch weight matrix of [`Muri::match_block`], reused between solves.
     weights: WeightMatrix,
+    /// Where every exact matching is recorded for `MATCH_REPLAY` (see
+    /// [`MatchingRecorder`]), when `MURI_RECORD_MATCHINGS` names a file.
+    recorder: Option<MatchingRecorder>,
     /// Scratch: job marked as a candidate in this pass.
     candidate: Vec<bool>,
     /// Scratch: index of each job's group in the final placement step.
@@ -200,6 +246,7 @@ impl Muri {
             time_cache: FxMap::default(),
             match_cache: FxMap::default(),
             weights: WeightMatrix::default(),
+            recorder: MatchingRecorder::from_env(),
             candidate: Vec::new(),
             group_of: Vec::new(),
         }
@@ -542,6 +589,12 @@ impl Muri {
             vec![None; n]
         };
         self.weights = w;
+        if let (Some(rec), true) = (&mut self.recorder, any_edge) {
+            if let Err(e) = rec.record(c, &class_weight, &class_ids, &mates) {
+                tracing::warn!("{}: {e}; no longer recording matchings", rec.path);
+                self.recorder = None;
+            }
+        }
         mates
     }
 

@@ -1505,21 +1505,22 @@ impl BlossomMatcher {
     /// The dual step `d`: min over inner blossoms' `lab/2`, unlabeled ids' slack, and
     /// outer ids' slack/2 (Python `min` order, starting from +inf).
     fn compute_delta(&self) -> f64 {
-        let (n, n_x) = (self.n, self.n_x);
+        let (n, ids) = (self.n, self.n_x + 1);
+        // Slices of exactly `ids` entries, so that indexing them needs no checks.
+        let (st, label, lab) = (&self.st[..ids], &self.label[..ids], &self.lab[..ids]);
+        let (slack, slack_dist) = (&self.slack[..ids], &self.slack_dist[..ids]);
         let mut d = f64::INFINITY;
-        for b in n + 1..=n_x {
-            if self.st[b] == b && self.label[b] == INNER {
-                d = py_min(d, self.lab[b] / 2.0);
+        for b in n + 1..ids {
+            if st[b] == b && label[b] == INNER {
+                d = py_min(d, lab[b] / 2.0);
             }
         }
-        for x in 1..=n_x {
-            let sx = self.slack[x];
-            if self.st[x] == x && sx != 0 {
-                let label = self.label[x];
-                if label == UNLABELED {
-                    d = py_min(d, self.slack_dist[x]);
-                } else if label == OUTER {
-                    d = py_min(d, self.slack_dist[x] / 2.0);
+        for x in 1..ids {
+            if st[x] == x && slack[x] != 0 {
+                if label[x] == UNLABELED {
+                    d = py_min(d, slack_dist[x]);
+                } else if label[x] == OUTER {
+                    d = py_min(d, slack_dist[x] / 2.0);
                 }
             }
         }
@@ -1531,24 +1532,26 @@ impl BlossomMatcher {
     /// earlier vertices have already been changed by then.
     fn apply_delta(&mut self, d: f64) -> bool {
         self.bump_epoch();
-        let (n, n_x) = (self.n, self.n_x);
+        let (n, ids) = (self.n, self.n_x + 1);
+        let (st, label, lab) = (&self.st[..ids], &self.label[..], &mut self.lab[..ids]);
         for u in 1..=n {
-            let label = self.label[self.st[u]];
-            if label == OUTER {
-                if my_cmp(self.lab[u], d) <= 0 {
+            let l = label[st[u]];
+            if l == OUTER {
+                if my_cmp(lab[u], d) <= 0 {
                     return false;
                 }
-                self.lab[u] -= d;
-            } else if label == INNER {
-                self.lab[u] += d;
+                lab[u] -= d;
+            } else if l == INNER {
+                lab[u] += d;
             }
         }
-        for b in n + 1..=n_x {
-            if self.st[b] == b {
-                if self.label[b] == OUTER {
-                    self.lab[b] += d * 2.0;
-                } else if self.label[b] == INNER {
-                    self.lab[b] -= d * 2.0;
+        let label = &label[..ids];
+        for b in n + 1..ids {
+            if st[b] == b {
+                if label[b] == OUTER {
+                    lab[b] += d * 2.0;
+                } else if label[b] == INNER {
+                    lab[b] -= d * 2.0;
                 }
             }
         }

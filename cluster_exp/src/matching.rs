@@ -599,22 +599,6 @@ impl BlossomMatcher {
 
     // ----- the reference's primitives ---------------------------------------------------
 
-    /// Recomputes `slack_dist[x]` from the current labels (see [`Self::slack_dist`]).
-    #[inline]
-    fn refresh_slack_dist(&mut self, x: usize) {
-        let (n, sx) = (self.n, self.slack[x]);
-        if sx == 0 {
-            return;
-        }
-        // Slack vertices are always vertices (set by `set_slack` or the BFS scan).
-        debug_assert!(sx <= n);
-        self.slack_dist[x] = if x <= n {
-            self.lab[sx] + self.lab[x] - self.wv[sx * (n + 1) + x] * 2.0
-        } else {
-            self.dist(self.e(sx, x))
-        };
-    }
-
     /// `set_slack`: recompute the slack vertex of `x` over all outer vertices.
     ///
     /// Only the vertices in [`Self::slack_candidates`] are visited, in ascending order:
@@ -1570,22 +1554,46 @@ impl BlossomMatcher {
     /// an augmentation ends the loop early, the next phase resets every slack.
     fn scan_slack_edges(&mut self) -> bool {
         let n_x = self.n_x;
-        for x in 1..=n_x {
-            self.refresh_slack_dist(x);
-            let sx = self.slack[x];
-            if self.st[x] == x
-                && sx != 0
-                && self.st[sx] != x
-                && not_positive(self.slack_dist[x])
-                && self.on_found_edge(self.e(sx, x))
-            {
+        let mut from = 1;
+        while let Some(x) = self.next_tight_slack(from, n_x) {
+            if self.on_found_edge(self.e(self.slack[x], x)) {
                 return true;
             }
             if self.aborted {
                 return false;
             }
+            from = x + 1;
         }
         false
+    }
+
+    /// Refreshes the slack distances of ids `from..=n_x` in order and stops at the first
+    /// top-level id whose slack edge (from outside it) is tight. Only reads and that one
+    /// cache are touched, so the loop runs over plain slices.
+    fn next_tight_slack(&mut self, from: usize, n_x: usize) -> Option<usize> {
+        let (n, n1, ids) = (self.n, self.n + 1, n_x + 1);
+        let (st, slack, lab) = (&self.st[..ids], &self.slack[..ids], &self.lab[..]);
+        let (wv, bcol) = (&self.wv[..], &self.bcol[..]);
+        let slack_dist = &mut self.slack_dist[..ids];
+        for x in from..ids {
+            let sx = slack[x];
+            if sx == 0 {
+                continue;
+            }
+            // Slack vertices are always vertices (set by `set_slack` or the BFS scan).
+            debug_assert!(sx <= n);
+            slack_dist[x] = if x <= n {
+                lab[sx] + lab[x] - wv[sx * n1 + x] * 2.0
+            } else {
+                // `dist(edge[sx][x])`, the entry of blossom `x`'s column.
+                let e = bcol[(x - n - 1) * n1 + sx];
+                lab[e.u as usize] + lab[e.v as usize] - e.w * 2.0
+            };
+            if st[x] == x && st[sx] != x && not_positive(slack_dist[x]) {
+                return Some(x);
+            }
+        }
+        None
     }
 
     /// Expands every top-level inner blossom whose label is `<= 0` (tolerance compare).

@@ -54,19 +54,18 @@ fn median_ms(n: usize, runs: usize, rounded: bool) -> f64 {
 /// the total time.
 fn replay(path: &str) {
     let text = std::fs::read_to_string(path).expect("readable replay file");
-    let instances: Vec<(WeightMatrix, Vec<Option<usize>>)> = text
+    let instances: Vec<RecordedSolve> = text
         .lines()
         .enumerate()
-        .map(|(i, line)| match RecordedSolve::parse(line) {
-            Ok(r) => (r.graph, r.mates),
-            Err(e) => panic!("{path}:{}: {e}", i + 1),
+        .map(|(i, line)| {
+            RecordedSolve::parse(line).unwrap_or_else(|e| panic!("{path}:{}: {e}", i + 1))
         })
         .collect();
     let mut solver = BlossomMatcher::new();
     let start = Instant::now();
     let mut wrong = 0;
-    for (g, expected) in &instances {
-        if solver.solve(g) != *expected {
+    for r in &instances {
+        if solver.solve(&r.graph) != r.mates {
             wrong += 1;
         }
     }

@@ -299,8 +299,9 @@ pub struct BlossomMatcher {
     next_free_twin: Vec<u32>,
     /// Scratch of [`Self::expand_class_table`]: the sanitized table and its transpose.
     table_scratch: Vec<f64>,
-    /// Scratch of [`Self::mark_stand_ins`] and [`Self::slack_candidates`].
+    /// Scratch of [`Self::mark_stand_ins`]: per class, its first and last free twin.
     class_chain: Vec<(u32, u32)>,
+    /// Scratch of [`Self::slack_candidates`]: the candidate bits for one `set_slack`.
     candidate_scratch: Vec<u64>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
     twin_skips: u64,
@@ -376,8 +377,7 @@ impl BlossomMatcher {
         self.class.clear();
         self.class.extend_from_slice(&g.class);
         self.scanned.clear();
-        let classes = g.class.iter().max().map_or(0, |&c| c as usize + 1);
-        self.scanned.resize(classes, (0, 0, 0));
+        self.scanned.resize(g.classes, (0, 0, 0));
         self.twin_skips = 0;
         self.t = 0;
         self.vis.clear();
@@ -416,7 +416,7 @@ impl BlossomMatcher {
         let mut table = std::mem::take(&mut self.table_scratch);
         table.clear();
         table.extend(g.table.iter().map(|&w| sanitize(w)));
-        // The transposed table follows the original, so `wt` rows are gathers too.
+        // The transposed table follows the original, so `wt` rows are contiguous gathers too.
         for a in 0..c {
             for b in 0..c {
                 table.push(table[b * c + a]);
@@ -429,6 +429,7 @@ impl BlossomMatcher {
                 &mut self.wv[u * n1 + 1..(u + 1) * n1],
                 &mut self.wt[u * n1 + 1..(u + 1) * n1],
             );
+            // `wv[u][v] = T[cu][cv]` and its transpose `wt[u][v] = wv[v][u] = T[cv][cu]`.
             let (fw, bw) = (
                 &forward[cu * c..(cu + 1) * c],
                 &backward[cu * c..(cu + 1) * c],
@@ -441,9 +442,7 @@ impl BlossomMatcher {
             wt_row[u - 1] = 0.0;
         }
         // Zeros count (the diagonal), then every class pair with at least one vertex pair.
-        let mut members = std::mem::take(&mut self.members);
-        members.clear();
-        members.resize(c, 0);
+        let mut members = vec![0usize; c];
         for &cu in &g.class {
             members[cu as usize] += 1;
         }
@@ -460,7 +459,6 @@ impl BlossomMatcher {
                 }
             }
         }
-        self.members = members;
         self.table_scratch = table;
         w_max
     }
@@ -689,8 +687,8 @@ impl BlossomMatcher {
         while twin != 0 && self.st[twin] == x {
             twin = self.next_free_twin[twin] as usize;
         }
-        if twin != 0 && self.stand_in_bits[twin / 64] & (1 << (twin % 64)) == 0 {
-            words[twin / 64] |= 1 << (twin % 64);
+        if twin != 0 {
+            set_bit(words, twin);
         }
     }
 
@@ -751,7 +749,7 @@ impl BlossomMatcher {
     /// here and stays outer (new blossoms are outer; only inner ones are expanded).
     fn enqueue(&mut self, u: usize) {
         self.q.push(u);
-        self.outer_bits[u / 64] |= 1 << (u % 64);
+        set_bit(&mut self.outer_bits, u);
     }
 
     /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
@@ -1244,7 +1242,7 @@ impl BlossomMatcher {
             } else if self.lab[*first as usize].to_bits() == self.lab[u].to_bits() {
                 self.next_free_twin[*last as usize] = u as u32;
                 *last = u as u32;
-                self.stand_in_bits[u / 64] &= !(1 << (u % 64));
+                clear_bit(&mut self.stand_in_bits, u);
             }
         }
         self.class_chain = chain;
@@ -1615,6 +1613,16 @@ fn split_rows<T>(buf: &mut [T], dst: usize, src: usize, len: usize) -> (&mut [T]
         let (lo, hi) = buf.split_at_mut(dst);
         (&mut hi[..len], &lo[src..src + len])
     }
+}
+
+/// Sets bit `i` of a bitset stored as `u64` words (bit `i % 64` of word `i / 64`).
+fn set_bit(words: &mut [u64], i: usize) {
+    words[i / 64] |= 1 << (i % 64);
+}
+
+/// Clears bit `i` of a bitset stored as `u64` words.
+fn clear_bit(words: &mut [u64], i: usize) {
+    words[i / 64] &= !(1 << (i % 64));
 }
 
 /// An input entry as the solver reads it: finite and positive, or 0.0 ("no edge").

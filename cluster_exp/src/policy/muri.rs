@@ -552,17 +552,17 @@ impl Muri {
         // compute each class pair once, then fill the matrix by lookup.
         let mut class_keys: Vec<u128> = Vec::new();
         let mut class_rep: Vec<usize> = Vec::new();
-        let class_of: Vec<usize> = nodes
+        let class_of: Vec<u32> = nodes
             .iter()
             .enumerate()
             .map(|(v, g)| {
                 let key = Self::key(jobs, g);
                 match class_keys.iter().position(|&k| k == key) {
-                    Some(c) => c,
+                    Some(c) => c as u32,
                     None => {
                         class_keys.push(key);
                         class_rep.push(v);
-                        class_keys.len() - 1
+                        (class_keys.len() - 1) as u32
                     }
                 }
             })
@@ -575,14 +575,9 @@ impl Muri {
                 class_weight[a * c + b] = self.edge_weight(jobs, &nodes[ra], &nodes[rb]);
             }
         }
-        let class_ids: Vec<u32> = class_of.iter().map(|&c| c as u32).collect();
+        let any_edge = class_weight.iter().any(Option::is_some);
         let mut w = std::mem::take(&mut self.weights);
-        let mut any_edge = false;
-        w.fill_from_classes(&class_ids, |a, b| {
-            let weight = class_weight[a as usize * c + b as usize];
-            any_edge |= weight.is_some();
-            weight
-        });
+        w.fill_from_classes(&class_of, |a, b| class_weight[a as usize * c + b as usize]);
         let mates = if any_edge {
             self.matcher.solve(&w)
         } else {
@@ -590,7 +585,7 @@ impl Muri {
         };
         self.weights = w;
         if let (Some(rec), true) = (&mut self.recorder, any_edge) {
-            if let Err(e) = rec.record(c, &class_weight, &class_ids, &mates) {
+            if let Err(e) = rec.record(c, &class_weight, &class_of, &mates) {
                 tracing::warn!("{}: {e}; no longer recording matchings", rec.path);
                 self.recorder = None;
             }

@@ -6,7 +6,8 @@
 //!
 //! With `MATCH_REPLAY=FILE` it instead replays recorded instances and checks every result:
 //! one [`RecordedSolve`] line per solve, as `MURI_RECORD_MATCHINGS=FILE muri simulate …`
-//! writes them.
+//! writes them. With `MATCH_REPLAY_PLAIN=1` as well, it also solves each instance without
+//! its classes (the plain port, the oracle for the twin shortcuts) and checks those mates.
 
 use muri::matching::{BlossomMatcher, RecordedSolve, WeightMatrix};
 use rand::rngs::StdRng;
@@ -72,6 +73,17 @@ fn replay(path: &str) {
     let secs = start.elapsed().as_secs_f64();
     println!("{} instances, {wrong} differ, {secs:.3} s", instances.len());
     assert_eq!(wrong, 0, "replayed matchings differ");
+    if std::env::var_os("MATCH_REPLAY_PLAIN").is_some() {
+        // The oracle: the same weights without classes take the plain port's path.
+        let start = Instant::now();
+        let plain_wrong = instances
+            .iter()
+            .filter(|r| solver.solve(&r.graph.without_classes()) != r.mates)
+            .count();
+        let secs = start.elapsed().as_secs_f64();
+        println!("plain port: {plain_wrong} differ, {secs:.3} s");
+        assert_eq!(plain_wrong, 0, "the plain port's matchings differ");
+    }
 }
 
 fn main() {

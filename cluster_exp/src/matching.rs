@@ -134,6 +134,18 @@ impl WeightMatrix {
         self.class.extend_from_slice(class_of);
     }
 
+    /// The same weights stored densely, without classes: the solver then takes the plain
+    /// path, step for step the reference's, which makes it the oracle for the twin
+    /// shortcuts in tests and in the replay benchmark.
+    pub fn without_classes(&self) -> WeightMatrix {
+        let n = self.n;
+        WeightMatrix {
+            n,
+            w: (0..n * n).map(|i| self.get(i / n, i % n)).collect(),
+            ..WeightMatrix::default()
+        }
+    }
+
     /// Number of vertices.
     pub fn len(&self) -> usize {
         self.n
@@ -152,11 +164,7 @@ impl WeightMatrix {
         assert!(u < self.n && v < self.n, "vertex out of range");
         if self.is_class_table() {
             // A single entry may break the twin property: expand and forget the classes.
-            let n = self.n;
-            self.w = (0..n * n).map(|i| self.get(i / n, i % n)).collect();
-            self.class.clear();
-            self.table.clear();
-            self.classes = 0;
+            *self = self.without_classes();
         }
         self.w[u * self.n + v] = w;
     }
@@ -212,6 +220,16 @@ const EMPTY_EDGE: Edge = Edge { u: 0, v: 0, w: 0.0 };
 const UNLABELED: i8 = -1;
 const OUTER: i8 = 0;
 const INNER: i8 = 1;
+
+/// How many vertex scans one solve replaced by a twin's (see
+/// [`BlossomMatcher::twin_scans_skipped`]), by the kind of vertex scanned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TwinSkips {
+    /// Free vertices that are their own top-level id (the roots of every phase).
+    pub free_roots: u64,
+    /// Matched vertices and vertices inside blossoms, which tree growth made outer.
+    pub other_vertices: u64,
+}
 
 /// Reusable solver: keeps its buffers between calls (the simulator calls it thousands of times).
 ///
@@ -277,7 +295,8 @@ pub struct BlossomMatcher {
     /// Twin class of each vertex (see [`WeightMatrix::fill_from_classes`]); empty when
     /// the input has no classes. Used by [`Self::scanned_twin`].
     class: Vec<u32>,
-    /// Per class: the last free root whose full scan acted on nothing, the
+    /// Per class: the last vertex whose scan (full, or replayed from a twin's) acted on
+    /// nothing, the
     /// [`Self::epoch`] it was scanned in and the length of [`Self::relabeled`] then.
     scanned: Vec<(u32, u64, u32)>,
     /// Bumped by every step that changes duals, blossoms or the matching, so a
@@ -304,7 +323,7 @@ pub struct BlossomMatcher {
     /// Scratch of [`Self::slack_candidates`]: the candidate bits for one `set_slack`.
     candidate_scratch: Vec<u64>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
-    twin_skips: u64,
+    twin_skips: TwinSkips,
     /// The reference's `w_max`, computed by [`Self::load`].
     w_max: f64,
     /// Remaining steps of the outer loops (see [`BlossomMatcher::spend`]).
@@ -334,7 +353,7 @@ impl BlossomMatcher {
 
     /// How many vertex scans the last [`solve`](Self::solve) replaced by a twin's (only
     /// with classes, see [`WeightMatrix::fill_from_classes`]); for tests and benchmarks.
-    pub fn twin_scans_skipped(&self) -> u64 {
+    pub fn twin_scans_skipped(&self) -> TwinSkips {
         self.twin_skips
     }
 
@@ -378,7 +397,7 @@ impl BlossomMatcher {
         self.class.extend_from_slice(&g.class);
         self.scanned.clear();
         self.scanned.resize(g.classes, (0, 0, 0));
-        self.twin_skips = 0;
+        self.twin_skips = TwinSkips::default();
         self.t = 0;
         self.vis.clear();
         self.vis.resize(ids, 0);
@@ -1260,11 +1279,22 @@ impl BlossomMatcher {
                 continue;
             }
             if let Some(twin) = self.scanned_twin(u) {
+                #[cfg(debug_assertions)]
+                let before = (self.slack.clone(), self.slack_dist.clone());
                 if self.update_slack_from_twin(u, twin) {
-                    // Every id relabeled so far now holds this class's candidate (or a
-                    // better one), so the next twin need only redo later relabelings.
-                    self.scanned[self.class[u - 1] as usize].2 = self.relabeled.len() as u32;
-                    self.twin_skips += 1;
+                    #[cfg(debug_assertions)]
+                    self.check_twin_skip(u, before);
+                    // The state is now what `u`'s own scan would have left, so `u` is the
+                    // class's last clean scan. (Keeping `t` with a later relabeled mark
+                    // would be wrong: `st[u]`, usually relabeled since `t`'s scan, is
+                    // skipped by `u` but not by the next twin.)
+                    self.scanned[self.class[u - 1] as usize] =
+                        (u as u32, self.epoch, self.relabeled.len() as u32);
+                    if self.is_free_vertex_root(u) {
+                        self.twin_skips.free_roots += 1;
+                    } else {
+                        self.twin_skips.other_vertices += 1;
+                    }
                     continue;
                 }
             }
@@ -1276,11 +1306,35 @@ impl BlossomMatcher {
                 return false;
             }
             let clean = self.epoch == epoch && self.relabeled.len() == relabeled;
-            if clean && self.is_free_vertex_root(u) && !self.class.is_empty() {
+            if clean && !self.class.is_empty() {
                 self.scanned[self.class[u - 1] as usize] = (u as u32, epoch, relabeled as u32);
             }
         }
         false
+    }
+
+    /// Debug builds: `u`'s full scan from the slacks `before` the twin shortcut must act
+    /// on no tight edge and leave exactly the slacks the shortcut left.
+    #[cfg(debug_assertions)]
+    fn check_twin_skip(&mut self, u: usize, before: (Vec<usize>, Vec<f64>)) {
+        let after = (self.slack.clone(), self.slack_dist.clone());
+        (self.slack, self.slack_dist) = before;
+        assert_eq!(
+            self.scan_until_tight(u, 1),
+            None,
+            "twin skip of {u}: tight edge"
+        );
+        for x in 1..=self.n_x {
+            let (s, d) = (self.slack[x], self.slack_dist[x]);
+            assert_eq!(s, after.0[x], "twin skip of {u}: slack[{x}]");
+            if s != 0 {
+                assert_eq!(
+                    d.to_bits(),
+                    after.1[x].to_bits(),
+                    "twin skip of {u}: dist[{x}]"
+                );
+            }
+        }
     }
 
     fn bump_epoch(&mut self) {
@@ -1293,41 +1347,66 @@ impl BlossomMatcher {
         u <= self.n && self.st[u] == u && self.mate[u] == 0
     }
 
-    /// A twin `t` of the free root `u` whose full scan, in this epoch, acted on no tight
-    /// edge, and the position in [`Self::relabeled`] at that scan. Scanning `u` would then
-    /// repeat `t`'s scan: the same labels (all free vertices move together, checked bit
-    /// for bit), the same weights to every other vertex and blossom (twins; a blossom's
-    /// edge to a vertex is chosen by weights and labels), hence no tight edge and slack
-    /// candidates equal to `t`'s, which the strict `<` of `update_slack` keeps out, except
-    /// where the state changed since: the pair `(u, t)`, which `t`'s scan skipped, and the
-    /// ids relabeled since, whose slack was reset.
-    fn scanned_twin(&self, u: usize) -> Option<(usize, usize)> {
-        if self.class.is_empty() || !self.is_free_vertex_root(u) {
+    /// A twin `t` of the vertex `u` whose full scan, in this epoch, acted on no tight edge,
+    /// and the position in [`Self::relabeled`] at that scan. Scanning `u` would then
+    /// repeat `t`'s scan, up to the updates that [`Self::update_slack_from_twin`] redoes:
+    /// towards any vertex outside `st[u]` and `st[t]`, `u` and `t` have the same weight
+    /// (twins) and, checked bit for bit, the same label, hence the same slack; towards a
+    /// top-level blossom, the slack of its entry for `u` and for `t` (checked bit for bit
+    /// unless both are free roots, see [`Self::same_blossom_slacks`]). So no tight edge,
+    /// and slack candidates equal to `t`'s, which the strict `<` of `update_slack` keeps
+    /// out, except where the state differs: the members of `st[t]`, which `t`'s scan
+    /// skipped, and the ids relabeled since, whose slack was reset. (`t`'s updates of
+    /// `st[u]`, which `u`'s scan skips, happened before `u`'s turn in the reference too.)
+    fn scanned_twin(&mut self, u: usize) -> Option<(usize, usize)> {
+        if self.class.is_empty() {
             return None;
         }
+        debug_assert!(u <= self.n, "the queue holds vertices");
         let (t, epoch, since) = self.scanned[self.class[u - 1] as usize];
         let t = t as usize;
-        (epoch == self.epoch
+        let twin = epoch == self.epoch
+            && t != 0
             && t != u
-            && self.is_free_vertex_root(t)
-            && self.lab[t].to_bits() == self.lab[u].to_bits())
-        .then_some((t, since as usize))
+            && self.lab[t].to_bits() == self.lab[u].to_bits()
+            && self.same_blossom_slacks(u, t);
+        twin.then_some((t, since as usize))
+    }
+
+    /// Whether every top-level blossom other than `st[u]` and `st[t]` offers twins `u` and
+    /// `t` the same slack (bit for bit). A blossom's entry for a vertex is its member edge
+    /// of least slack when the blossom was built; for two free roots that always held
+    /// (free vertices share every dual step, so equal labels now mean equal labels then,
+    /// and every compare came out the same), so only other vertices are checked.
+    fn same_blossom_slacks(&mut self, u: usize, t: usize) -> bool {
+        if self.is_free_vertex_root(u) && self.is_free_vertex_root(t) {
+            return true;
+        }
+        self.refresh_tops();
+        let (n1, st_u, st_t) = (self.n + 1, self.st[u], self.st[t]);
+        self.tops.iter().all(|&b| {
+            let column = &self.bcol[(b - n1) * n1..(b - n1 + 1) * n1];
+            b == st_u
+                || b == st_t
+                || self.dist(column[u]).to_bits() == self.dist(column[t]).to_bits()
+        })
     }
 
     /// The updates of `u`'s scan that its twin `t`'s scan did not cover (see
     /// [`Self::scanned_twin`]), applied as `u`'s own scan would. Returns false, before
     /// changing anything, if one of those edges is tight (the caller then scans `u` in
-    /// full); that cannot happen, since `t`'s scan saw the same edges when they were
-    /// already (or still) outer or unlabeled.
+    /// full).
     fn update_slack_from_twin(&mut self, u: usize, (t, since): (usize, usize)) -> bool {
         let mut updates = std::mem::take(&mut self.twin_updates);
         updates.clear();
-        let w = self.wv[u * (self.n + 1) + t];
         let mut ok = true;
-        if w > 0.0 {
-            let d = self.lab[u] + self.lab[t] - w * 2.0;
-            ok = !not_positive(d);
-            updates.push((t, d));
+        let st_t = self.st[t];
+        if st_t != self.st[u] {
+            match self.twin_candidate(u, st_t) {
+                Ok(Some(d)) => updates.push((st_t, d)),
+                Ok(None) => {}
+                Err(()) => ok = false,
+            }
         }
         for i in since..self.relabeled.len() {
             if !ok {
@@ -1429,13 +1508,7 @@ impl BlossomMatcher {
     /// caller, the loop compiles to noticeably more instructions.
     #[inline(never)]
     fn scan_until_tight(&mut self, u: usize, from: usize) -> Option<(usize, f64)> {
-        if self.tops_dirty {
-            let n = self.n;
-            self.tops.clear();
-            self.tops
-                .extend((n + 1..=self.n_x).filter(|&b| self.st[b] == b));
-            self.tops_dirty = false;
-        }
+        self.refresh_tops();
         self.fill_blossom_dists(u);
         let n1 = self.n + 1;
         // Plain slices, so that the loop keeps them in registers; the vertex part of
@@ -1473,6 +1546,17 @@ impl BlossomMatcher {
             }
         }
         None
+    }
+
+    /// Recomputes [`Self::tops`] if `st` changed since.
+    fn refresh_tops(&mut self) {
+        if self.tops_dirty {
+            let n = self.n;
+            self.tops.clear();
+            self.tops
+                .extend((n + 1..=self.n_x).filter(|&b| self.st[b] == b));
+            self.tops_dirty = false;
+        }
     }
 
     /// `blossom_dist[b] = dist(edge[u][b])` for every top-level blossom (only those are read).

@@ -318,6 +318,9 @@ pub struct BlossomMatcher {
     next_free_twin: Vec<u32>,
     /// Scratch of [`Self::expand_class_table`]: the sanitized table and its transpose.
     table_scratch: Vec<f64>,
+    /// Bit `b - n - 1`: blossom id `b <= n_x` is free (`st[b] == 0`, expanded), so
+    /// [`Self::alloc_blossom`] finds the first free id without scanning `st`.
+    free_ids: Vec<u64>,
     /// Scratch of [`Self::mark_stand_ins`]: per class, its first and last free twin.
     class_chain: Vec<(u32, u32)>,
     /// Scratch of [`Self::slack_candidates`]: the candidate bits for one `set_slack`.
@@ -508,6 +511,8 @@ impl BlossomMatcher {
         let w_max = self.w_max;
         self.lab.clear();
         self.lab.resize(ids, w_max);
+        self.free_ids.clear();
+        self.free_ids.resize((ids - n) / 64 + 1, 0);
         self.budget = step_budget(n);
         self.aborted = false;
     }
@@ -738,11 +743,18 @@ impl BlossomMatcher {
     /// `q_push`: append the vertices of `x` to the BFS queue, breadth-first over nested
     /// flowers (the reference uses a FIFO here, the template a DFS; the queue order can
     /// change which of several equal-weight matchings is returned).
+    #[inline]
     fn q_push(&mut self, x: usize) {
         if x <= self.n {
             self.enqueue(x);
-            return;
+        } else {
+            self.q_push_blossom(x);
         }
+    }
+
+    /// [`Self::q_push`] of a blossom, kept out of line so that the vertex case inlines.
+    #[inline(never)]
+    fn q_push_blossom(&mut self, x: usize) {
         let limit = self.walk_limit();
         let mut fifo = std::mem::take(&mut self.push_fifo);
         fifo.clear();
@@ -882,11 +894,22 @@ impl BlossomMatcher {
     /// exactly as the reference initialises the entries it appends. Returns `None` (and
     /// aborts) if the preallocated tables are full, which a valid state never reaches.
     fn alloc_blossom(&mut self, lca: usize) -> Option<usize> {
-        let mut b = self.n + 1;
-        while b <= self.n_x && self.st[b] != 0 {
-            b += 1;
-        }
+        let first_free = self
+            .free_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &word)| word != 0)
+            .map(|(i, &word)| self.n + 1 + i * 64 + word.trailing_zeros() as usize);
+        let b = first_free.unwrap_or(self.n_x + 1);
+        debug_assert_eq!(
+            b,
+            (self.n + 1..=self.n_x)
+                .find(|&b| self.st[b] == 0)
+                .unwrap_or(self.n_x + 1),
+            "free blossom ids out of step with st"
+        );
         if b <= self.n_x {
+            clear_bit(&mut self.free_ids, b - self.n - 1);
             self.lab[b] = 0.0;
             self.label[b] = OUTER;
             self.mate[b] = self.mate[lca];
@@ -1141,6 +1164,7 @@ impl BlossomMatcher {
             self.set_slack(xs);
         }
         self.st[b] = 0;
+        set_bit(&mut self.free_ids, b - self.n - 1);
         self.tops_dirty = true;
     }
 

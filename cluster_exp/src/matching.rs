@@ -786,21 +786,29 @@ impl BlossomMatcher {
     /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
     /// reference it stops descending at `x < n`; vertex `n` has an empty flower anyway.
     fn set_st(&mut self, x: usize, b: usize) {
-        let limit = self.walk_limit();
+        self.tops_dirty = true;
+        self.st[x] = b;
+        if x < self.n {
+            return;
+        }
+        let (n, limit) = (self.n, self.walk_limit());
         let mut stack = std::mem::take(&mut self.st_stack);
         stack.clear();
         stack.push(x);
+        // Children are set as they are listed; only blossoms go through the stack.
+        let (flower, st) = (&self.flower, &mut self.st);
         let mut steps = 0;
-        while let Some(y) = stack.pop() {
-            steps += 1;
-            if steps > limit {
-                self.abort();
-                break;
-            }
-            self.st[y] = b;
-            self.tops_dirty = true;
-            if y >= self.n {
-                stack.extend(self.flower[y].iter().copied());
+        'walk: while let Some(y) = stack.pop() {
+            for &c in &flower[y] {
+                steps += 1;
+                if steps > limit {
+                    self.aborted = true;
+                    break 'walk;
+                }
+                st[c] = b;
+                if c >= n {
+                    stack.push(c);
+                }
             }
         }
         self.st_stack = stack;

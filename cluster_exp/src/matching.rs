@@ -296,8 +296,8 @@ pub struct BlossomMatcher {
     /// the input has no classes. Used by [`Self::scanned_twin`].
     class: Vec<u32>,
     /// Per class: the last vertex whose scan (full, or replayed from a twin's) acted on
-    /// nothing, the
-    /// [`Self::epoch`] it was scanned in and the length of [`Self::relabeled`] then.
+    /// nothing, the [`Self::epoch`] it was scanned in and the length of
+    /// [`Self::relabeled`] then.
     scanned: Vec<(u32, u64, u32)>,
     /// Bumped by every step that changes duals, blossoms or the matching, so a
     /// [`Self::scanned`] entry is only trusted while the state is as it left it.
@@ -1317,9 +1317,9 @@ impl BlossomMatcher {
                     #[cfg(debug_assertions)]
                     self.check_twin_skip(u, before);
                     // The state is now what `u`'s own scan would have left, so `u` is the
-                    // class's last clean scan. (Keeping `t` with a later relabeled mark
-                    // would be wrong: `st[u]`, usually relabeled since `t`'s scan, is
-                    // skipped by `u` but not by the next twin.)
+                    // class's last clean scan. (Keeping `t` and only moving the relabeled
+                    // mark would lose an update: if `st[u]` was relabeled after `t`'s
+                    // scan, `u` skips it, but the next twin's scan would not.)
                     self.scanned[self.class[u - 1] as usize] =
                         (u as u32, self.epoch, self.relabeled.len() as u32);
                     if self.is_free_vertex_root(u) {
@@ -1379,8 +1379,8 @@ impl BlossomMatcher {
         u <= self.n && self.st[u] == u && self.mate[u] == 0
     }
 
-    /// A twin `t` of the vertex `u` whose full scan, in this epoch, acted on no tight edge,
-    /// and the position in [`Self::relabeled`] at that scan. Scanning `u` would then
+    /// A twin `t` of the vertex `u` whose scan (full or replayed), in this epoch, acted on
+    /// no tight edge, and the position in [`Self::relabeled`] at that scan. Scanning `u` would then
     /// repeat `t`'s scan, up to the updates that [`Self::update_slack_from_twin`] redoes:
     /// towards any vertex outside `st[u]` and `st[t]`, `u` and `t` have the same weight
     /// (twins) and, checked bit for bit, the same label, hence the same slack; towards a

@@ -339,6 +339,44 @@ fn data_gen_writes_readable_shards() {
 }
 
 #[test]
+fn twin_shortcuts_agree_with_the_plain_port_on_trace1() {
+    // Every exact matching of a full Muri-S run on trace1 (6,395 solves, up to 256
+    // vertices, few profile classes): the class-table solve, with all its twin
+    // shortcuts, must give the mates of the plain port (the same weights, no classes).
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("matchings.txt");
+    let trace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/muri-sim/trace1.csv");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster_spec/n8g8.csv");
+    let run = Command::new(env!("CARGO_BIN_EXE_muri"))
+        .args(["simulate", "--trace_file", trace.to_str().unwrap()])
+        .args(["--cluster_spec", spec.to_str().unwrap()])
+        .args(["--schedule", "multi-resource-blossom-same-gpu"])
+        .env("MURI_RECORD_MATCHINGS", &record)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut solver = muri::matching::BlossomMatcher::new();
+    let (mut solves, mut free_roots, mut others) = (0, 0, 0);
+    for (i, line) in text.lines().enumerate() {
+        let r = muri::matching::RecordedSolve::parse(line)
+            .unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        assert_eq!(solver.solve(&r.graph), r.mates, "line {}", i + 1);
+        let skips = solver.twin_scans_skipped();
+        (free_roots, others) = (free_roots + skips.free_roots, others + skips.other_vertices);
+        let plain = solver.solve(&r.graph.without_classes());
+        assert_eq!(plain, r.mates, "line {}: plain port differs", i + 1);
+        solves += 1;
+    }
+    assert!(solves > 5000, "only {solves} matchings recorded");
+    assert!(
+        free_roots > 10_000 && others > 10_000,
+        "shortcuts barely exercised: {free_roots} free-root and {others} other replays"
+    );
+}
+
+#[test]
 fn recorded_matchings_replay_to_the_same_mates() {
     // `MURI_RECORD_MATCHINGS` writes every exact matching the simulator solves; each line
     // must parse and solve again to the mates recorded, and recording changes no result.

@@ -338,25 +338,46 @@ fn data_gen_writes_readable_shards() {
     assert_eq!(String::from_utf8_lossy(&again.stdout), text);
 }
 
+/// `muri simulate` arguments for a shared trace on `n8g8`.
+fn simulate_shared(trace: &str, schedule: &str) -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let trace = manifest.join(format!("../../shared/traces/muri-sim/{trace}.csv"));
+    let spec = manifest.join("../cluster_spec/n8g8.csv");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    [
+        "simulate",
+        "--trace_file",
+        &path(&trace),
+        "--cluster_spec",
+        &path(&spec),
+    ]
+    .into_iter()
+    .chain(["--schedule", schedule])
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Runs `muri` with `MURI_RECORD_MATCHINGS` set; returns its output and the lines recorded.
+fn run_recording_matchings(args: &[String]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("matchings.txt");
+    let out = Command::new(env!("CARGO_BIN_EXE_muri"))
+        .args(args)
+        .env("MURI_RECORD_MATCHINGS", &record)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&record).unwrap_or_default();
+    (out, text)
+}
+
 #[test]
 fn twin_shortcuts_agree_with_the_plain_port_on_trace1() {
     // Every exact matching of a full Muri-S run on trace1 (6,395 solves, up to 256
     // vertices, few profile classes): the class-table solve, with all its twin
     // shortcuts, must give the mates of the plain port (the same weights, no classes).
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("matchings.txt");
-    let trace =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/muri-sim/trace1.csv");
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster_spec/n8g8.csv");
-    let run = Command::new(env!("CARGO_BIN_EXE_muri"))
-        .args(["simulate", "--trace_file", trace.to_str().unwrap()])
-        .args(["--cluster_spec", spec.to_str().unwrap()])
-        .args(["--schedule", "multi-resource-blossom-same-gpu"])
-        .env("MURI_RECORD_MATCHINGS", &record)
-        .output()
-        .unwrap();
+    let args = simulate_shared("trace1", "multi-resource-blossom-same-gpu");
+    let (run, text) = run_recording_matchings(&args);
     assert!(run.status.success());
-    let text = std::fs::read_to_string(&record).unwrap();
     let mut solver = muri::matching::BlossomMatcher::new();
     let (mut solves, mut free_roots, mut others) = (0, 0, 0);
     for (i, line) in text.lines().enumerate() {
@@ -380,26 +401,12 @@ fn twin_shortcuts_agree_with_the_plain_port_on_trace1() {
 fn recorded_matchings_replay_to_the_same_mates() {
     // `MURI_RECORD_MATCHINGS` writes every exact matching the simulator solves; each line
     // must parse and solve again to the mates recorded, and recording changes no result.
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("matchings.txt");
-    let trace =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/muri-sim/trace3.csv");
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster_spec/n8g8.csv");
-    let args = [
-        "simulate",
-        "--trace_file",
-        trace.to_str().unwrap(),
-        "--cluster_spec",
-        spec.to_str().unwrap(),
-        "--schedule",
-        "multi-resource-blossom-same-gpu",
-    ];
-    let plain = muri(&args);
-    let recorded = Command::new(env!("CARGO_BIN_EXE_muri"))
-        .args(args)
-        .env("MURI_RECORD_MATCHINGS", &record)
+    let args = simulate_shared("trace3", "multi-resource-blossom-same-gpu");
+    let plain = Command::new(env!("CARGO_BIN_EXE_muri"))
+        .args(&args)
         .output()
         .unwrap();
+    let (recorded, text) = run_recording_matchings(&args);
     assert!(plain.status.success() && recorded.status.success());
     let metrics = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
@@ -410,7 +417,6 @@ fn recorded_matchings_replay_to_the_same_mates() {
     assert!(metrics(&plain).is_some());
     assert_eq!(metrics(&plain), metrics(&recorded));
 
-    let text = std::fs::read_to_string(&record).unwrap();
     let mut solver = muri::matching::BlossomMatcher::new();
     let mut solves = 0;
     let mut matched = 0;

@@ -1431,25 +1431,13 @@ impl BlossomMatcher {
     fn update_slack_from_twin(&mut self, u: usize, (t, since): (usize, usize)) -> bool {
         let mut updates = std::mem::take(&mut self.twin_updates);
         updates.clear();
-        let mut ok = true;
         let st_t = self.st[t];
-        if st_t != self.st[u] {
-            match self.twin_candidate(u, st_t) {
-                Ok(Some(d)) => updates.push((st_t, d)),
-                Ok(None) => {}
-                Err(()) => ok = false,
-            }
-        }
+        let mut ok = st_t == self.st[u] || self.collect_twin_update(u, st_t, &mut updates);
         for i in since..self.relabeled.len() {
             if !ok {
                 break;
             }
-            let y = self.relabeled[i] as usize;
-            match self.twin_candidate(u, y) {
-                Ok(Some(d)) => updates.push((y, d)),
-                Ok(None) => {}
-                Err(()) => ok = false,
-            }
+            ok = self.collect_twin_update(u, self.relabeled[i] as usize, &mut updates);
         }
         if ok {
             for &(x, d) in &updates {
@@ -1461,6 +1449,17 @@ impl BlossomMatcher {
         }
         self.twin_updates = updates;
         ok
+    }
+
+    /// Queues `u`'s slack candidate for the top-level id `y` (see [`Self::twin_candidate`]);
+    /// false if a member edge is tight, so that `u` must be scanned in full.
+    fn collect_twin_update(&mut self, u: usize, y: usize, updates: &mut Vec<(usize, f64)>) -> bool {
+        match self.twin_candidate(u, y) {
+            Ok(Some(d)) => updates.push((y, d)),
+            Ok(None) => {}
+            Err(()) => return false,
+        }
+        true
     }
 
     /// What `u`'s scan would offer `update_slack(u, y)` for the top-level id `y`: `Some`

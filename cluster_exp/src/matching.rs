@@ -196,8 +196,9 @@ impl WeightMatrix {
 /// (`edge[e.u][e.v].w`); an entry's `w` only differs from it while the reference has reset
 /// it to 0 during a blossom build, and every such entry is overwritten by that build (its
 /// first member always copies; see [`BlossomMatcher::build_blossom_edges`]). So `w` is
-/// both, and travels with every copy, which spares a random access into the matrix in the
-/// hot loops.
+/// both. Entries between two blossoms store it and travel as copies; entries between a
+/// blossom and a vertex are rebuilt from their inner vertex (see `BlossomMatcher::inner`),
+/// reading `w` from the matrix.
 #[derive(Clone, Copy, Debug, Default)]
 struct Edge {
     u: u32,
@@ -246,14 +247,17 @@ pub struct BlossomMatcher {
     /// The reference's `edge[x][y]` is split by where it lives (see [`Self::e`]): the
     /// vertex block (`x, y <= n`) is never modified after loading, so it is stored as the
     /// weights alone, `wv[x * (n + 1) + y]`, and transposed in `wt[y * (n + 1) + x]` for
-    /// column scans; for a blossom `b` and a vertex `x`, `edge[b][x]` is
-    /// `brow[(b - n - 1) * (n + 1) + x]` and `edge[x][b]` is `bcol[(b - n - 1) * (n + 1) + x]`;
-    /// entries between two blossoms `x, y` are `bb[(x - n - 1) * nb + (y - n - 1)]` with
-    /// `nb = stride - n - 1`. Every scan of a row or a column is then contiguous.
+    /// column scans. Between a blossom `b` and a vertex `x` both entries are copies of
+    /// the same member's edges, `edge[b][x] = (i, x, w(i, x))` and `edge[x][b] = (x, i,
+    /// w(x, i))` for one vertex `i` inside `b`, so only `i` is stored:
+    /// `inner[(b - n - 1) * (n + 1) + x]` (see [`Self::row_edge`], [`Self::col_edge`]).
+    /// That keeps the blossom part 8 times smaller than full entries, which matters for
+    /// the cache: the solver's tables then fit in a core's L2 at the paper's 256 vertices.
+    /// Entries between two blossoms `x, y` are full, `bb[(x - n - 1) * nb + (y - n - 1)]`
+    /// with `nb = stride - n - 1`. Every scan of a row or a column is then contiguous.
     wv: Vec<f64>,
     wt: Vec<f64>,
-    brow: Vec<Edge>,
-    bcol: Vec<Edge>,
+    inner: Vec<u32>,
     bb: Vec<Edge>,
     /// `flower_from[(b - n - 1) * (n + 1) + x]` for a blossom `b`: only vertex columns
     /// are ever read or written, and a vertex's row is only `flower_from[u][u] = u`
@@ -278,8 +282,10 @@ pub struct BlossomMatcher {
     /// `tops_dirty` (set whenever `st` changes).
     tops: Vec<usize>,
     tops_dirty: bool,
-    /// Scratch of [`Self::build_blossom_edges`] (cached slack of each new entry).
+    /// Scratch of [`Self::build_blossom_edges`]: the slack and the weight of each new
+    /// vertex entry (the weight tells whether it is live).
     dist_scratch: Vec<f64>,
+    weight_scratch: Vec<f64>,
     /// Scratch row of [`Self::inherit_flower_from`].
     ff_scratch: Vec<u32>,
     vis: Vec<u64>,
@@ -375,9 +381,8 @@ impl BlossomMatcher {
         // Blossom rows and columns are initialised when their id is first handed out
         // (`init_new_id`), as in the reference, so stale contents are never read.
         let nb = ids - n1;
-        if self.brow.len() < nb * n1 {
-            self.brow.resize(nb * n1, EMPTY_EDGE);
-            self.bcol.resize(nb * n1, EMPTY_EDGE);
+        if self.inner.len() < nb * n1 {
+            self.inner.resize(nb * n1, 0);
         }
         if self.bb.len() < nb * nb {
             self.bb.resize(nb * nb, EMPTY_EDGE);
@@ -564,30 +569,36 @@ impl BlossomMatcher {
             if y > n {
                 self.bb[self.bb_idx(x, y)]
             } else {
-                self.brow[(x - n - 1) * (n + 1) + y]
+                self.row_edge(x, y)
             }
         } else if y > n {
-            self.bcol[(y - n - 1) * (n + 1) + x]
+            self.col_edge(y, x)
         } else {
             self.vertex_edge(x, y, self.wv[x * (n + 1) + y])
         }
     }
 
-    /// Mutable `edge[x][y]` for a pair with a blossom id (the vertex block is read-only).
+    /// The vertex inside blossom `b` whose edges stand for `b`'s towards vertex `x`
+    /// (see [`Self::inner`]); 0 only before `b`'s row is built.
     #[inline]
-    fn e_mut(&mut self, x: usize, y: usize) -> &mut Edge {
-        let n = self.n;
-        if x > n {
-            if y > n {
-                let i = self.bb_idx(x, y);
-                &mut self.bb[i]
-            } else {
-                &mut self.brow[(x - n - 1) * (n + 1) + y]
-            }
-        } else {
-            debug_assert!(y > n, "the vertex block is never modified");
-            &mut self.bcol[(y - n - 1) * (n + 1) + x]
-        }
+    fn inner_of(&self, b: usize, x: usize) -> usize {
+        self.inner[(b - self.n - 1) * (self.n + 1) + x] as usize
+    }
+
+    /// `edge[b][x]` for a blossom `b` and a vertex `x`: `(i, x, w(i, x))`. With no inner
+    /// vertex yet (`i == 0`) the weight reads row 0, which is all zeros: no edge.
+    #[inline]
+    fn row_edge(&self, b: usize, x: usize) -> Edge {
+        let i = self.inner_of(b, x);
+        self.vertex_edge(i, x, self.wv[i * (self.n + 1) + x])
+    }
+
+    /// `edge[x][b]` for a vertex `x` and a blossom `b`: `(x, i, w(x, i))`, read from the
+    /// transposed row of `i` (a blossom's few inner vertices keep those rows cached).
+    #[inline]
+    fn col_edge(&self, b: usize, x: usize) -> Edge {
+        let i = self.inner_of(b, x);
+        self.vertex_edge(x, i, self.wt[i * (self.n + 1) + x])
     }
 
     /// Index of `edge[x][y]` in `bb` for two blossom ids.
@@ -674,7 +685,7 @@ impl BlossomMatcher {
                         visit(u, lab[u] + lab[x] - w * 2.0, &mut best_u, &mut best_d);
                     }
                 } else {
-                    let e = self.bcol[(x - n - 1) * n1 + u];
+                    let e = self.col_edge(x, u);
                     if e.is_live() {
                         visit(u, self.dist(e), &mut best_u, &mut best_d);
                     }
@@ -729,7 +740,7 @@ impl BlossomMatcher {
                 let w = self.wt[x * n1 + u];
                 (w > 0.0).then(|| lab[u] + lab[x] - w * 2.0)
             } else {
-                let e = self.bcol[(x - n - 1) * n1 + u];
+                let e = self.col_edge(x, u);
                 e.is_live().then(|| self.dist(e))
             };
             let Some(du) = candidate else { continue };
@@ -934,14 +945,17 @@ impl BlossomMatcher {
         Some(b)
     }
 
-    /// Fields of a freshly appended id: `{u:0, v:0, w:0}` edges in its row and column,
+    /// Fields of a freshly appended id: `{u:0, v:0, w:0}` edges in its row and column
+    /// (no inner vertex towards any vertex),
     /// `flower = [lca]`, `match = match[lca]`, `st = b`, everything else zero.
     fn init_new_id(&mut self, b: usize, lca: usize) {
-        for x in 0..=b {
-            *self.e_mut(b, x) = EMPTY_EDGE;
-            *self.e_mut(x, b) = EMPTY_EDGE;
-        }
         let row = (b - self.n - 1) * (self.n + 1);
+        self.inner[row..row + self.n + 1].fill(0);
+        for x in self.n + 1..=b {
+            let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
+            self.bb[i] = EMPTY_EDGE;
+            self.bb[j] = EMPTY_EDGE;
+        }
         self.flower_from[row..row + self.n + 1].fill(0);
         self.flower[b].clear();
         self.flower[b].push(lca);
@@ -1005,14 +1019,18 @@ impl BlossomMatcher {
         // theirs has strictly smaller slack. `best[x] == dist(edge[b][x])`: labels do
         // not change here, so it is the value the reference recomputes.
         let mut best = std::mem::take(&mut self.dist_scratch);
+        let mut weight = std::mem::take(&mut self.weight_scratch);
         best.resize(best.len().max(n1), 0.0);
+        weight.resize(weight.len().max(n1), 0.0);
         if let Some((&first, rest)) = flower.split_first() {
-            self.merge_member_vertices::<true>(b, first, &mut best[1..=n]);
+            let (best, weight) = (&mut best[1..=n], &mut weight[1..=n]);
+            self.merge_member_vertices::<true>(b, first, best, weight);
             for &xs in rest {
-                self.merge_member_vertices::<false>(b, xs, &mut best[1..=n]);
+                self.merge_member_vertices::<false>(b, xs, best, weight);
             }
         }
         self.dist_scratch = best;
+        self.weight_scratch = weight;
         self.merge_member_blossoms(b, &flower);
         self.inherit_flower_from(b, &flower, self.n);
         self.flower[b] = flower;
@@ -1030,56 +1048,48 @@ impl BlossomMatcher {
     }
 
     /// The vertex columns `x = 1..=n` of one member `xs` in [`Self::build_blossom_edges`]:
-    /// `best[x - 1]` is the cached slack of `edge[b][x]`.
-    fn merge_member_vertices<const FIRST: bool>(&mut self, b: usize, xs: usize, best: &mut [f64]) {
+    /// `best[x - 1]` is the cached slack of `edge[b][x]` and `weight[x - 1]` its weight
+    /// (whether it is live). Only the inner vertex is stored (see [`Self::inner`]).
+    fn merge_member_vertices<const FIRST: bool>(
+        &mut self,
+        b: usize,
+        xs: usize,
+        best: &mut [f64],
+        weight: &mut [f64],
+    ) {
         let (n, n1) = (self.n, self.n + 1);
         let base = (b - n - 1) * n1;
-        let lab = &self.lab[..];
+        let lab = &self.lab[1..n1];
         if xs <= n {
-            let row_b = &mut self.brow[base + 1..base + n1];
-            let col_b = &mut self.bcol[base + 1..base + n1];
-            // `edge[xs][x] = (xs, x, w)` and `edge[x][xs] = (x, xs, w')`.
+            // `edge[xs][x] = (xs, x, w(xs, x))`.
+            let inner_b = &mut self.inner[base + 1..base + n1];
             let row = &self.wv[xs * n1 + 1..(xs + 1) * n1];
-            let col = &self.wt[xs * n1 + 1..(xs + 1) * n1];
-            let lab_xs = lab[xs];
-            for (i, (((rb, cb), best_x), (&w, &wc))) in row_b
+            let lab_xs = self.lab[xs];
+            for ((ib, (best_x, weight_x)), (&w, &lab_x)) in inner_b
                 .iter_mut()
-                .zip(col_b.iter_mut())
-                .zip(best.iter_mut())
-                .zip(row.iter().zip(col))
-                .enumerate()
+                .zip(best.iter_mut().zip(weight.iter_mut()))
+                .zip(row.iter().zip(lab))
             {
-                let x = i + 1;
-                let dc = lab_xs + lab[x] - w * 2.0;
-                if FIRST || !rb.is_live() || dc < *best_x {
-                    *rb = Edge {
-                        u: xs as u32,
-                        v: x as u32,
-                        w,
-                    };
-                    *cb = Edge {
-                        u: x as u32,
-                        v: xs as u32,
-                        w: wc,
-                    };
-                    *best_x = dc;
+                let dc = lab_xs + lab_x - w * 2.0;
+                if FIRST || not_positive(*weight_x) || dc < *best_x {
+                    (*ib, *best_x, *weight_x) = (xs as u32, dc, w);
                 }
             }
         } else {
+            // `edge[xs][x] = (i, x, w(i, x))` for `xs`'s inner vertex `i`.
             let base_xs = (xs - n - 1) * n1;
-            let (row_b, row) = split_rows(&mut self.brow, base + 1, base_xs + 1, n);
-            let (col_b, col) = split_rows(&mut self.bcol, base + 1, base_xs + 1, n);
-            for (((rb, cb), best_x), (&cand, &cand_col)) in row_b
-                .iter_mut()
-                .zip(col_b.iter_mut())
-                .zip(best.iter_mut())
-                .zip(row.iter().zip(col))
-            {
-                let dc = lab[cand.u as usize] + lab[cand.v as usize] - cand.w * 2.0;
-                if FIRST || !rb.is_live() || dc < *best_x {
-                    *rb = cand;
-                    *cb = cand_col;
-                    *best_x = dc;
+            let (inner_b, inner_xs) = split_rows(&mut self.inner, base + 1, base_xs + 1, n);
+            let (wv, lab_all) = (&self.wv[..], &self.lab[..]);
+            for (x, ((ib, &i), (best_x, weight_x))) in (1..).zip(
+                inner_b
+                    .iter_mut()
+                    .zip(inner_xs)
+                    .zip(best.iter_mut().zip(weight.iter_mut())),
+            ) {
+                let w = wv[i as usize * n1 + x];
+                let dc = lab_all[i as usize] + lab[x - 1] - w * 2.0;
+                if FIRST || not_positive(*weight_x) || dc < *best_x {
+                    (*ib, *best_x, *weight_x) = (i, dc, w);
                 }
             }
         }
@@ -1089,19 +1099,18 @@ impl BlossomMatcher {
     /// A freed id's entries are dead: nothing reads them before the id is handed out
     /// again, and rebuilding it rewrites its whole row and column.
     fn merge_member_blossoms(&mut self, b: usize, flower: &[usize]) {
-        let (n, n1) = (self.n, self.n + 1);
+        let n = self.n;
         for x in n + 1..=self.n_x {
             if self.st[x] == 0 || self.is_internal(b, x) {
                 continue;
             }
-            let xb = (x - n - 1) * n1;
             let (mut fwd, mut back, mut best) = (EMPTY_EDGE, EMPTY_EDGE, 0.0);
             for (i, &xs) in flower.iter().enumerate() {
                 // `edge[xs][x]` and `edge[x][xs]` for the blossom `x`.
                 let cand = if xs > n {
                     self.bb[self.bb_idx(xs, x)]
                 } else {
-                    self.bcol[xb + xs]
+                    self.col_edge(x, xs)
                 };
                 let dc = self.dist(cand);
                 if i == 0 || !fwd.is_live() || dc < best {
@@ -1109,7 +1118,7 @@ impl BlossomMatcher {
                     back = if xs > n {
                         self.bb[self.bb_idx(x, xs)]
                     } else {
-                        self.brow[xb + xs]
+                        self.row_edge(x, xs)
                     };
                     best = dc;
                 }
@@ -1415,12 +1424,12 @@ impl BlossomMatcher {
             return true;
         }
         self.refresh_tops();
-        let (n1, st_u, st_t) = (self.n + 1, self.st[u], self.st[t]);
+        let (st_u, st_t) = (self.st[u], self.st[t]);
         self.tops.iter().all(|&b| {
-            let column = &self.bcol[(b - n1) * n1..(b - n1 + 1) * n1];
             b == st_u
                 || b == st_t
-                || self.dist(column[u]).to_bits() == self.dist(column[t]).to_bits()
+                || self.dist(self.col_edge(b, u)).to_bits()
+                    == self.dist(self.col_edge(b, t)).to_bits()
         })
     }
 
@@ -1469,8 +1478,7 @@ impl BlossomMatcher {
         if y <= self.n {
             return self.twin_member_candidate(u, y, y, 0.0);
         }
-        let n1 = self.n + 1;
-        let dy = self.dist(self.bcol[(y - self.n - 1) * n1 + u]);
+        let dy = self.dist(self.col_edge(y, u));
         let mut members = std::mem::take(&mut self.members);
         members.clear();
         members.push(y);
@@ -1592,10 +1600,9 @@ impl BlossomMatcher {
 
     /// `blossom_dist[b] = dist(edge[u][b])` for every top-level blossom (only those are read).
     fn fill_blossom_dists(&mut self, u: usize) {
-        let n = self.n;
         self.blossom_dist.resize(self.stride, 0.0);
         for &b in &self.tops {
-            self.blossom_dist[b] = self.dist(self.bcol[(b - n - 1) * (n + 1) + u]);
+            self.blossom_dist[b] = self.dist(self.col_edge(b, u));
         }
     }
 
@@ -1686,7 +1693,7 @@ impl BlossomMatcher {
     fn next_tight_slack(&mut self, from: usize, n_x: usize) -> Option<usize> {
         let (n, n1, ids) = (self.n, self.n + 1, n_x + 1);
         let (st, slack, lab) = (&self.st[..ids], &self.slack[..ids], &self.lab[..]);
-        let (wv, bcol) = (&self.wv[..], &self.bcol[..]);
+        let (wv, wt, inner) = (&self.wv[..], &self.wt[..], &self.inner[..]);
         let slack_dist = &mut self.slack_dist[..ids];
         for x in from..ids {
             let sx = slack[x];
@@ -1698,9 +1705,9 @@ impl BlossomMatcher {
             slack_dist[x] = if x <= n {
                 lab[sx] + lab[x] - wv[sx * n1 + x] * 2.0
             } else {
-                // `dist(edge[sx][x])`, the entry of blossom `x`'s column.
-                let e = bcol[(x - n - 1) * n1 + sx];
-                lab[e.u as usize] + lab[e.v as usize] - e.w * 2.0
+                // `dist(edge[sx][x])`: the entry `(sx, i, w(sx, i))` of blossom `x`.
+                let i = inner[(x - n - 1) * n1 + sx] as usize;
+                lab[sx] + lab[i] - wt[i * n1 + sx] * 2.0
             };
             if st[x] == x && st[sx] != x && not_positive(slack_dist[x]) {
                 return Some(x);

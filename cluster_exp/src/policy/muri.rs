@@ -298,12 +298,24 @@ impl Muri {
     /// next `packing_num` jobs of that size. Returns candidates per size and the GPUs they need.
     fn choose_candidates(&mut self, ctx: &mut SchedulingContext<'_>) -> (GroupsBySize, u32) {
         let jobs = &*ctx.jobs;
+        // Sizes in order of first appearance, each list allocated once at its final length
+        // (this runs every event, over every runnable job).
         let mut by_size: Vec<(u32, Vec<JobIdx>, usize)> = Vec::new();
         for &j in ctx.runnable.iter() {
             let g = jobs[j].num_gpu();
             match by_size.iter_mut().find(|(s, _, _)| *s == g) {
-                Some((_, list, _)) => list.push(j),
-                None => by_size.push((g, vec![j], 0)),
+                Some((_, _, count)) => *count += 1,
+                None => by_size.push((g, Vec::new(), 1)),
+            }
+        }
+        for (_, list, count) in &mut by_size {
+            list.reserve_exact(*count);
+            *count = 0;
+        }
+        for &j in ctx.runnable.iter() {
+            let g = jobs[j].num_gpu();
+            if let Some((_, list, _)) = by_size.iter_mut().find(|(s, _, _)| *s == g) {
+                list.push(j);
             }
         }
         if self.candidate.len() < jobs.len() {
@@ -384,7 +396,8 @@ impl Muri {
             return groups;
         }
         // `ready`: per size, vertex order; a matched pair at its larger vertex.
-        let mut ready: Vec<(usize, usize, Option<usize>)> = Vec::new();
+        let vertices = groups.iter().map(|(_, nodes)| nodes.len()).sum();
+        let mut ready: Vec<(usize, usize, Option<usize>)> = Vec::with_capacity(vertices);
         for (size_pos, (_, nodes)) in groups.iter().enumerate() {
             let mates = self.match_groups(jobs, nodes);
             for (u, mate) in mates.iter().enumerate() {
@@ -405,7 +418,7 @@ impl Muri {
             let pos = match out.iter().position(|(s, _)| *s == size) {
                 Some(p) => p,
                 None => {
-                    out.push((size, Vec::new()));
+                    out.push((size, Vec::with_capacity(groups[size_pos].1.len())));
                     out.len() - 1
                 }
             };
@@ -627,7 +640,8 @@ impl Muri {
     /// entries (by sort key) whose first member still fits.
     fn autopack(&mut self, ctx: &mut SchedulingContext<'_>, groups: GroupsBySize) -> GroupsBySize {
         let jobs = &*ctx.jobs;
-        let mut entries: Vec<(u32, Group, f64)> = Vec::new();
+        let groups_in = groups.iter().map(|(_, list)| list.len()).sum::<usize>();
+        let mut entries: Vec<(u32, Group, f64)> = Vec::with_capacity(groups_in * MAX_GROUP);
         for (size, list) in groups {
             for group in list {
                 let together = self.group_time(jobs, &group, StageOrdering::Best);

@@ -259,10 +259,9 @@ pub struct BlossomMatcher {
     wt: Vec<f64>,
     inner: Vec<u32>,
     bb: Vec<Edge>,
-    /// `flower_from[(b - n - 1) * (n + 1) + x]` for a blossom `b`: only vertex columns
-    /// are ever read or written, and a vertex's row is only `flower_from[u][u] = u`
-    /// (never changed), so it is not stored (see [`Self::inherit_flower_from`]).
-    flower_from: Vec<u32>,
+    /// The blossom whose flower lists this id, 0 for a top-level id: the reference's
+    /// `flower_from[b][x]` table follows from it (see [`Self::ff`]), so it is not stored.
+    parent: Vec<u32>,
     lab: Vec<f64>,
     mate: Vec<usize>,
     st: Vec<usize>,
@@ -286,8 +285,6 @@ pub struct BlossomMatcher {
     /// vertex entry (the weight tells whether it is live).
     dist_scratch: Vec<f64>,
     weight_scratch: Vec<f64>,
-    /// Scratch row of [`Self::inherit_flower_from`].
-    ff_scratch: Vec<u32>,
     vis: Vec<u64>,
     t: u64,
     flower: Vec<Vec<usize>>,
@@ -491,7 +488,7 @@ impl BlossomMatcher {
     }
 
     /// The `edge_cnt > 0` branch of the reference's driver: fresh ids, empty flowers,
-    /// every label at the largest weight (`flower_from[u][u] = u` is implicit).
+    /// every label at the largest weight, no blossom parents.
     fn init_duals(&mut self) {
         let (n, ids) = (self.n, self.stride);
         self.pa.clear();
@@ -507,12 +504,8 @@ impl BlossomMatcher {
         self.label.resize(ids, UNLABELED);
         self.flower.resize_with(ids, Vec::new);
         self.flower.iter_mut().for_each(Vec::clear);
-        // A blossom's row is written in full when the blossom is built
-        // (`inherit_flower_from`), before anything reads it.
-        let blossom_rows = (ids - n - 1) * (n + 1);
-        if self.flower_from.len() < blossom_rows {
-            self.flower_from.resize(blossom_rows, 0);
-        }
+        self.parent.clear();
+        self.parent.resize(ids, 0);
         let w_max = self.w_max;
         self.lab.clear();
         self.lab.resize(ids, w_max);
@@ -624,10 +617,23 @@ impl BlossomMatcher {
         self.lab[e.u as usize] + self.lab[e.v as usize] - e.w * 2.0
     }
 
-    /// `flower_from[b][x]` for a blossom `b`.
+    /// The reference's `flower_from[b][x]` for a blossom `b`: the member of `b`'s flower
+    /// that contains the vertex `x` (or is `x`), 0 if `x` is not inside `b`. The
+    /// reference builds it row by row when `b` forms (each member's row, the last member
+    /// with a nonzero entry winning), which gives exactly this, as members are disjoint
+    /// and a blossom's contents never change while it exists. Walking up from `x` costs
+    /// the nesting depth instead of a table of `n` entries per blossom.
     fn ff(&self, b: usize, x: usize) -> usize {
         debug_assert!(b > self.n, "vertex rows are not stored");
-        self.flower_from[(b - self.n - 1) * (self.n + 1) + x] as usize
+        let mut y = x;
+        for _ in 0..self.walk_limit() {
+            match self.parent[y] as usize {
+                p if p == b => return y,
+                0 => return 0,
+                p => y = p,
+            }
+        }
+        0
     }
 
     // ----- the reference's primitives ---------------------------------------------------
@@ -956,7 +962,6 @@ impl BlossomMatcher {
             self.bb[i] = EMPTY_EDGE;
             self.bb[j] = EMPTY_EDGE;
         }
-        self.flower_from[row..row + self.n + 1].fill(0);
         self.flower[b].clear();
         self.flower[b].push(lca);
         self.mate[b] = self.mate[lca];
@@ -1004,7 +1009,7 @@ impl BlossomMatcher {
 
     /// Blossom `b`'s row/column of the edge table: for each member in flower order, copy
     /// the member's entry when `b`'s current weight is `<= 0` (`my_cmp(w, 0) == 0`) or
-    /// the member's entry has strictly smaller slack; then inherit `flower_from`.
+    /// the member's entry has strictly smaller slack; then adopt the members (see [`Self::ff`]).
     ///
     /// For blossom ids the loops are swapped (ids outside, members inside): every id's
     /// entry only depends on the members' entries for that id, and the best candidate
@@ -1032,7 +1037,11 @@ impl BlossomMatcher {
         self.dist_scratch = best;
         self.weight_scratch = weight;
         self.merge_member_blossoms(b, &flower);
-        self.inherit_flower_from(b, &flower, self.n);
+        // A top-level id has no parent, and a freed id was top-level when it was expanded.
+        debug_assert_eq!(self.parent[b], 0, "blossom {b} is new, so top-level");
+        for &xs in &flower {
+            self.parent[xs] = b as u32;
+        }
         self.flower[b] = flower;
     }
 
@@ -1129,30 +1138,6 @@ impl BlossomMatcher {
         }
     }
 
-    /// `flower_from[b][x] = xs` for the last member `xs` (in flower order) whose
-    /// `flower_from[xs][x]` is nonzero, 0 when there is none.
-    fn inherit_flower_from(&mut self, b: usize, flower: &[usize], n: usize) {
-        let n1 = n + 1;
-        let mut row_b = std::mem::take(&mut self.ff_scratch);
-        row_b.clear();
-        row_b.resize(n1, 0);
-        for &xs in flower {
-            if xs <= n {
-                // A vertex's row: `flower_from[xs][xs] = xs`, zeros elsewhere.
-                row_b[xs] = xs as u32;
-                continue;
-            }
-            let base = (xs - n - 1) * n1;
-            let row_xs = &self.flower_from[base..base + n1];
-            for (dst, &src) in row_b[1..].iter_mut().zip(&row_xs[1..]) {
-                *dst = if src != 0 { xs as u32 } else { *dst };
-            }
-        }
-        let base = (b - n - 1) * n1;
-        self.flower_from[base + 1..base + n1].copy_from_slice(&row_b[1..]);
-        self.ff_scratch = row_b;
-    }
-
     /// `expand_blossom`: dissolve an inner blossom whose label reached 0, relabelling the
     /// even-length side of its cycle as inner/outer pairs and the rest as unlabeled.
     fn expand_blossom(&mut self, b: usize) {
@@ -1179,6 +1164,10 @@ impl BlossomMatcher {
             let xs = self.flower[b][i];
             self.label[xs] = UNLABELED;
             self.set_slack(xs);
+        }
+        for i in 0..self.flower[b].len() {
+            let c = self.flower[b][i];
+            self.parent[c] = 0;
         }
         self.st[b] = 0;
         set_bit(&mut self.free_ids, b - self.n - 1);

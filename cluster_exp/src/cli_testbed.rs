@@ -48,7 +48,8 @@ pub struct SchedulerArgs {
     /// Emulated stage time = profiled time × this.
     #[arg(long = "time_scale", alias = "time-scale", default_value_t = 0.05)]
     time_scale: f64,
-    /// Address to serve workers, trainers and `muri submit/status/cancel` on.
+    /// Address to serve workers, trainers and `muri submit/status/cancel` on. Port 0 picks a
+    /// free port; the address bound is printed as `scheduler listening on IP:PORT`.
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     listen: String,
     /// Allow a non-loopback --listen address.

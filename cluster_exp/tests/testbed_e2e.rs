@@ -5,10 +5,10 @@
 //! Needs the `muri-trainer` executable next to `muri`: `cargo test` at the workspace root
 //! builds it (the workloads crate has an integration test for that reason).
 
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use muri::output::read_job_csv;
@@ -33,14 +33,6 @@ fn trainer_present() {
         "{} is missing: run `cargo test` from the workspace root (or `cargo build --release -p muri-workloads`)",
         trainer.display()
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn muri(args: &[&str]) -> Output {
@@ -80,6 +72,41 @@ struct Run {
     port: u16,
     log: PathBuf,
     scheduler: Proc,
+    /// Collects the scheduler's stderr (see [`spawn_listening`]).
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Spawns the scheduler (listening on port 0) and reads the port the OS gave it from its
+/// `scheduler listening on IP:PORT` line. Picking a free port in the test and passing it
+/// on would race: between the probe and the scheduler's bind, the parallel tests' own
+/// connections may take that port. The rest of stderr is collected for [`wait_done`].
+fn spawn_listening(mut cmd: Command) -> (Proc, u16, JoinHandle<String>) {
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("scheduler listening on ") {
+                let _ = tx.send(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(port)) => (Proc(child), port, reader),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the scheduler did not report its port:\n{}",
+                reader.join().unwrap()
+            );
+        }
+    }
 }
 
 fn start_scheduler(
@@ -89,19 +116,13 @@ fn start_scheduler(
     extra: &[&str],
     token: &str,
 ) -> Run {
-    let port = free_port();
     let log = dir.join("out");
     let mut cmd = Command::new(MURI);
     cmd.args(["scheduler", "--cluster_spec"])
         .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
         .args(["--schedule", policy, "--log_path"])
         .arg(&log)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--schedule_interval",
-            "3600",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--schedule_interval", "3600"])
         .args(["--heartbeat_ms", "100", "--heartbeat_timeout_ms", "800"])
         .args(extra)
         .env("MURI_TOKEN", token)
@@ -116,10 +137,12 @@ fn start_scheduler(
     if let Some(t) = trace {
         cmd.arg("--trace_file").arg(t);
     }
+    let (scheduler, port, stderr) = spawn_listening(cmd);
     Run {
         port,
         log,
-        scheduler: Proc(cmd.spawn().unwrap()),
+        scheduler,
+        stderr: Some(stderr),
     }
 }
 
@@ -158,14 +181,7 @@ fn wait_done(run: &mut Run, limit: Duration) -> String {
     let started = Instant::now();
     loop {
         if let Some(status) = run.scheduler.0.try_wait().unwrap() {
-            let mut err = String::new();
-            run.scheduler
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = run.stderr.take().unwrap().join().unwrap();
             assert!(status.success(), "scheduler failed: {err}");
             return err;
         }

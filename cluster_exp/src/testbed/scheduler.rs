@@ -115,7 +115,7 @@ struct PendingLaunch {
 }
 
 /// Runs the scheduler until every job is done (or forever with `keep_alive`).
-pub async fn run_scheduler(cfg: SchedulerConfig) -> anyhow::Result<RunSummary> {
+pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummary> {
     validate(&cfg)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let first_online_id = cfg
@@ -135,7 +135,9 @@ pub async fn run_scheduler(cfg: SchedulerConfig) -> anyhow::Result<RunSummary> {
         status: Mutex::new(pb::StatusReply::default()),
         wake: Notify::new(),
     });
-    let server = spawn_server(cfg.listen, shared.clone()).await?;
+    let (server, bound) = spawn_server(cfg.listen, shared.clone()).await?;
+    // With port 0 the OS picks the port; trainers must be told the real one.
+    cfg.listen = bound;
     let mut testbed = Testbed::new(cfg, shared, rx)?;
     let result = testbed.run().await;
     testbed.shutdown_workers().await;
@@ -164,10 +166,12 @@ fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds `listen` (port 0: any free port) and serves the scheduler's gRPC services;
+/// returns the server task and the address actually bound.
 async fn spawn_server(
     listen: SocketAddr,
     shared: Arc<Shared>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the scheduler to {listen}"))?;
@@ -194,12 +198,13 @@ async fn spawn_server(
         ));
     tracing::info!(%bound, "scheduler listening");
     eprintln!("scheduler listening on {bound}");
-    Ok(tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!("scheduler server stopped: {e}");
         }
-    }))
+    });
+    Ok((server, bound))
 }
 
 struct Testbed {

@@ -214,6 +214,9 @@ impl Edge {
     }
 }
 
+/// No column group (see [`BlossomMatcher::refine_column_groups`]).
+const NO_GROUP: u32 = u32::MAX;
+
 /// The `{u: 0, v: 0, w: 0}` entry the reference appends when it grows the table.
 const EMPTY_EDGE: Edge = Edge { u: 0, v: 0, w: 0.0 };
 
@@ -326,6 +329,19 @@ pub struct BlossomMatcher {
     free_ids: Vec<u64>,
     /// Scratch of [`Self::mark_stand_ins`]: per class, its first and last free twin.
     class_chain: Vec<(u32, u32)>,
+    /// Column groups of a class table (see [`Self::refine_column_groups`]): `col_group[x]`
+    /// for each vertex `x`; per group its least member, its label bits, the head of the
+    /// groups split off it in this pass and the next of those; per group, scratch of a
+    /// blossom build: a member outside the blossom and the group's entry.
+    col_group: Vec<u32>,
+    group_rep: Vec<u32>,
+    group_lab: Vec<u64>,
+    group_split: Vec<u32>,
+    split_next: Vec<u32>,
+    group_outside: Vec<u32>,
+    group_inner: Vec<u32>,
+    /// Labels changed since the column groups were last refined.
+    groups_stale: bool,
     /// Scratch of [`Self::slack_candidates`]: the candidate bits for one `set_slack`.
     candidate_scratch: Vec<u64>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
@@ -355,6 +371,16 @@ impl BlossomMatcher {
             while self.matching() {}
         }
         self.mates()
+    }
+
+    /// How many column groups the last [`solve`](Self::solve) of a class table ended with
+    /// (it starts with one per class; see `refine_column_groups`), 0 without classes.
+    pub fn column_groups(&self) -> usize {
+        if self.col_group.is_empty() {
+            0
+        } else {
+            self.group_rep.len()
+        }
     }
 
     /// How many vertex scans the last [`solve`](Self::solve) replaced by a twin's (only
@@ -402,6 +428,7 @@ impl BlossomMatcher {
         self.class.extend_from_slice(&g.class);
         self.scanned.clear();
         self.scanned.resize(g.classes, (0, 0, 0));
+        self.load_column_groups(g);
         self.twin_skips = TwinSkips::default();
         self.t = 0;
         self.vis.clear();
@@ -485,6 +512,31 @@ impl BlossomMatcher {
         }
         self.table_scratch = table;
         w_max
+    }
+
+    /// Column groups start as the classes (none without classes), each represented by
+    /// its least vertex.
+    fn load_column_groups(&mut self, g: &WeightMatrix) {
+        self.col_group.clear();
+        if g.class.is_empty() {
+            return;
+        }
+        self.col_group.push(0);
+        self.col_group.extend_from_slice(&g.class);
+        self.group_rep.clear();
+        self.group_rep.resize(g.classes, 0);
+        for (u, &c) in (1..).zip(&g.class) {
+            if self.group_rep[c as usize] == 0 {
+                self.group_rep[c as usize] = u;
+            }
+        }
+        for v in [&mut self.group_split, &mut self.split_next] {
+            v.clear();
+            v.resize(g.classes, NO_GROUP);
+        }
+        self.group_lab.clear();
+        self.group_lab.resize(g.classes, 0);
+        self.groups_stale = true;
     }
 
     /// The `edge_cnt > 0` branch of the reference's driver: fresh ids, empty flowers,
@@ -1016,17 +1068,46 @@ impl BlossomMatcher {
     /// then stays in registers. Those ids inside `b` itself are skipped (see
     /// [`Self::is_internal`]).
     fn build_blossom_edges(&mut self, b: usize) {
-        let (n, n1) = (self.n, self.n + 1);
         let flower = std::mem::take(&mut self.flower[b]);
-        // Vertex columns member by member, as the reference does: each member's row is
-        // then one contiguous stream. The reference first resets `b`'s weights, so its
-        // first member always copies; later ones copy when `b`'s entry is not live or
-        // theirs has strictly smaller slack. `best[x] == dist(edge[b][x])`: labels do
-        // not change here, so it is the value the reference recomputes.
+        if self.col_group.is_empty() {
+            self.merge_vertex_columns(b, &flower);
+        } else {
+            #[cfg(debug_assertions)]
+            let plain = {
+                self.merge_vertex_columns(b, &flower);
+                let base = (b - self.n - 1) * (self.n + 1);
+                self.inner[base..base + self.n + 1].to_vec()
+            };
+            self.merge_member_vertices_grouped(b, &flower);
+            #[cfg(debug_assertions)]
+            for x in (1..=self.n).filter(|&x| !self.is_internal(b, x)) {
+                assert_eq!(
+                    self.inner_of(b, x),
+                    plain[x] as usize,
+                    "column groups changed blossom {b}'s entry for {x}"
+                );
+            }
+        }
+        self.merge_member_blossoms(b, &flower);
+        // A top-level id has no parent, and a freed id was top-level when it was expanded.
+        debug_assert_eq!(self.parent[b], 0, "blossom {b} is new, so top-level");
+        for &xs in &flower {
+            self.parent[xs] = b as u32;
+        }
+        self.flower[b] = flower;
+    }
+
+    /// The vertex columns of `b`'s row, member by member, as the reference does: each
+    /// member's row is then one contiguous stream. The reference first resets `b`'s
+    /// weights, so its first member always copies; later ones copy when `b`'s entry is
+    /// not live or theirs has strictly smaller slack. `best[x] == dist(edge[b][x])`:
+    /// labels do not change here, so it is the value the reference recomputes.
+    fn merge_vertex_columns(&mut self, b: usize, flower: &[usize]) {
+        let n = self.n;
         let mut best = std::mem::take(&mut self.dist_scratch);
         let mut weight = std::mem::take(&mut self.weight_scratch);
-        best.resize(best.len().max(n1), 0.0);
-        weight.resize(weight.len().max(n1), 0.0);
+        best.resize(best.len().max(n + 1), 0.0);
+        weight.resize(weight.len().max(n + 1), 0.0);
         if let Some((&first, rest)) = flower.split_first() {
             let (best, weight) = (&mut best[1..=n], &mut weight[1..=n]);
             self.merge_member_vertices::<true>(b, first, best, weight);
@@ -1036,13 +1117,6 @@ impl BlossomMatcher {
         }
         self.dist_scratch = best;
         self.weight_scratch = weight;
-        self.merge_member_blossoms(b, &flower);
-        // A top-level id has no parent, and a freed id was top-level when it was expanded.
-        debug_assert_eq!(self.parent[b], 0, "blossom {b} is new, so top-level");
-        for &xs in &flower {
-            self.parent[xs] = b as u32;
-        }
-        self.flower[b] = flower;
     }
 
     /// Whether `x` lies inside the blossom `b` just built (`set_st(b, b)` marked them).
@@ -1101,6 +1175,113 @@ impl BlossomMatcher {
                     (*ib, *best_x, *weight_x) = (i, dc, w);
                 }
             }
+        }
+    }
+
+    /// The vertex columns of [`Self::build_blossom_edges`] for a class table: computed once
+    /// per column group (see [`Self::refine_column_groups`]), at a member of the group
+    /// outside `b`, and copied to the whole group. Columns inside `b` get their group's
+    /// entry too; nothing reads them (see [`Self::is_internal`]).
+    fn merge_member_vertices_grouped(&mut self, b: usize, flower: &[usize]) {
+        if self.groups_stale {
+            self.refine_column_groups();
+        }
+        self.pick_outside_members(b);
+        let groups = self.group_rep.len();
+        let (n, n1) = (self.n, self.n + 1);
+        let mut entry = std::mem::take(&mut self.group_inner);
+        entry.resize(groups, 0);
+        let (wv, lab, inner) = (&self.wv[..], &self.lab[..], &self.inner[..]);
+        for (g, out) in entry.iter_mut().enumerate() {
+            let x = self.group_outside[g] as usize;
+            if x == 0 {
+                *out = 0;
+                continue;
+            }
+            // The member rule of `merge_member_vertices`, for the one column `x`.
+            let (mut best_i, mut best_d, mut best_w) = (0, 0.0, 0.0);
+            for (k, &xs) in flower.iter().enumerate() {
+                let i = if xs <= n {
+                    xs
+                } else {
+                    inner[(xs - n - 1) * n1 + x] as usize
+                };
+                let w = wv[i * n1 + x];
+                let dc = lab[i] + lab[x] - w * 2.0;
+                if k == 0 || not_positive(best_w) || dc < best_d {
+                    (best_i, best_d, best_w) = (i, dc, w);
+                }
+            }
+            *out = best_i as u32;
+        }
+        let base = (b - n - 1) * n1;
+        for (ib, &g) in self.inner[base + 1..base + n1]
+            .iter_mut()
+            .zip(&self.col_group[1..n1])
+        {
+            *ib = entry[g as usize];
+        }
+        self.group_inner = entry;
+    }
+
+    /// Splits the column groups of a class table by the current labels (they changed
+    /// since the last split).
+    ///
+    /// Two columns `x`, `x'` share a group only while they have had the same class and,
+    /// bit for bit, the same label at every blossom build of this solve: groups start as
+    /// the classes and are split by the labels before a build, never merged. For columns
+    /// outside a blossom, its entry is then the same inner vertex: the member rule
+    /// compares `lab[i] + lab[x] - 2 w(i, x)` over the members, and for a vertex member
+    /// `i` (never `x` itself, which is outside) `w(i, x) = w(i, x')` by class, while a
+    /// blossom member's inner vertex for `x` and `x'` is already the same (by induction
+    /// over the builds). So one column per group need be computed.
+    ///
+    /// A group keeps its least member as representative: members only ever leave a
+    /// group, to a new group led by the first of them.
+    fn refine_column_groups(&mut self) {
+        self.groups_stale = false;
+        let lab = &self.lab[..];
+        for (bits, &rep) in self.group_lab.iter_mut().zip(&self.group_rep) {
+            *bits = lab[rep as usize].to_bits();
+        }
+        self.group_split.fill(NO_GROUP);
+        for (x, l) in (1..=self.n).zip(&lab[1..]) {
+            let g = self.col_group[x] as usize;
+            let bits = l.to_bits();
+            if bits == self.group_lab[g] {
+                continue;
+            }
+            // Find the group split off `g` in this pass for this label, or start one.
+            let mut s = self.group_split[g];
+            while s != NO_GROUP && self.group_lab[s as usize] != bits {
+                s = self.split_next[s as usize];
+            }
+            if s == NO_GROUP {
+                s = self.group_rep.len() as u32;
+                self.group_rep.push(x as u32);
+                self.group_lab.push(bits);
+                self.split_next.push(self.group_split[g]);
+                self.group_split.push(NO_GROUP);
+                self.group_split[g] = s;
+            }
+            self.col_group[x] = s;
+        }
+    }
+
+    /// [`Self::group_outside`]: for each column group, a member outside the blossom `b`
+    /// just marked by `set_st` (its representative unless that lies inside), or 0 if all
+    /// its members are inside.
+    fn pick_outside_members(&mut self, b: usize) {
+        let n1 = self.n + 1;
+        self.group_outside.clear();
+        for (g, &rep) in self.group_rep.iter().enumerate() {
+            let mut x = rep as usize;
+            if self.is_internal(b, x) {
+                x = (x + 1..n1)
+                    .find(|&y| self.col_group[y] as usize == g && !self.is_internal(b, y))
+                    .unwrap_or(0);
+            }
+            self.group_outside.push(x as u32);
         }
     }
 
@@ -1626,6 +1807,7 @@ impl BlossomMatcher {
     /// earlier vertices have already been changed by then.
     fn apply_delta(&mut self, d: f64) -> bool {
         self.bump_epoch();
+        self.groups_stale = true;
         let (n, ids) = (self.n, self.n_x + 1);
         let (st, label, lab) = (&self.st[..ids], &self.label[..], &mut self.lab[..ids]);
         for u in 1..=n {

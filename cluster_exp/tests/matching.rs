@@ -192,7 +192,7 @@ fn twin_classes_change_nothing() {
     // must be exactly those of the plain port, on graphs shaped like the simulator's.
     let mut rng = StdRng::seed_from_u64(11);
     let mut solver = BlossomMatcher::new();
-    let (mut skipped, mut skipped_others) = (0, 0);
+    let (mut skipped, mut skipped_others, mut splits) = (0, 0, 0);
     for round in 0..300 {
         let n = if round % 10 == 0 {
             200
@@ -208,6 +208,7 @@ fn twin_classes_change_nothing() {
         let skips = solver.twin_scans_skipped();
         skipped += skips.free_roots;
         skipped_others += skips.other_vertices;
+        splits += solver.column_groups().saturating_sub(classes as usize);
     }
     assert!(
         skipped > 1000,
@@ -218,6 +219,9 @@ fn twin_classes_change_nothing() {
         "the twin shortcut for matched and nested vertices was barely exercised \
          ({skipped_others} scans)"
     );
+    // Blossom rows are computed once per column group; groups split when labels of one
+    // class diverge, which must happen here for the test to cover it.
+    assert!(splits > 100, "column groups were barely split ({splits})");
 }
 
 #[test]

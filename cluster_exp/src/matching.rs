@@ -342,6 +342,11 @@ pub struct BlossomMatcher {
     group_inner: Vec<u32>,
     /// Labels changed since the column groups were last refined.
     groups_stale: bool,
+    /// The last dual step changed labels, so [`Self::slack_dist`] must be refreshed.
+    slack_dists_stale: bool,
+    /// Some vertex in [`Self::outer_bits`] has `lab <= 0`, which ends the matching at the
+    /// next dual step (see [`Self::apply_zero_delta`]).
+    outer_nonpositive: bool,
     /// Scratch of [`Self::slack_candidates`]: the candidate bits for one `set_slack`.
     candidate_scratch: Vec<u64>,
     /// Scans replaced by a twin's during the last solve (see [`Self::twin_scans_skipped`]).
@@ -850,6 +855,7 @@ impl BlossomMatcher {
     fn enqueue(&mut self, u: usize) {
         self.q.push(u);
         set_bit(&mut self.outer_bits, u);
+        self.outer_nonpositive |= not_positive(self.lab[u]);
     }
 
     /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
@@ -1272,16 +1278,23 @@ impl BlossomMatcher {
     /// just marked by `set_st` (its representative unless that lies inside), or 0 if all
     /// its members are inside.
     fn pick_outside_members(&mut self, b: usize) {
-        let n1 = self.n + 1;
+        let mut missing = 0;
         self.group_outside.clear();
-        for (g, &rep) in self.group_rep.iter().enumerate() {
-            let mut x = rep as usize;
-            if self.is_internal(b, x) {
-                x = (x + 1..n1)
-                    .find(|&y| self.col_group[y] as usize == g && !self.is_internal(b, y))
-                    .unwrap_or(0);
+        for &rep in &self.group_rep {
+            let outside = !self.is_internal(b, rep as usize);
+            missing += usize::from(!outside);
+            self.group_outside.push(if outside { rep } else { 0 });
+        }
+        // Groups led from inside `b`: their first member outside, in one pass.
+        for x in 1..=self.n {
+            if missing == 0 {
+                break;
             }
-            self.group_outside.push(x as u32);
+            let g = self.col_group[x] as usize;
+            if self.group_outside[g] == 0 && !self.is_internal(b, x) {
+                self.group_outside[g] = x as u32;
+                missing -= 1;
+            }
         }
     }
 
@@ -1439,6 +1452,7 @@ impl BlossomMatcher {
         self.clear_queue();
         self.outer_bits.clear();
         self.outer_bits.resize(self.n / 64 + 1, 0);
+        self.outer_nonpositive = false;
         self.mark_stand_ins();
         for x in 1..=n_x {
             if self.st[x] == x && self.mate[x] == 0 {
@@ -1807,7 +1821,11 @@ impl BlossomMatcher {
     /// earlier vertices have already been changed by then.
     fn apply_delta(&mut self, d: f64) -> bool {
         self.bump_epoch();
+        if d == 0.0 {
+            return self.apply_zero_delta();
+        }
         self.groups_stale = true;
+        self.slack_dists_stale = true;
         let (n, ids) = (self.n, self.n_x + 1);
         let (st, label, lab) = (&self.st[..ids], &self.label[..], &mut self.lab[..ids]);
         for u in 1..=n {
@@ -1832,8 +1850,32 @@ impl BlossomMatcher {
             }
         }
         // `slack_dist` is now stale; `scan_slack_edges`, which always runs next,
-        // refreshes each id as it reaches it.
+        // refreshes each id as it reaches it. Every outer vertex passed `lab > d`.
+        self.outer_nonpositive = false;
         true
+    }
+
+    /// [`Self::apply_delta`] of `d == 0`, the common case (a tight slack edge or an inner
+    /// blossom at 0 set the step): adding and subtracting 0 leaves every label as it is,
+    /// as no label is ever -0 (labels start positive or +0, and `x - x` and `x + (-x)`
+    /// round to +0), so only the end test is left: an outer vertex with `lab <= 0`.
+    /// Labels have not moved since the last nonzero step, after which every outer vertex
+    /// had `lab > 0` (`x > d` implies `x - d > 0`), and vertices only become outer by
+    /// [`Self::enqueue`], which notes a nonpositive label.
+    fn apply_zero_delta(&mut self) -> bool {
+        debug_assert!(
+            self.lab[1..=self.n_x]
+                .iter()
+                .all(|l| l.to_bits() != (-0.0f64).to_bits()),
+            "a label is -0, which adding 0 would change"
+        );
+        self.slack_dists_stale = false;
+        debug_assert_eq!(
+            self.outer_nonpositive,
+            (1..=self.n).any(|u| self.label[self.st[u]] == OUTER && my_cmp(self.lab[u], 0.0) <= 0),
+            "outer_nonpositive out of step with the labels"
+        );
+        !self.outer_nonpositive
     }
 
     /// After a dual step: every top-level id whose slack edge became tight is handled
@@ -1859,14 +1901,16 @@ impl BlossomMatcher {
         false
     }
 
-    /// Refreshes the slack distances of ids `from..=n_x` in order and stops at the first
-    /// top-level id whose slack edge (from outside it) is tight. Only reads and that one
-    /// cache are touched, so the loop runs over plain slices.
+    /// Refreshes the slack distances of ids `from..=n_x` in order (unless the dual step
+    /// was 0, which left them exact) and stops at the first top-level id whose slack
+    /// edge (from outside it) is tight. Only reads and that one cache are touched, so
+    /// the loop runs over plain slices.
     fn next_tight_slack(&mut self, from: usize, n_x: usize) -> Option<usize> {
         let (n, n1, ids) = (self.n, self.n + 1, n_x + 1);
         let (st, slack, lab) = (&self.st[..ids], &self.slack[..ids], &self.lab[..]);
         let (wv, wt, inner) = (&self.wv[..], &self.wt[..], &self.inner[..]);
         let slack_dist = &mut self.slack_dist[..ids];
+        let refresh = self.slack_dists_stale;
         for x in from..ids {
             let sx = slack[x];
             if sx == 0 {
@@ -1874,13 +1918,20 @@ impl BlossomMatcher {
             }
             // Slack vertices are always vertices (set by `set_slack` or the BFS scan).
             debug_assert!(sx <= n);
-            slack_dist[x] = if x <= n {
-                lab[sx] + lab[x] - wv[sx * n1 + x] * 2.0
-            } else {
-                // `dist(edge[sx][x])`: the entry `(sx, i, w(sx, i))` of blossom `x`.
-                let i = inner[(x - n - 1) * n1 + sx] as usize;
-                lab[sx] + lab[i] - wt[i * n1 + sx] * 2.0
+            let fresh = || {
+                if x <= n {
+                    lab[sx] + lab[x] - wv[sx * n1 + x] * 2.0
+                } else {
+                    // `dist(edge[sx][x])`: the entry `(sx, i, w(sx, i))` of blossom `x`.
+                    let i = inner[(x - n - 1) * n1 + sx] as usize;
+                    lab[sx] + lab[i] - wt[i * n1 + sx] * 2.0
+                }
             };
+            if refresh {
+                slack_dist[x] = fresh();
+            } else {
+                debug_assert_eq!(slack_dist[x].to_bits(), fresh().to_bits(), "slack {x}");
+            }
             if st[x] == x && st[sx] != x && not_positive(slack_dist[x]) {
                 return Some(x);
             }

@@ -342,6 +342,10 @@ pub struct BlossomMatcher {
     group_inner: Vec<u32>,
     /// Labels changed since the column groups were last refined.
     groups_stale: bool,
+    /// Per group, its members as a bitset of `n / 64 + 1` words.
+    group_bits: Vec<u64>,
+    /// Scratch of [`Self::best_slack_edge`]: each group's first candidate, as `(u, g)`.
+    group_firsts: Vec<(u32, u32)>,
     /// The last dual step changed labels, so [`Self::slack_dist`] must be refreshed.
     slack_dists_stale: bool,
     /// Some vertex in [`Self::outer_bits`] has `lab <= 0`, which ends the matching at the
@@ -541,6 +545,12 @@ impl BlossomMatcher {
         }
         self.group_lab.clear();
         self.group_lab.resize(g.classes, 0);
+        let words = self.n / 64 + 1;
+        self.group_bits.clear();
+        self.group_bits.resize(g.classes * words, 0);
+        for (u, &c) in (1..).zip(&g.class) {
+            set_bit(&mut self.group_bits[c as usize * words..], u);
+        }
         self.groups_stale = true;
     }
 
@@ -722,6 +732,9 @@ impl BlossomMatcher {
     /// outside `x` with a live edge `(u, x)` of least slack, as `(u, slack)`, `u == 0`
     /// if none.
     fn best_slack_edge(&mut self, x: usize) -> (usize, f64) {
+        if !self.col_group.is_empty() {
+            return self.best_slack_edge_grouped(x);
+        }
         let mut words = std::mem::take(&mut self.candidate_scratch);
         self.slack_candidates(x, &mut words);
         let (n, n1) = (self.n, self.n + 1);
@@ -756,6 +769,55 @@ impl BlossomMatcher {
             }
         }
         self.candidate_scratch = words;
+        (best_u, best_d)
+    }
+
+    /// [`Self::best_slack_edge`] with column groups (see [`Self::refine_column_groups`]):
+    /// the members of one group outside `x` offer `x` the same slack (same class, same
+    /// label, and for a blossom `x` the same inner vertex), so after a candidate of a
+    /// group no later one can win the strict `<`. Only each group's first candidate is
+    /// weighed, in ascending order, which picks the same vertex as the full loop.
+    fn best_slack_edge_grouped(&mut self, x: usize) -> (usize, f64) {
+        if self.groups_stale {
+            self.refine_column_groups();
+        }
+        let mut words = std::mem::take(&mut self.candidate_scratch);
+        self.slack_candidates(x, &mut words);
+        let mut firsts = std::mem::take(&mut self.group_firsts);
+        firsts.clear();
+        let (st, label) = (&self.st[..], &self.label[..]);
+        for (g, members) in self.group_bits.chunks_exact(words.len()).enumerate() {
+            'group: for (i, (&c, &m)) in words.iter().zip(members).enumerate() {
+                let mut bits = c & m;
+                while bits != 0 {
+                    let u = i * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if st[u] != x && label[st[u]] == OUTER {
+                        firsts.push((u as u32, g as u32));
+                        break 'group;
+                    }
+                }
+            }
+        }
+        firsts.sort_unstable();
+        let (n, n1, lab) = (self.n, self.n + 1, &self.lab[..]);
+        let (mut best_u, mut best_d) = (0, 0.0);
+        for &(u, _) in &firsts {
+            let u = u as usize;
+            let candidate = if x <= n {
+                let w = self.wt[x * n1 + u];
+                (w > 0.0).then(|| lab[u] + lab[x] - w * 2.0)
+            } else {
+                let e = self.col_edge(x, u);
+                e.is_live().then(|| self.dist(e))
+            };
+            let Some(du) = candidate else { continue };
+            if best_u == 0 || du < best_d {
+                (best_u, best_d) = (u, du);
+            }
+        }
+        self.candidate_scratch = words;
+        self.group_firsts = firsts;
         (best_u, best_d)
     }
 
@@ -1246,6 +1308,7 @@ impl BlossomMatcher {
     /// group, to a new group led by the first of them.
     fn refine_column_groups(&mut self) {
         self.groups_stale = false;
+        let words = self.n / 64 + 1;
         let lab = &self.lab[..];
         for (bits, &rep) in self.group_lab.iter_mut().zip(&self.group_rep) {
             *bits = lab[rep as usize].to_bits();
@@ -1269,8 +1332,11 @@ impl BlossomMatcher {
                 self.split_next.push(self.group_split[g]);
                 self.group_split.push(NO_GROUP);
                 self.group_split[g] = s;
+                self.group_bits.extend(std::iter::repeat_n(0, words));
             }
             self.col_group[x] = s;
+            clear_bit(&mut self.group_bits[g * words..], x);
+            set_bit(&mut self.group_bits[s as usize * words..], x);
         }
     }
 

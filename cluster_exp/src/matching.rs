@@ -800,18 +800,12 @@ impl BlossomMatcher {
             }
         }
         firsts.sort_unstable();
-        let (n, n1, lab) = (self.n, self.n + 1, &self.lab[..]);
         let (mut best_u, mut best_d) = (0, 0.0);
         for &(u, _) in &firsts {
             let u = u as usize;
-            let candidate = if x <= n {
-                let w = self.wt[x * n1 + u];
-                (w > 0.0).then(|| lab[u] + lab[x] - w * 2.0)
-            } else {
-                let e = self.col_edge(x, u);
-                e.is_live().then(|| self.dist(e))
+            let Some(du) = self.slack_towards(x, u) else {
+                continue;
             };
-            let Some(du) = candidate else { continue };
             if best_u == 0 || du < best_d {
                 (best_u, best_d) = (u, du);
             }
@@ -852,23 +846,30 @@ impl BlossomMatcher {
         }
     }
 
+    /// The slack of `edge[u][x]` for a vertex `u` outside `x`, or `None` if it is no edge:
+    /// `(u, x, w)` for a vertex `x`, `(u, i, w(u, i))` for a blossom `x` with inner `i`.
+    #[inline]
+    fn slack_towards(&self, x: usize, u: usize) -> Option<f64> {
+        if x <= self.n {
+            let w = self.wt[x * (self.n + 1) + u];
+            (w > 0.0).then(|| self.lab[u] + self.lab[x] - w * 2.0)
+        } else {
+            let e = self.col_edge(x, u);
+            e.is_live().then(|| self.dist(e))
+        }
+    }
+
     /// The plain `set_slack` loop over every vertex; checks the shortcut in debug builds.
     fn best_slack_edge_full(&self, x: usize) -> (usize, f64) {
-        let (n, n1) = (self.n, self.n + 1);
-        let (st, label, lab) = (&self.st[1..n1], &self.label[..], &self.lab[..]);
+        let (st, label) = (&self.st[1..=self.n], &self.label[..]);
         let (mut best_u, mut best_d) = (0, 0.0);
         for (u, &su) in (1..).zip(st) {
             if su == x || label[su] != OUTER {
                 continue;
             }
-            let candidate = if x <= n {
-                let w = self.wt[x * n1 + u];
-                (w > 0.0).then(|| lab[u] + lab[x] - w * 2.0)
-            } else {
-                let e = self.col_edge(x, u);
-                e.is_live().then(|| self.dist(e))
+            let Some(du) = self.slack_towards(x, u) else {
+                continue;
             };
-            let Some(du) = candidate else { continue };
             if best_u == 0 || du < best_d {
                 (best_u, best_d) = (u, du);
             }

@@ -344,8 +344,8 @@ pub struct BlossomMatcher {
     groups_stale: bool,
     /// Per group, its members as a bitset of `n / 64 + 1` words.
     group_bits: Vec<u64>,
-    /// Scratch of [`Self::best_slack_edge`]: each group's first candidate, as `(u, g)`.
-    group_firsts: Vec<(u32, u32)>,
+    /// Scratch of [`Self::best_slack_edge_grouped`]: each group's first candidate.
+    group_firsts: Vec<u32>,
     /// The last dual step changed labels, so [`Self::slack_dist`] must be refreshed.
     slack_dists_stale: bool,
     /// Some vertex in [`Self::outer_bits`] has `lab <= 0`, which ends the matching at the
@@ -786,14 +786,14 @@ impl BlossomMatcher {
         let mut firsts = std::mem::take(&mut self.group_firsts);
         firsts.clear();
         let (st, label) = (&self.st[..], &self.label[..]);
-        for (g, members) in self.group_bits.chunks_exact(words.len()).enumerate() {
+        for members in self.group_bits.chunks_exact(words.len()) {
             'group: for (i, (&c, &m)) in words.iter().zip(members).enumerate() {
                 let mut bits = c & m;
                 while bits != 0 {
                     let u = i * 64 + bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     if st[u] != x && label[st[u]] == OUTER {
-                        firsts.push((u as u32, g as u32));
+                        firsts.push(u as u32);
                         break 'group;
                     }
                 }
@@ -801,7 +801,7 @@ impl BlossomMatcher {
         }
         firsts.sort_unstable();
         let (mut best_u, mut best_d) = (0, 0.0);
-        for &(u, _) in &firsts {
+        for &u in &firsts {
             let u = u as usize;
             let Some(du) = self.slack_towards(x, u) else {
                 continue;

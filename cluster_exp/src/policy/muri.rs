@@ -299,7 +299,8 @@ impl Muri {
     fn choose_candidates(&mut self, ctx: &mut SchedulingContext<'_>) -> (GroupsBySize, u32) {
         let jobs = &*ctx.jobs;
         // Sizes in order of first appearance, each list allocated once at its final length
-        // (this runs every event, over every runnable job).
+        // (this runs every event, over every runnable job). The third field first counts
+        // the size's jobs, then, reset to 0, how many of them the walk below has chosen.
         let mut by_size: Vec<(u32, Vec<JobIdx>, usize)> = Vec::new();
         for &j in ctx.runnable.iter() {
             let g = jobs[j].num_gpu();

@@ -278,8 +278,12 @@ pub struct BlossomMatcher {
     /// recompute.
     slack_dist: Vec<f64>,
     label: Vec<i8>,
-    /// Scratch of [`Self::scan_until_tight`]: slack of the scanned vertex's blossom edges.
-    blossom_dist: Vec<f64>,
+    /// Scratch of [`Self::compute_delta`]: the top-level ids whose slack edge is tight.
+    tight_slacks: Vec<u32>,
+    /// The blossom the last [`Self::add_blossom`] formed.
+    new_blossom: usize,
+    /// Scratch of [`Self::scan_until_tight`]: the top-level blossoms one scan reached.
+    reached: Vec<u8>,
     /// The top-level blossom ids (`st[b] == b`), ascending; recomputed before a scan when
     /// `tops_dirty` (set whenever `st` changes).
     tops: Vec<usize>,
@@ -1126,6 +1130,7 @@ impl BlossomMatcher {
         self.set_st(b, b);
         self.build_blossom_edges(b);
         self.set_slack(b);
+        self.new_blossom = b;
     }
 
     /// Blossom `b`'s row/column of the edge table: for each member in flower order, copy
@@ -1352,16 +1357,28 @@ impl BlossomMatcher {
             missing += usize::from(!outside);
             self.group_outside.push(if outside { rep } else { 0 });
         }
-        // Groups led from inside `b`: their first member outside, in one pass.
-        for x in 1..=self.n {
-            if missing == 0 {
-                break;
+        if missing == 0 {
+            return;
+        }
+        // Groups led from inside `b`: their first member outside, from the member bits.
+        let words = self.n / 64 + 1;
+        for g in 0..self.group_rep.len() {
+            if self.group_outside[g] != 0 {
+                continue;
             }
-            let g = self.col_group[x] as usize;
-            if self.group_outside[g] == 0 && !self.is_internal(b, x) {
-                self.group_outside[g] = x as u32;
-                missing -= 1;
-            }
+            let bits = &self.group_bits[g * words..(g + 1) * words];
+            let outside = (0..words).find_map(|i| {
+                let mut word = bits[i];
+                while word != 0 {
+                    let x = i * 64 + word.trailing_zeros() as usize;
+                    if !self.is_internal(b, x) {
+                        return Some(x as u32);
+                    }
+                    word &= word - 1;
+                }
+                None
+            });
+            self.group_outside[g] = outside.unwrap_or(0);
         }
     }
 
@@ -1794,49 +1811,81 @@ impl BlossomMatcher {
     /// tight edge that [`Self::on_found_edge`] acts on, returning `(v, w(u, v))`. A tight
     /// edge into an inner blossom is a no-op there, so it is skipped here. Nothing in
     /// this loop changes `st`, labels or edges, so the invariant loads (`st[u]`, `lab[u]`,
-    /// the row of `u`, the slack of `u`'s edge to each blossom) are hoisted out of it, and
-    /// the slack update is written without branches. Kept out of line: inlined into its
-    /// caller, the loop compiles to noticeably more instructions.
+    /// the row of `u`) are hoisted out of it. Kept out of line: inlined into its caller,
+    /// the loop compiles to noticeably more instructions.
+    ///
+    /// A blossom's members all offer it the same slack, `dist(edge[u][b])`, so the first
+    /// live member sets it (if better) and the rest change nothing: the loop only notes
+    /// which blossoms it reached, and each is updated once afterwards. The updates touch
+    /// only the slacks, which nothing else here reads, so their order does not matter.
     #[inline(never)]
     fn scan_until_tight(&mut self, u: usize, from: usize) -> Option<(usize, f64)> {
-        self.refresh_tops();
-        self.fill_blossom_dists(u);
         let n1 = self.n + 1;
-        // Plain slices, so that the loop keeps them in registers; the vertex part of
-        // each array is `[..n1]` long, so indexing it with `v < n1` needs no checks.
-        let (st, lab, label) = (&self.st[..n1], &self.lab[..n1], &self.label[..]);
-        let (slack_v, slack_b) = self.slack.split_at_mut(n1);
-        let (dist_v, dist_b) = self.slack_dist.split_at_mut(n1);
-        let blossom_dist = &self.blossom_dist[n1.min(self.blossom_dist.len())..];
-        let lab_u = lab[u];
-        let st_u = st[u];
-        let row = &self.wv[u * n1..(u + 1) * n1];
-        for v in from..n1 {
-            let (w, sv) = (row[v], st[v]);
-            if w > 0.0 && st_u != sv {
-                // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
-                let d = lab_u + lab[v] - w * 2.0;
-                if not_positive(d) {
-                    if label[sv] == INNER {
-                        continue;
+        // Padded so that the marks of any id can be read as whole words of 8.
+        self.reached.resize(self.stride + 8, 0);
+        let mut found = None;
+        {
+            // Plain slices, so that the loop keeps them in registers; the vertex part of
+            // each array is `[..n1]` long, so indexing it with `v < n1` needs no checks.
+            let (st, lab, label) = (&self.st[..n1], &self.lab[..n1], &self.label[..]);
+            let (slack_v, dist_v) = (&mut self.slack[..n1], &mut self.slack_dist[..n1]);
+            let reached = &mut self.reached[..];
+            let lab_u = lab[u];
+            let st_u = st[u];
+            let row = &self.wv[u * n1..(u + 1) * n1];
+            for v in from..n1 {
+                let (w, sv) = (row[v], st[v]);
+                if w > 0.0 && st_u != sv {
+                    // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
+                    let d = lab_u + lab[v] - w * 2.0;
+                    if not_positive(d) {
+                        if label[sv] == INNER {
+                            continue;
+                        }
+                        found = Some((v, w));
+                        break;
                     }
-                    return Some((v, w));
-                }
-                // `update_slack(u, sv)`: the slack of `edge[u][sv]`.
-                if sv == v {
-                    if slack_v[v] == 0 || d < dist_v[v] {
-                        (slack_v[v], dist_v[v]) = (u, d);
-                    }
-                } else {
-                    // A vertex's top-level id is itself or a blossom.
-                    let (i, dx) = (sv - n1, blossom_dist[sv - n1]);
-                    if slack_b[i] == 0 || dx < dist_b[i] {
-                        (slack_b[i], dist_b[i]) = (u, dx);
+                    // `update_slack(u, sv)`: the slack of `edge[u][sv]`.
+                    if sv == v {
+                        if slack_v[v] == 0 || d < dist_v[v] {
+                            (slack_v[v], dist_v[v]) = (u, d);
+                        }
+                    } else {
+                        // A vertex's top-level id is itself or a blossom.
+                        reached[sv] = 1;
                     }
                 }
             }
         }
-        None
+        self.update_reached_blossoms(u);
+        found
+    }
+
+    /// The blossom half of [`Self::scan_until_tight`]: `update_slack(u, b)` for every
+    /// blossom `b` it reached (all top-level), clearing the marks. The marks are read
+    /// eight at a time, as most of them are clear.
+    fn update_reached_blossoms(&mut self, u: usize) {
+        let (first, last) = (self.n + 1, self.n_x);
+        let mut start = first;
+        while start <= last {
+            let word: [u8; 8] = self.reached[start..start + 8]
+                .try_into()
+                .expect("eight marks");
+            start += 8;
+            if u64::from_ne_bytes(word) == 0 {
+                continue;
+            }
+            for (b, r) in (start - 8..).zip(word) {
+                if r == 0 {
+                    continue;
+                }
+                self.reached[b] = 0;
+                let d = self.dist(self.col_edge(b, u));
+                if self.slack[b] == 0 || d < self.slack_dist[b] {
+                    (self.slack[b], self.slack_dist[b]) = (u, d);
+                }
+            }
+        }
     }
 
     /// Recomputes [`Self::tops`] if `st` changed since.
@@ -1850,21 +1899,19 @@ impl BlossomMatcher {
         }
     }
 
-    /// `blossom_dist[b] = dist(edge[u][b])` for every top-level blossom (only those are read).
-    fn fill_blossom_dists(&mut self, u: usize) {
-        self.blossom_dist.resize(self.stride, 0.0);
-        for &b in &self.tops {
-            self.blossom_dist[b] = self.dist(self.col_edge(b, u));
-        }
-    }
-
     /// The dual step `d`: min over inner blossoms' `lab/2`, unlabeled ids' slack, and
     /// outer ids' slack/2 (Python `min` order, starting from +inf).
-    fn compute_delta(&self) -> f64 {
+    ///
+    /// On the way it lists, in [`Self::tight_slacks`], the top-level ids whose slack edge
+    /// is tight now: after a step of 0 (the common case) only those, and blossoms formed
+    /// meanwhile, can be found by [`Self::scan_slack_edges`].
+    fn compute_delta(&mut self) -> f64 {
         let (n, ids) = (self.n, self.n_x + 1);
         // Slices of exactly `ids` entries, so that indexing them needs no checks.
         let (st, label, lab) = (&self.st[..ids], &self.label[..ids], &self.lab[..ids]);
         let (slack, slack_dist) = (&self.slack[..ids], &self.slack_dist[..ids]);
+        let tight = &mut self.tight_slacks;
+        tight.clear();
         let mut d = f64::INFINITY;
         for b in n + 1..ids {
             if st[b] == b && label[b] == INNER {
@@ -1873,10 +1920,14 @@ impl BlossomMatcher {
         }
         for x in 1..ids {
             if st[x] == x && slack[x] != 0 {
+                let dist = slack_dist[x];
+                if not_positive(dist) {
+                    tight.push(x as u32);
+                }
                 if label[x] == UNLABELED {
-                    d = py_min(d, slack_dist[x]);
+                    d = py_min(d, dist);
                 } else if label[x] == OUTER {
-                    d = py_min(d, slack_dist[x] / 2.0);
+                    d = py_min(d, dist / 2.0);
                 }
             }
         }
@@ -1954,6 +2005,9 @@ impl BlossomMatcher {
     /// no slack or a fresh one (`set_slack` of a new blossom) from the same labels. If
     /// an augmentation ends the loop early, the next phase resets every slack.
     fn scan_slack_edges(&mut self) -> bool {
+        if !self.slack_dists_stale {
+            return self.scan_tight_slacks();
+        }
         let n_x = self.n_x;
         let mut from = 1;
         while let Some(x) = self.next_tight_slack(from, n_x) {
@@ -1966,6 +2020,59 @@ impl BlossomMatcher {
             from = x + 1;
         }
         false
+    }
+
+    /// [`Self::scan_slack_edges`] after a step of 0, visiting only the ids that can be
+    /// tight. Labels did not move, so a tight slack edge was already tight when
+    /// [`Self::compute_delta`] listed the ids; and [`Self::on_found_edge`] gives an id a
+    /// new slack only when it forms a blossom (`set_slack` of the new id; tree growth
+    /// only clears slacks), so a new blossom after the current id joins the list.
+    fn scan_tight_slacks(&mut self) -> bool {
+        let n_x = self.n_x;
+        let mut ids = std::mem::take(&mut self.tight_slacks);
+        let (mut next, mut from) = (0, 1);
+        let mut augmented = false;
+        while let Some(x) = self.next_listed_tight_slack(&ids, &mut next) {
+            debug_assert_eq!(
+                self.next_tight_slack(from, n_x),
+                Some(x),
+                "the listed ids missed a tight slack"
+            );
+            self.new_blossom = 0;
+            if self.on_found_edge(self.e(self.slack[x], x)) {
+                augmented = true;
+                break;
+            }
+            if self.aborted {
+                break;
+            }
+            from = x + 1;
+            let b = self.new_blossom;
+            if b > x && b <= n_x {
+                let at = next + ids[next..].partition_point(|&y| (y as usize) < b);
+                ids.insert(at, b as u32);
+            }
+        }
+        debug_assert!(
+            augmented || self.aborted || self.next_tight_slack(from, n_x).is_none(),
+            "the listed ids missed a tight slack"
+        );
+        self.tight_slacks = ids;
+        augmented
+    }
+
+    /// The next listed id from `ids[*next..]` whose slack edge is tight now (the test of
+    /// [`Self::next_tight_slack`], on exact distances).
+    fn next_listed_tight_slack(&self, ids: &[u32], next: &mut usize) -> Option<usize> {
+        while let Some(&x) = ids.get(*next) {
+            *next += 1;
+            let x = x as usize;
+            let sx = self.slack[x];
+            if sx != 0 && self.st[x] == x && self.st[sx] != x && not_positive(self.slack_dist[x]) {
+                return Some(x);
+            }
+        }
+        None
     }
 
     /// Refreshes the slack distances of ids `from..=n_x` in order (unless the dual step

@@ -280,6 +280,12 @@ pub struct BlossomMatcher {
     label: Vec<i8>,
     /// Scratch of [`Self::compute_delta`]: the top-level ids whose slack edge is tight.
     tight_slacks: Vec<u32>,
+    /// This phase's ids that may have a slack edge with `dist <= 0`, and blossoms that
+    /// may be inner with `lab <= 0`: every such id is listed (some listed ones no longer
+    /// qualify), which lets [`Self::compute_delta`] find a step `<= 0` without a full
+    /// pass (see [`Self::delta_from_lists`]).
+    nonpositive_slacks: Vec<u32>,
+    zero_inners: Vec<u32>,
     /// The blossom the last [`Self::add_blossom`] formed.
     new_blossom: usize,
     /// Scratch of [`Self::scan_until_tight`]: the top-level blossoms one scan reached.
@@ -728,7 +734,25 @@ impl BlossomMatcher {
         );
         self.slack[x] = best_u;
         if best_u != 0 {
-            self.slack_dist[x] = best_d;
+            self.store_slack_dist(x, best_d);
+        }
+    }
+
+    /// `slack_dist[x] = d`, listing `x` in [`Self::nonpositive_slacks`] when `d <= 0`.
+    #[inline]
+    fn store_slack_dist(&mut self, x: usize, d: f64) {
+        self.slack_dist[x] = d;
+        if not_positive(d) {
+            self.nonpositive_slacks.push(x as u32);
+        }
+    }
+
+    /// `label[b] = INNER`, listing a blossom in [`Self::zero_inners`] when `lab <= 0`.
+    #[inline]
+    fn label_inner(&mut self, b: usize) {
+        self.label[b] = INNER;
+        if b > self.n && not_positive(self.lab[b]) {
+            self.zero_inners.push(b as u32);
         }
     }
 
@@ -1430,13 +1454,13 @@ impl BlossomMatcher {
             let xs = self.flower[b][i];
             let xns = self.flower[b][i + 1];
             self.pa[xs] = self.e(xns, xs).u as usize;
-            self.label[xs] = INNER;
+            self.label_inner(xs);
             self.label[xns] = OUTER;
             self.slack[xs] = 0;
             self.set_slack(xns);
             self.q_push(xns);
         }
-        self.label[xr] = INNER;
+        self.label_inner(xr);
         self.pa[xr] = self.pa[b];
         for i in pr + 1..self.flower[b].len() {
             let xs = self.flower[b][i];
@@ -1464,7 +1488,7 @@ impl BlossomMatcher {
         }
         if self.label[v] == UNLABELED {
             self.pa[v] = e.u as usize;
-            self.label[v] = INNER;
+            self.label_inner(v);
             let nu = self.st[self.mate[v]];
             self.slack[v] = 0;
             self.slack[nu] = 0;
@@ -1533,6 +1557,8 @@ impl BlossomMatcher {
         let n_x = self.n_x;
         self.label[..=n_x].fill(UNLABELED);
         self.slack[..=n_x].fill(0);
+        self.nonpositive_slacks.clear();
+        self.zero_inners.clear();
         self.clear_queue();
         self.outer_bits.clear();
         self.outer_bits.resize(self.n / 64 + 1, 0);
@@ -1721,7 +1747,7 @@ impl BlossomMatcher {
             for &(x, d) in &updates {
                 if self.slack[x] == 0 || d < self.slack_dist[x] {
                     self.slack[x] = u;
-                    self.slack_dist[x] = d;
+                    self.store_slack_dist(x, d);
                 }
             }
         }
@@ -1882,7 +1908,8 @@ impl BlossomMatcher {
                 self.reached[b] = 0;
                 let d = self.dist(self.col_edge(b, u));
                 if self.slack[b] == 0 || d < self.slack_dist[b] {
-                    (self.slack[b], self.slack_dist[b]) = (u, d);
+                    self.slack[b] = u;
+                    self.store_slack_dist(b, d);
                 }
             }
         }
@@ -1906,6 +1933,58 @@ impl BlossomMatcher {
     /// is tight now: after a step of 0 (the common case) only those, and blossoms formed
     /// meanwhile, can be found by [`Self::scan_slack_edges`].
     fn compute_delta(&mut self) -> f64 {
+        if let Some(d) = self.delta_from_lists() {
+            #[cfg(debug_assertions)]
+            {
+                let listed = self.tight_slacks.clone();
+                let full = self.compute_delta_full();
+                assert_eq!(d.to_bits(), full.to_bits(), "listed dual step");
+                assert_eq!(listed, self.tight_slacks, "listed tight slacks");
+            }
+            return d;
+        }
+        self.compute_delta_full()
+    }
+
+    /// [`Self::compute_delta`] from the listed ids alone, when that decides it: if some
+    /// listed candidate is `<= 0`, the step is the least of them. Every candidate below 0
+    /// is listed (its `dist` or `lab` is below 0), and those not listed are `>= 0`, so
+    /// the full minimum is that same value (Python's `min` keeps the first of equal
+    /// values, but no label or distance is ever -0, so equal values are equal bits).
+    fn delta_from_lists(&mut self) -> Option<f64> {
+        let (st, label, lab) = (&self.st[..], &self.label[..], &self.lab[..]);
+        let (slack, slack_dist) = (&self.slack[..], &self.slack_dist[..]);
+        let mut d = f64::INFINITY;
+        self.zero_inners.retain(|&b| {
+            let b = b as usize;
+            st[b] == b && label[b] == INNER && not_positive(lab[b])
+        });
+        for &b in &self.zero_inners {
+            d = py_min(d, lab[b as usize] / 2.0);
+        }
+        let listed = &mut self.nonpositive_slacks;
+        listed.retain(|&x| slack[x as usize] != 0 && not_positive(slack_dist[x as usize]));
+        listed.sort_unstable();
+        listed.dedup();
+        let tight = &mut self.tight_slacks;
+        tight.clear();
+        for &x in listed.iter() {
+            let x = x as usize;
+            if st[x] != x {
+                continue;
+            }
+            tight.push(x as u32);
+            if label[x] == UNLABELED {
+                d = py_min(d, slack_dist[x]);
+            } else if label[x] == OUTER {
+                d = py_min(d, slack_dist[x] / 2.0);
+            }
+        }
+        not_positive(d).then_some(d)
+    }
+
+    /// [`Self::compute_delta`] by a pass over every id.
+    fn compute_delta_full(&mut self) -> f64 {
         let (n, ids) = (self.n, self.n_x + 1);
         // Slices of exactly `ids` entries, so that indexing them needs no checks.
         let (st, label, lab) = (&self.st[..ids], &self.label[..ids], &self.lab[..ids]);
@@ -1964,6 +2043,9 @@ impl BlossomMatcher {
                     lab[b] += d * 2.0;
                 } else if label[b] == INNER {
                     lab[b] -= d * 2.0;
+                    if not_positive(lab[b]) {
+                        self.zero_inners.push(b as u32);
+                    }
                 }
             }
         }
@@ -2084,6 +2166,7 @@ impl BlossomMatcher {
         let (st, slack, lab) = (&self.st[..ids], &self.slack[..ids], &self.lab[..]);
         let (wv, wt, inner) = (&self.wv[..], &self.wt[..], &self.inner[..]);
         let slack_dist = &mut self.slack_dist[..ids];
+        let nonpositive = &mut self.nonpositive_slacks;
         let refresh = self.slack_dists_stale;
         for x in from..ids {
             let sx = slack[x];
@@ -2103,6 +2186,9 @@ impl BlossomMatcher {
             };
             if refresh {
                 slack_dist[x] = fresh();
+                if not_positive(slack_dist[x]) {
+                    nonpositive.push(x as u32);
+                }
             } else {
                 debug_assert_eq!(slack_dist[x].to_bits(), fresh().to_bits(), "slack {x}");
             }
@@ -2113,13 +2199,40 @@ impl BlossomMatcher {
         None
     }
 
-    /// Expands every top-level inner blossom whose label is `<= 0` (tolerance compare).
+    /// Expands every top-level inner blossom whose label is `<= 0` (tolerance compare,
+    /// which [`not_positive`] reduces), in ascending id order up to the `n_x` of the
+    /// start, as the reference's pass does. All of them are listed in
+    /// [`Self::zero_inners`], including children that an expansion labels inner, so only
+    /// the listed ones are visited.
     fn expand_zero_blossoms(&mut self) {
-        for b in self.n + 1..=self.n_x {
-            if self.st[b] == b && self.label[b] == INNER && my_cmp(self.lab[b], 0.0) == 0 {
-                self.expand_blossom(b);
-            }
+        let n_x = self.n_x;
+        let mut done = self.n;
+        while let Some(b) = self.next_zero_inner(done, n_x) {
+            debug_assert!(
+                !(done + 1..b).any(|c| self.is_zero_inner(c)),
+                "a zero inner blossom was not listed"
+            );
+            self.expand_blossom(b);
+            done = b;
         }
+        debug_assert!(
+            !(done + 1..=n_x).any(|c| self.is_zero_inner(c)),
+            "a zero inner blossom was not listed"
+        );
+    }
+
+    /// The least listed zero inner blossom in `after + 1..=last`.
+    fn next_zero_inner(&self, after: usize, last: usize) -> Option<usize> {
+        self.zero_inners
+            .iter()
+            .map(|&b| b as usize)
+            .filter(|&b| b > after && b <= last && self.is_zero_inner(b))
+            .min()
+    }
+
+    /// A top-level inner blossom whose label is `<= 0`.
+    fn is_zero_inner(&self, b: usize) -> bool {
+        self.st[b] == b && self.label[b] == INNER && not_positive(self.lab[b])
     }
 }
 

@@ -278,6 +278,10 @@ pub struct BlossomMatcher {
     /// recompute.
     slack_dist: Vec<f64>,
     label: Vec<i8>,
+    /// The vertices of the blossom [`Self::inside_of`] as bits, while it is being built
+    /// (see [`Self::set_st_new_blossom`]); `inside_of` is 0 otherwise.
+    inside_bits: Vec<u64>,
+    inside_of: usize,
     /// Scratch of [`Self::compute_delta`]: the top-level ids whose slack edge is tight.
     tight_slacks: Vec<u32>,
     /// This phase's ids that may have a slack edge with `dist <= 0`, and blossoms that
@@ -813,6 +817,12 @@ impl BlossomMatcher {
         self.slack_candidates(x, &mut words);
         let mut firsts = std::mem::take(&mut self.group_firsts);
         firsts.clear();
+        if self.inside_of == x {
+            // Vertices inside `x` are no candidates: drop them in bulk.
+            for (c, &inside) in words.iter_mut().zip(&self.inside_bits) {
+                *c &= !inside;
+            }
+        }
         let (st, label) = (&self.st[..], &self.label[..]);
         for members in self.group_bits.chunks_exact(words.len()) {
             'group: for (i, (&c, &m)) in words.iter().zip(members).enumerate() {
@@ -952,6 +962,22 @@ impl BlossomMatcher {
     /// `set_st`: set the top-level id of `x` and everything nested in it to `b`. Like the
     /// reference it stops descending at `x < n`; vertex `n` has an empty flower anyway.
     fn set_st(&mut self, x: usize, b: usize) {
+        self.set_st_walk::<false>(x, b);
+    }
+
+    /// `set_st(b, b)` for a new blossom `b`, which also records its vertices in
+    /// [`Self::inside_bits`] (read by its build and its `set_slack`).
+    fn set_st_new_blossom(&mut self, b: usize) {
+        let words = self.n / 64 + 1;
+        self.inside_bits.clear();
+        self.inside_bits.resize(words, 0);
+        self.set_st_walk::<true>(b, b);
+        self.inside_of = b;
+    }
+
+    /// The walk of [`Self::set_st`]; with `MARK`, vertices are also set in
+    /// [`Self::inside_bits`].
+    fn set_st_walk<const MARK: bool>(&mut self, x: usize, b: usize) {
         self.tops_dirty = true;
         self.st[x] = b;
         if x < self.n {
@@ -962,16 +988,20 @@ impl BlossomMatcher {
         stack.clear();
         stack.push(x);
         // Children are set as they are listed; only blossoms go through the stack.
-        let (flower, st) = (&self.flower, &mut self.st);
+        let (flower, st, inside) = (&self.flower, &mut self.st, &mut self.inside_bits);
         let mut steps = 0;
-        'walk: while let Some(y) = stack.pop() {
-            for &c in &flower[y] {
-                steps += 1;
-                if steps > limit {
-                    self.aborted = true;
-                    break 'walk;
-                }
+        while let Some(y) = stack.pop() {
+            let children = &flower[y];
+            steps += children.len();
+            if steps > limit {
+                self.aborted = true;
+                break;
+            }
+            for &c in children {
                 st[c] = b;
+                if MARK && c <= n {
+                    set_bit(inside, c);
+                }
                 if c >= n {
                     stack.push(c);
                 }
@@ -1151,9 +1181,10 @@ impl BlossomMatcher {
         self.collect_cycle_path(b, u, lca);
         self.flower[b][1..].reverse();
         self.collect_cycle_path(b, v, lca);
-        self.set_st(b, b);
+        self.set_st_new_blossom(b);
         self.build_blossom_edges(b);
         self.set_slack(b);
+        self.inside_of = 0;
         self.new_blossom = b;
     }
 
@@ -1393,6 +1424,9 @@ impl BlossomMatcher {
             let bits = &self.group_bits[g * words..(g + 1) * words];
             let outside = (0..words).find_map(|i| {
                 let mut word = bits[i];
+                if self.inside_of == b {
+                    word &= !self.inside_bits[i];
+                }
                 while word != 0 {
                     let x = i * 64 + word.trailing_zeros() as usize;
                     if !self.is_internal(b, x) {

@@ -294,8 +294,9 @@ pub struct BlossomMatcher {
     new_blossom: usize,
     /// Scratch of [`Self::scan_until_tight`]: the top-level blossoms one scan reached.
     reached: Vec<u8>,
-    /// The top-level blossom ids (`st[b] == b`), ascending; recomputed before a scan when
-    /// `tops_dirty` (set whenever `st` changes).
+    /// The top-level blossom ids (`st[b] == b`), ascending; recomputed before a twin's
+    /// blossom check (see [`Self::same_blossom_slacks`]) when `tops_dirty` (set whenever
+    /// `st` changes).
     tops: Vec<usize>,
     tops_dirty: bool,
     /// Scratch of [`Self::build_blossom_edges`]: the slack and the weight of each new

@@ -1416,27 +1416,24 @@ impl BlossomMatcher {
         if missing == 0 {
             return;
         }
-        // Groups led from inside `b`: their first member outside, from the member bits.
+        // Groups led from inside `b`: their first member outside, from the member bits
+        // less `b`'s own (a build always follows `set_st_new_blossom(b)`).
+        debug_assert_eq!(self.inside_of, b, "inside_bits are not b's");
         let words = self.n / 64 + 1;
         for g in 0..self.group_rep.len() {
             if self.group_outside[g] != 0 {
                 continue;
             }
             let bits = &self.group_bits[g * words..(g + 1) * words];
-            let outside = (0..words).find_map(|i| {
-                let mut word = bits[i];
-                if self.inside_of == b {
-                    word &= !self.inside_bits[i];
-                }
-                while word != 0 {
-                    let x = i * 64 + word.trailing_zeros() as usize;
-                    if !self.is_internal(b, x) {
-                        return Some(x as u32);
-                    }
-                    word &= word - 1;
-                }
-                None
-            });
+            let outside =
+                bits.iter()
+                    .zip(&self.inside_bits)
+                    .enumerate()
+                    .find_map(|(i, (&m, &inside))| {
+                        let word = m & !inside;
+                        (word != 0).then(|| (i * 64 + word.trailing_zeros() as usize) as u32)
+                    });
+            debug_assert!(outside.is_none_or(|x| !self.is_internal(b, x as usize)));
             self.group_outside[g] = outside.unwrap_or(0);
         }
     }
@@ -1987,13 +1984,12 @@ impl BlossomMatcher {
     /// the full minimum is that same value (Python's `min` keeps the first of equal
     /// values, but no label or distance is ever -0, so equal values are equal bits).
     fn delta_from_lists(&mut self) -> Option<f64> {
+        let mut zero_inners = std::mem::take(&mut self.zero_inners);
+        zero_inners.retain(|&b| self.is_zero_inner(b as usize));
+        self.zero_inners = zero_inners;
         let (st, label, lab) = (&self.st[..], &self.label[..], &self.lab[..]);
         let (slack, slack_dist) = (&self.slack[..], &self.slack_dist[..]);
         let mut d = f64::INFINITY;
-        self.zero_inners.retain(|&b| {
-            let b = b as usize;
-            st[b] == b && label[b] == INNER && not_positive(lab[b])
-        });
         for &b in &self.zero_inners {
             d = py_min(d, lab[b as usize] / 2.0);
         }

@@ -262,6 +262,25 @@ pub struct BlossomMatcher {
     wt: Vec<f64>,
     inner: Vec<u32>,
     bb: Vec<Edge>,
+    /// Blossom–blossom entries are computed on first read (see [`Self::bb_entry`]):
+    /// `bb_stamp[i] == born[p]` when `bb[i]` holds the entry that `p`, the later-born
+    /// of its two ids, computed for the other; anything else means "not computed yet".
+    bb_stamp: Vec<u32>,
+    /// Per blossom id: its birth number in this solve (0 = never built), its flower as
+    /// built (later rotations and reversals must not change the entries' tie order),
+    /// and which [`Self::lab_snapshots`] held the vertex labels then.
+    born: Vec<u32>,
+    births: u32,
+    built_flower: Vec<Vec<u32>>,
+    lab_version: Vec<u32>,
+    /// Vertex labels `0..=n` at the builds that deferred entries, `n + 1` per snapshot;
+    /// `snapshot_current` while the last one still equals the labels.
+    lab_snapshots: Vec<f64>,
+    snapshot_current: bool,
+    /// Debug builds also compute every blossom–blossom entry eagerly, as the reference
+    /// does, and check each lazily computed one against it.
+    #[cfg(debug_assertions)]
+    bb_eager: Vec<Edge>,
     /// The blossom whose flower lists this id, 0 for a top-level id: the reference's
     /// `flower_from[b][x]` table follows from it (see [`Self::ff`]), so it is not stored.
     parent: Vec<u32>,
@@ -433,7 +452,19 @@ impl BlossomMatcher {
         }
         if self.bb.len() < nb * nb {
             self.bb.resize(nb * nb, EMPTY_EDGE);
+            self.bb_stamp.resize(nb * nb, 0);
+            #[cfg(debug_assertions)]
+            self.bb_eager.resize(nb * nb, EMPTY_EDGE);
         }
+        // Birth numbers restart with every solve, so stale stamps must go.
+        self.bb_stamp[..nb * nb].fill(0);
+        self.born.clear();
+        self.born.resize(ids, 0);
+        self.births = 0;
+        self.built_flower.resize_with(ids, Vec::new);
+        self.lab_version.resize(ids, 0);
+        self.lab_snapshots.clear();
+        self.snapshot_current = false;
         // Rows and columns `1..=n` are written below; id 0's stay zero.
         self.wv.resize(n1 * n1, 0.0);
         self.wt.resize(n1 * n1, 0.0);
@@ -638,11 +669,11 @@ impl BlossomMatcher {
 
     /// The reference's `edge[x][y]`.
     #[inline]
-    fn e(&self, x: usize, y: usize) -> Edge {
+    fn e(&mut self, x: usize, y: usize) -> Edge {
         let n = self.n;
         if x > n {
             if y > n {
-                self.bb[self.bb_idx(x, y)]
+                self.bb_entry(x, y)
             } else {
                 self.row_edge(x, y)
             }
@@ -1137,10 +1168,13 @@ impl BlossomMatcher {
     fn init_new_id(&mut self, b: usize, lca: usize) {
         let row = (b - self.n - 1) * (self.n + 1);
         self.inner[row..row + self.n + 1].fill(0);
+        // Its blossom–blossom entries are computed when read (see `bb_entry`); nothing
+        // reads them before `b` is built.
+        #[cfg(debug_assertions)]
         for x in self.n + 1..=b {
             let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
-            self.bb[i] = EMPTY_EDGE;
-            self.bb[j] = EMPTY_EDGE;
+            self.bb_eager[i] = EMPTY_EDGE;
+            self.bb_eager[j] = EMPTY_EDGE;
         }
         self.flower[b].clear();
         self.flower[b].push(lca);
@@ -1193,10 +1227,8 @@ impl BlossomMatcher {
     /// the member's entry when `b`'s current weight is `<= 0` (`my_cmp(w, 0) == 0`) or
     /// the member's entry has strictly smaller slack; then adopt the members (see [`Self::ff`]).
     ///
-    /// For blossom ids the loops are swapped (ids outside, members inside): every id's
-    /// entry only depends on the members' entries for that id, and the best candidate
-    /// then stays in registers. Those ids inside `b` itself are skipped (see
-    /// [`Self::is_internal`]).
+    /// Entries towards vertices are computed here; those towards other blossoms when
+    /// first read (see [`Self::record_blossom_build`]).
     fn build_blossom_edges(&mut self, b: usize) {
         let flower = std::mem::take(&mut self.flower[b]);
         if self.col_group.is_empty() {
@@ -1218,7 +1250,7 @@ impl BlossomMatcher {
                 );
             }
         }
-        self.merge_member_blossoms(b, &flower);
+        self.record_blossom_build(b, &flower);
         // A top-level id has no parent, and a freed id was top-level when it was expanded.
         debug_assert_eq!(self.parent[b], 0, "blossom {b} is new, so top-level");
         for &xs in &flower {
@@ -1438,10 +1470,97 @@ impl BlossomMatcher {
         }
     }
 
-    /// The blossom columns of [`Self::build_blossom_edges`], same rule as for vertices.
-    /// A freed id's entries are dead: nothing reads them before the id is handed out
-    /// again, and rebuilding it rewrites its whole row and column.
-    fn merge_member_blossoms(&mut self, b: usize, flower: &[usize]) {
+    /// The blossom columns of [`Self::build_blossom_edges`]. The reference computes `b`'s
+    /// entry for every other live blossom id here, yet most are never read: in the trace4
+    /// sample 92 % are for blossoms nested inside others, which a later read needs only if
+    /// every blossom around them expands first. An entry depends only on `b`'s flower as
+    /// built, the members' entries for the other id and the vertex labels now; none of
+    /// those change while both ids live (only the later-born one's build writes entries
+    /// between two ids, and a blossom's members live as long as it does). So the build
+    /// records them, and [`Self::bb_entry`] computes an entry the first time it is read.
+    fn record_blossom_build(&mut self, b: usize, flower: &[usize]) {
+        let n1 = self.n + 1;
+        if !self.snapshot_current {
+            self.lab_snapshots.extend_from_slice(&self.lab[..n1]);
+            self.snapshot_current = true;
+        }
+        self.lab_version[b] = (self.lab_snapshots.len() / n1 - 1) as u32;
+        self.births += 1;
+        self.born[b] = self.births;
+        let built = &mut self.built_flower[b];
+        built.clear();
+        built.extend(flower.iter().map(|&x| x as u32));
+        #[cfg(debug_assertions)]
+        self.merge_member_blossoms_eagerly(b, flower);
+    }
+
+    /// `edge[x][y]` for two blossom ids, computed (with `edge[y][x]`) on its first read
+    /// since the later-born of the two was built (see [`Self::record_blossom_build`]).
+    fn bb_entry(&mut self, x: usize, y: usize) -> Edge {
+        let (b, other) = if self.born[x] > self.born[y] {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        let i = self.bb_idx(x, y);
+        if self.bb_stamp[i] != self.born[b] {
+            self.compute_blossom_entries(b, other);
+        }
+        #[cfg(debug_assertions)]
+        {
+            let (got, eager) = (self.bb[i], self.bb_eager[i]);
+            assert!(
+                (got.u, got.v, got.w.to_bits()) == (eager.u, eager.v, eager.w.to_bits()),
+                "lazy entry ({x}, {y}) is {got:?}, the eager one {eager:?}"
+            );
+        }
+        self.bb[i]
+    }
+
+    /// `edge[b][x]` and `edge[x][b]` for a blossom `x` born before `b`, as `b`'s build
+    /// would have computed them, by the rule for vertices: member by member in the
+    /// flower's order then, copy the member's entry when `b`'s is not live or the
+    /// member's has strictly smaller slack, under the labels of then. Members are born
+    /// before `b`, so the recursion ends.
+    fn compute_blossom_entries(&mut self, b: usize, x: usize) {
+        debug_assert!(self.born[b] > self.born[x] && self.born[x] > 0);
+        debug_assert_eq!(
+            self.ff(b, x),
+            0,
+            "{x} is inside {b}: its entries are never read"
+        );
+        let (n, n1) = (self.n, self.n + 1);
+        let labs = self.lab_version[b] as usize * n1;
+        let (mut fwd, mut back, mut best) = (EMPTY_EDGE, EMPTY_EDGE, 0.0);
+        for i in 0..self.built_flower[b].len() {
+            let xs = self.built_flower[b][i] as usize;
+            // `edge[xs][x]`, and below `edge[x][xs]`.
+            let cand = if xs > n {
+                self.bb_entry(xs, x)
+            } else {
+                self.col_edge(x, xs)
+            };
+            let lab = &self.lab_snapshots[labs..labs + n1];
+            let dc = lab[cand.u as usize] + lab[cand.v as usize] - cand.w * 2.0;
+            if i == 0 || !fwd.is_live() || dc < best {
+                fwd = cand;
+                back = if xs > n {
+                    self.bb_entry(x, xs)
+                } else {
+                    self.row_edge(x, xs)
+                };
+                best = dc;
+            }
+        }
+        let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
+        (self.bb[i], self.bb[j]) = (fwd, back);
+        let stamp = self.born[b];
+        (self.bb_stamp[i], self.bb_stamp[j]) = (stamp, stamp);
+    }
+
+    /// Debug builds: the reference's eager blossom columns, into [`Self::bb_eager`].
+    #[cfg(debug_assertions)]
+    fn merge_member_blossoms_eagerly(&mut self, b: usize, flower: &[usize]) {
         let n = self.n;
         for x in n + 1..=self.n_x {
             if self.st[x] == 0 || self.is_internal(b, x) {
@@ -1449,9 +1568,8 @@ impl BlossomMatcher {
             }
             let (mut fwd, mut back, mut best) = (EMPTY_EDGE, EMPTY_EDGE, 0.0);
             for (i, &xs) in flower.iter().enumerate() {
-                // `edge[xs][x]` and `edge[x][xs]` for the blossom `x`.
                 let cand = if xs > n {
-                    self.bb[self.bb_idx(xs, x)]
+                    self.bb_eager[self.bb_idx(xs, x)]
                 } else {
                     self.col_edge(x, xs)
                 };
@@ -1459,7 +1577,7 @@ impl BlossomMatcher {
                 if i == 0 || !fwd.is_live() || dc < best {
                     fwd = cand;
                     back = if xs > n {
-                        self.bb[self.bb_idx(x, xs)]
+                        self.bb_eager[self.bb_idx(x, xs)]
                     } else {
                         self.row_edge(x, xs)
                     };
@@ -1467,8 +1585,8 @@ impl BlossomMatcher {
                 }
             }
             let (i, j) = (self.bb_idx(b, x), self.bb_idx(x, b));
-            self.bb[i] = fwd;
-            self.bb[j] = back;
+            self.bb_eager[i] = fwd;
+            self.bb_eager[j] = back;
         }
     }
 
@@ -1480,7 +1598,8 @@ impl BlossomMatcher {
             let c = self.flower[b][i];
             self.set_st(c, c);
         }
-        let xr = self.ff(b, self.e(b, self.pa[b]).u as usize);
+        let pa_edge = self.e(b, self.pa[b]);
+        let xr = self.ff(b, pa_edge.u as usize);
         let pr = self.get_pr(b, xr);
         for i in (0..pr).step_by(2) {
             let xs = self.flower[b][i];
@@ -2054,6 +2173,7 @@ impl BlossomMatcher {
         }
         self.groups_stale = true;
         self.slack_dists_stale = true;
+        self.snapshot_current = false;
         let (n, ids) = (self.n, self.n_x + 1);
         let (st, label, lab) = (&self.st[..ids], &self.label[..], &mut self.lab[..ids]);
         for u in 1..=n {
@@ -2124,7 +2244,8 @@ impl BlossomMatcher {
         let n_x = self.n_x;
         let mut from = 1;
         while let Some(x) = self.next_tight_slack(from, n_x) {
-            if self.on_found_edge(self.e(self.slack[x], x)) {
+            let e = self.e(self.slack[x], x);
+            if self.on_found_edge(e) {
                 return true;
             }
             if self.aborted {
@@ -2152,7 +2273,8 @@ impl BlossomMatcher {
                 "the listed ids missed a tight slack"
             );
             self.new_blossom = 0;
-            if self.on_found_edge(self.e(self.slack[x], x)) {
+            let e = self.e(self.slack[x], x);
+            if self.on_found_edge(e) {
                 augmented = true;
                 break;
             }

@@ -22,6 +22,8 @@
 
 use std::collections::VecDeque;
 
+mod row_scan;
+
 /// Relative tolerance of the reference's `my_cmp` (`math.isclose(x, y, rel_tol=1e-5)`).
 const REL_TOL: f64 = 1e-5;
 
@@ -311,7 +313,8 @@ pub struct BlossomMatcher {
     zero_inners: Vec<u32>,
     /// The blossom the last [`Self::add_blossom`] formed.
     new_blossom: usize,
-    /// Scratch of [`Self::scan_until_tight`]: the top-level blossoms one scan reached.
+    /// Scratch of [`Self::scan_until_tight`]: the top-level blossoms one scan reached
+    /// (mark 0, which nothing reads, is the four-lane scan's sink for other lanes).
     reached: Vec<u8>,
     /// The top-level blossom ids (`st[b] == b`), ascending; recomputed before a twin's
     /// blossom check (see [`Self::same_blossom_slacks`]) when `tops_dirty` (set whenever
@@ -391,6 +394,10 @@ pub struct BlossomMatcher {
     twin_skips: TwinSkips,
     /// The reference's `w_max`, computed by [`Self::load`].
     w_max: f64,
+    /// Row scans run four lanes at a time (where the CPU can, see [`row_scan`]) unless
+    /// [`Self::set_plain_scans`] asked for the plain loop; `simd` is the choice made.
+    plain_scans: bool,
+    simd: bool,
     /// Remaining steps of the outer loops (see [`BlossomMatcher::spend`]).
     budget: u64,
     aborted: bool,
@@ -414,6 +421,12 @@ impl BlossomMatcher {
             while self.matching() {}
         }
         self.mates()
+    }
+
+    /// Makes every row scan use the plain loop even where the CPU has AVX2 (for tests
+    /// and benchmarks: both give the same results, which debug builds check scan by scan).
+    pub fn set_plain_scans(&mut self, plain: bool) {
+        self.plain_scans = plain;
     }
 
     /// How many column groups the last [`solve`](Self::solve) of a class table ended with
@@ -479,6 +492,7 @@ impl BlossomMatcher {
         };
         let w_max = self.w_max;
         let has_edge = w_max > 0.0;
+        self.simd = !self.plain_scans && row_scan::simd_available();
         self.class.clear();
         self.class.extend_from_slice(&g.class);
         self.scanned.clear();
@@ -2000,40 +2014,19 @@ impl BlossomMatcher {
         let n1 = self.n + 1;
         // Padded so that the marks of any id can be read as whole words of 8.
         self.reached.resize(self.stride + 8, 0);
-        let mut found = None;
-        {
-            // Plain slices, so that the loop keeps them in registers; the vertex part of
-            // each array is `[..n1]` long, so indexing it with `v < n1` needs no checks.
-            let (st, lab, label) = (&self.st[..n1], &self.lab[..n1], &self.label[..]);
-            let (slack_v, dist_v) = (&mut self.slack[..n1], &mut self.slack_dist[..n1]);
-            let reached = &mut self.reached[..];
-            let lab_u = lab[u];
-            let st_u = st[u];
-            let row = &self.wv[u * n1..(u + 1) * n1];
-            for v in from..n1 {
-                let (w, sv) = (row[v], st[v]);
-                if w > 0.0 && st_u != sv {
-                    // `dist(edge[u][v])` of a vertex pair: the entry is `(u, v, w)`.
-                    let d = lab_u + lab[v] - w * 2.0;
-                    if not_positive(d) {
-                        if label[sv] == INNER {
-                            continue;
-                        }
-                        found = Some((v, w));
-                        break;
-                    }
-                    // `update_slack(u, sv)`: the slack of `edge[u][sv]`.
-                    if sv == v {
-                        if slack_v[v] == 0 || d < dist_v[v] {
-                            (slack_v[v], dist_v[v]) = (u, d);
-                        }
-                    } else {
-                        // A vertex's top-level id is itself or a blossom.
-                        reached[sv] = 1;
-                    }
-                }
-            }
+        let found = row_scan::RowScan {
+            u,
+            st_u: self.st[u],
+            lab_u: self.lab[u],
+            row: &self.wv[u * n1..(u + 1) * n1],
+            st: &self.st[..n1],
+            lab: &self.lab[..n1],
+            label: &self.label,
+            slack: &mut self.slack[..n1],
+            dist: &mut self.slack_dist[..n1],
+            reached: &mut self.reached,
         }
+        .run(from, self.simd);
         self.update_reached_blossoms(u);
         found
     }

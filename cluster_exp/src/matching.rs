@@ -275,8 +275,9 @@ pub struct BlossomMatcher {
     births: u32,
     built_flower: Vec<Vec<u32>>,
     lab_version: Vec<u32>,
-    /// Vertex labels `0..=n` at the builds that deferred entries, `n + 1` per snapshot;
-    /// `snapshot_current` while the last one still equals the labels.
+    /// Vertex labels `0..=n` at the builds that deferred entries, `n + 1` per snapshot:
+    /// at most one per nonzero dual step (few per solve); `snapshot_current` while the
+    /// last one still equals the labels.
     lab_snapshots: Vec<f64>,
     snapshot_current: bool,
     /// Debug builds also compute every blossom–blossom entry eagerly, as the reference
@@ -1511,6 +1512,10 @@ impl BlossomMatcher {
     /// `edge[x][y]` for two blossom ids, computed (with `edge[y][x]`) on its first read
     /// since the later-born of the two was built (see [`Self::record_blossom_build`]).
     fn bb_entry(&mut self, x: usize, y: usize) -> Edge {
+        debug_assert!(
+            self.born[x] > 0 && self.born[y] > 0,
+            "({x}, {y}): both built"
+        );
         let (b, other) = if self.born[x] > self.born[y] {
             (x, y)
         } else {
@@ -2001,9 +2006,9 @@ impl BlossomMatcher {
     /// Scans edges `(u, v)` for `v` in `from..=n`, updating slacks, and stops at the first
     /// tight edge that [`Self::on_found_edge`] acts on, returning `(v, w(u, v))`. A tight
     /// edge into an inner blossom is a no-op there, so it is skipped here. Nothing in
-    /// this loop changes `st`, labels or edges, so the invariant loads (`st[u]`, `lab[u]`,
-    /// the row of `u`) are hoisted out of it. Kept out of line: inlined into its caller,
-    /// the loop compiles to noticeably more instructions.
+    /// the loop ([`row_scan`]) changes `st`, labels or edges, so it runs over plain
+    /// slices. Kept out of line: inlined into its caller, it compiles to noticeably more
+    /// instructions.
     ///
     /// A blossom's members all offer it the same slack, `dist(edge[u][b])`, so the first
     /// live member sets it (if better) and the rest change nothing: the loop only notes

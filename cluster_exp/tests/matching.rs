@@ -226,8 +226,8 @@ fn twin_classes_change_nothing() {
 
 #[test]
 fn four_lane_scans_change_nothing() {
-    // Where the CPU has AVX2 the row scans run four vertices at a time (debug builds,
-    // as here, also rerun every such scan with the plain loop and compare its writes).
+    // Where the CPU has AVX2 the row scans run four vertices at a time (debug builds
+    // also rerun every such scan with the plain loop and compare its writes).
     // The mates must equal those of a solver held to the plain loop, on class graphs
     // full of ties and on dense random graphs.
     let mut rng = StdRng::seed_from_u64(23);

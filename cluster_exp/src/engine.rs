@@ -81,6 +81,26 @@ enum Next {
     Wakeup,
 }
 
+/// Why a simulation stopped before its end.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimulationError {
+    /// The reference AntMan's end-event merge would raise IndexError here: it deletes a
+    /// merged event from the list it is indexing and then reads past the shortened end.
+    #[error(
+        "{policy}: at t = {now} s the predicted ends of jobs {jobs:?} fall within 1e-4 s of the \
+         earliest ({first_end} s); the reference simulator's end-event merge raises IndexError \
+         here (it deletes list items while indexing them), so this run has no reference result \
+         (antman-fixed merges them and runs on)"
+    )]
+    ReferenceIndexError {
+        policy: String,
+        now: f64,
+        first_end: f64,
+        /// Trace job ids of the merged ends, the earliest first.
+        jobs: Vec<u64>,
+    },
+}
+
 /// Called after every event with (completed jobs, total jobs).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
@@ -133,7 +153,10 @@ impl Simulation {
     }
 
     /// Runs to completion. `progress` is told how many jobs are done after each event.
-    pub fn run(mut self, progress: Option<Progress<'_>>) -> SimResult {
+    ///
+    /// Fails only where the policy reproduces a reference failure
+    /// ([`EndEventRule::ReferenceAntMan`]).
+    pub fn run(mut self, progress: Option<Progress<'_>>) -> Result<SimResult, SimulationError> {
         let started = Instant::now();
         let total = self.jobs.len();
         let mut progress = progress;
@@ -145,19 +168,19 @@ impl Simulation {
                 );
                 break;
             }
-            self.step();
+            self.step()?;
             if let Some(p) = progress.as_mut() {
                 p(self.completed, total);
             }
         }
-        SimResult {
+        Ok(SimResult {
             policy: self.policy.name().to_string(),
             unfinished: total - self.completed,
             jobs: self.records,
             cluster: self.cluster_log,
             events: self.events,
             wall_seconds: started.elapsed().as_secs_f64(),
-        }
+        })
     }
 
     /// Which event comes next, following the policy's tie rule.
@@ -186,7 +209,7 @@ impl Simulation {
         }
     }
 
-    fn step(&mut self) {
+    fn step(&mut self) -> Result<(), SimulationError> {
         let (next, now) = self.choose_next();
         // A start/end tie attaches the end jobs to the start event before a wake-up can
         // pre-empt it (the reference mutates the start event the same way).
@@ -217,9 +240,10 @@ impl Simulation {
         }
         self.advance(now);
         self.schedule(now);
-        self.predict_ends(now);
+        self.predict_ends(now)?;
         self.log_cluster(now);
         self.events += 1;
+        Ok(())
     }
 
     fn complete(&mut self, ends: &[JobIdx], now: f64) {
@@ -285,7 +309,7 @@ impl Simulation {
     }
 
     /// Rebuilds the next end event from the running jobs' predicted completions.
-    fn predict_ends(&mut self, now: f64) {
+    fn predict_ends(&mut self, now: f64) -> Result<(), SimulationError> {
         let running = self
             .runnable
             .iter()
@@ -296,7 +320,22 @@ impl Simulation {
             EndEventRule::EarliestOnly => earliest_only(ends),
             EndEventRule::Coalesced => earliest_coalesced(ends.collect()),
             EndEventRule::MergedWithin1e4 => merged_within(ends.collect(), 1e-4),
+            EndEventRule::ReferenceAntMan => {
+                merged_in_place(ends.collect(), 1e-4).map_err(|merged| {
+                    SimulationError::ReferenceIndexError {
+                        policy: self.policy.name().to_string(),
+                        now,
+                        first_end: merged.time,
+                        jobs: merged
+                            .jobs
+                            .iter()
+                            .map(|&j| self.jobs[j].spec.job_id)
+                            .collect(),
+                    }
+                })?
+            }
         };
+        Ok(())
     }
 
     fn log_cluster(&mut self, now: f64) {
@@ -460,4 +499,35 @@ fn merged_within(ends: Vec<(JobIdx, f64)>, tol: f64) -> Option<EndEvent> {
         }
     }
     Some(event)
+}
+
+/// The reference AntMan's end events: each end joins the first event within rel 1e-9, the
+/// events are stably sorted by time, and then
+/// `for i in range(1, n): if isclose(e[0], e[i], abs_tol=tol): merge e[i] into e[0]; del e[i]`
+/// runs with `n` fixed, so after a deletion it skips an event, and it reads past the list's
+/// end (IndexError) unless the deletion was at the last index. Returns the first event, or
+/// as `Err` the first event with what had been merged into it when the loop would fail.
+fn merged_in_place(ends: Vec<(JobIdx, f64)>, tol: f64) -> Result<Option<EndEvent>, EndEvent> {
+    let mut events: Vec<EndEvent> = Vec::new();
+    for (j, t) in ends {
+        match events.iter_mut().find(|e| isclose_rel(e.time, t, 1e-9)) {
+            Some(e) => e.jobs.push(j),
+            None => events.push(EndEvent {
+                time: t,
+                jobs: vec![j],
+            }),
+        }
+    }
+    events.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let n = events.len();
+    for i in 1..n {
+        if i >= events.len() {
+            return Err(events.swap_remove(0));
+        }
+        if isclose(events[0].time, events[i].time, 1e-9, tol) {
+            let merged = events.remove(i);
+            events[0].jobs.extend(merged.jobs);
+        }
+    }
+    Ok(events.into_iter().next())
 }

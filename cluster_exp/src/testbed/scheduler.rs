@@ -127,8 +127,8 @@ struct RunningGroup {
 /// Outcome of one launched sample.
 #[derive(Debug)]
 enum LaunchOutcome {
-    /// Seconds per group iteration, measured (real time).
-    Measured(f64),
+    /// The sample ran: its measured speed and startup (real time).
+    Measured(Sample),
     /// The trainer exited non-zero (or spawned nothing).
     TrainerFailed(String),
     /// The worker died or the sample timed out: not the job's fault.
@@ -139,7 +139,16 @@ struct PendingLaunch {
     members: Vec<JobIdx>,
     node: u32,
     done: Option<pb::DoneRequest>,
-    report: Option<f64>,
+    report: Option<Sample>,
+}
+
+/// What a launch's rank 0 reported, in real seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    /// Seconds per group iteration.
+    iter_s: f64,
+    /// Process start to first iteration: model build, checkpoint restore and warm-up.
+    startup_s: f64,
 }
 
 /// Runs the scheduler until every job is done (or forever with `keep_alive`).
@@ -254,6 +263,11 @@ struct Testbed {
     running: Vec<RunningGroup>,
     /// Measured seconds (virtual) per group iteration, by sorted member list.
     measured: HashMap<Vec<JobIdx>, f64>,
+    /// Virtual seconds of startup measured this round, by the sorted member list of each
+    /// group launched this round: the restart overhead its members are charged.
+    startup_now: HashMap<Vec<JobIdx>, f64>,
+    /// Largest startup measured per model (real seconds): what the sample timeout expects.
+    startup_seen: HashMap<String, f64>,
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
     next_group_id: u64,
@@ -297,6 +311,8 @@ impl Testbed {
             started: Instant::now(),
             running: Vec::new(),
             measured: HashMap::new(),
+            startup_now: HashMap::new(),
+            startup_seen: HashMap::new(),
             records: Vec::new(),
             cluster_log: Vec::new(),
             next_group_id: 1,
@@ -570,15 +586,10 @@ impl Testbed {
             .collect();
         let outcomes = self.launch_all(&to_launch).await;
         let mut failed_members: HashSet<JobIdx> = HashSet::new();
+        self.startup_now.clear();
         for (group, outcome) in to_launch.iter().zip(outcomes) {
             match outcome {
-                LaunchOutcome::Measured(real_s) => {
-                    let virtual_s = real_s / self.cfg.time_scale;
-                    self.measured.insert(group.members.clone(), virtual_s);
-                    for &m in &group.members {
-                        self.extra[m].attempts = 0;
-                    }
-                }
+                LaunchOutcome::Measured(sample) => self.sample_measured(group, sample),
                 LaunchOutcome::TrainerFailed(why) => {
                     failed_members.extend(&group.members);
                     self.trainer_failed(group, &why);
@@ -586,6 +597,7 @@ impl Testbed {
                 LaunchOutcome::Lost(why) => {
                     tracing::warn!(members = ?self.ids(&group.members), "launch lost: {why}");
                     failed_members.extend(&group.members);
+                    self.launch_lost(group, &why);
                 }
             }
         }
@@ -594,6 +606,64 @@ impl Testbed {
             .filter(|g| g.members.iter().all(|m| !failed_members.contains(m)))
             .collect();
         Ok(())
+    }
+
+    /// A sample's speed becomes its group's, and its startup the restart overhead charged
+    /// to its members (virtual seconds = real ÷ `--time_scale`).
+    fn sample_measured(&mut self, group: &RunningGroup, sample: Sample) {
+        let scale = self.cfg.time_scale;
+        self.measured
+            .insert(group.members.clone(), sample.iter_s / scale);
+        self.startup_now
+            .insert(group.members.clone(), sample.startup_s / scale);
+        for &m in &group.members {
+            self.extra[m].attempts = 0;
+            let seen = self
+                .startup_seen
+                .entry(self.jobs[m].spec.model_name.clone())
+                .or_insert(0.0);
+            *seen = seen.max(sample.startup_s);
+        }
+    }
+
+    /// A lost launch (its worker died, or the sample timed out) is not the trainer's fault,
+    /// so the job stays runnable without a back-off; but it counts as an attempt, so a job
+    /// that can never finish its sample ends up failed instead of relaunched forever.
+    fn launch_lost(&mut self, group: &RunningGroup, why: &str) {
+        for &m in &group.members {
+            let extra = &mut self.extra[m];
+            extra.attempts += 1;
+            extra.error = why.to_string();
+            if extra.attempts >= self.cfg.max_attempts {
+                extra.failed = true;
+                let id = self.jobs[m].spec.job_id;
+                tracing::error!(job = id, attempts = extra.attempts, "job FAILED: {why}");
+                eprintln!("job {id} failed after {} attempts: {why}", extra.attempts);
+                self.finish_without_record(m);
+            }
+        }
+    }
+
+    /// Real seconds a round's samples may take: `--sample_timeout` plus the slowest launch's
+    /// expected startup and sample. The expected startup of a model is the largest measured
+    /// so far, else its restart overhead in the reference's table (a GPU model can take more
+    /// than 30 s to build and restore); the sample is `--fast_forwarding` iterations at twice
+    /// the members' solo times back to back.
+    fn sample_timeout_for(&self, pending: &BTreeMap<u64, PendingLaunch>) -> Duration {
+        let expected = |launch: &PendingLaunch| {
+            let jobs = launch.members.iter().map(|&m| &self.jobs[m]);
+            let startup = jobs
+                .clone()
+                .map(|j| match self.startup_seen.get(&j.spec.model_name) {
+                    Some(&s) => s,
+                    None => models::restart_overhead(j.num_gpu(), &j.spec.model_name),
+                })
+                .fold(0.0, f64::max);
+            let period: f64 = jobs.map(|j| j.iteration_time).sum();
+            startup + 2.0 * self.cfg.fast_forwarding as f64 * period * self.cfg.time_scale
+        };
+        let slowest = pending.values().map(expected).fold(0.0, f64::max);
+        self.cfg.sample_timeout + Duration::from_secs_f64(slowest.min(86_400.0))
     }
 
     /// The model executor: every planned group runs at the policy's modelled speed, with no
@@ -793,7 +863,8 @@ impl Testbed {
         pending: &mut BTreeMap<u64, PendingLaunch>,
         outcomes: &mut BTreeMap<u64, LaunchOutcome>,
     ) {
-        let deadline = Instant::now() + self.cfg.sample_timeout;
+        let timeout = self.sample_timeout_for(pending);
+        let deadline = Instant::now() + timeout;
         while !pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -814,10 +885,7 @@ impl Testbed {
             self.kill_group(launch.node, id).await;
             outcomes.insert(
                 id,
-                LaunchOutcome::Lost(format!(
-                    "sample did not finish within {:?}",
-                    self.cfg.sample_timeout
-                )),
+                LaunchOutcome::Lost(format!("sample did not finish within {timeout:.1?}")),
             );
         }
     }
@@ -892,12 +960,8 @@ impl Testbed {
         let now = self.now;
         let alive = self.alive_nodes();
         self.round_state().transitions(now, Some(&alive));
-        for g in &self.running {
-            if let Some(&t) = self.measured.get(&g.members) {
-                for &m in &g.members {
-                    self.jobs[m].iteration_time_cur = t;
-                }
-            }
+        if self.cfg.executor == Executor::Trainers {
+            self.charge_measured();
         }
         preempted.extend(
             was_running
@@ -907,6 +971,24 @@ impl Testbed {
         );
         if !preempted.is_empty() {
             tracing::info!(now, jobs = ?preempted, "preempted");
+        }
+    }
+
+    /// Measured speeds replace the model's, and measured startups the restart table: a group
+    /// launched this round is charged its startup, a kept group nothing (nothing restarted).
+    /// The sampled iterations count as progress at the measured speed from the end of the
+    /// startup on, so the virtual clock is charged for them once, in the next credit.
+    fn charge_measured(&mut self) {
+        for g in &self.running {
+            let speed = self.measured.get(&g.members).copied();
+            let startup = self.startup_now.get(&g.members).copied().unwrap_or(0.0);
+            for &m in &g.members {
+                let job = &mut self.jobs[m];
+                if let Some(t) = speed {
+                    job.iteration_time_cur = t;
+                }
+                job.overhead = startup;
+            }
         }
     }
 
@@ -1126,7 +1208,16 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
         }
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
-                p.report = r.phase_iter_s.first().copied().filter(|t| *t > 0.0);
+                let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);
+                p.report = r
+                    .phase_iter_s
+                    .first()
+                    .copied()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(|iter_s| Sample {
+                        iter_s,
+                        startup_s: startup_s.unwrap_or(0.0),
+                    });
             }
         }
     }

@@ -10,6 +10,10 @@
 #     --gpu-mix 1:0.5,2:0.25,4:0.25 --seed 4 -o trace-data/testbed.csv
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
 # PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+# EXECUTOR=model completes launches with the simulator's progress model instead of trainers
+# (workers still register); its results/<policy>/decisions.csv then equals the decision log of
+# `muri simulate --decisions` on the same trace and cluster (`muri diff` compares them). Every
+# run writes that log.
 #
 # WORKLOAD=real trains real tch models instead of emulating stages (CNN / transformer LM /
 # DQN on synthetic data in data/, checkpoints in results/<policy>/ckpt): it installs libtorch
@@ -75,7 +79,8 @@ set -m
 "$MURI" scheduler --schedule "$policy" --trace_file "$trace" --cluster_spec "$spec" \
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
-  --time_scale "${TIME_SCALE:-0.05}" 2> "$out/scheduler.log" &
+  --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
+  --decisions "$out/decisions.csv" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
   "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" "${worker_flags[@]}" \

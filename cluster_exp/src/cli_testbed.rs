@@ -96,6 +96,15 @@ pub struct SchedulerArgs {
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
     packing_num: u8,
+    /// What completes a launch: `trainers` (the workers run a sample and its measured speed
+    /// counts) or `model` (the simulator's progress model: no trainer, no launch cost, rounds
+    /// only at the simulator's events; the decision log then equals `muri simulate`'s).
+    #[arg(long, default_value = "trainers", value_parser = ["trainers", "model"])]
+    executor: String,
+    /// Write the decision log (one line per job start, stop, regroup and finish) here.
+    /// Compare logs with `muri diff`.
+    #[arg(long, value_name = "CSV")]
+    decisions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -218,6 +227,8 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         max_attempts: args.max_attempts,
         retry_backoff: args.retry_backoff,
         checkpoint_dir: args.checkpoint_dir,
+        executor: scheduler::Executor::parse(&args.executor)?,
+        decisions: args.decisions,
     };
     let summary = runtime()?.block_on(scheduler::run_scheduler(cfg))?;
     eprintln!(

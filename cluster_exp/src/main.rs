@@ -15,10 +15,11 @@ use muri::metrics::Summary;
 use muri::models;
 use muri::output;
 use muri::policy::{self, PolicyOptions, POLICIES};
-use muri::simulate::simulate;
+use muri::simulate::simulate_logged;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
 
+mod cli_diff;
 mod cli_eval;
 mod cli_testbed;
 mod cli_workloads;
@@ -66,6 +67,9 @@ enum Command {
     Sweep(cli_eval::SweepArgs),
     /// Draw figures (normalised bars, JCT CDFs, cluster timelines) from a directory of runs.
     Plot(cli_eval::PlotArgs),
+    /// Compare two decision logs (`--decisions`): exit 0 if identical, 1 if not, 2 on a
+    /// read error.
+    Diff(cli_diff::DiffArgs),
     /// Testbed: run the scheduler (policy loop, virtual clock, gRPC executor).
     Scheduler(cli_testbed::SchedulerArgs),
     /// Testbed: run a worker daemon that launches job groups on its GPUs.
@@ -132,6 +136,10 @@ struct SimulateArgs {
     /// Accepted for compatibility with the reference's scripts; has no effect.
     #[arg(long, hide = true)]
     print: bool,
+    /// Write the decision log (one line per job start, stop, regroup and finish) here; needs
+    /// a single --schedule policy. Compare logs with `muri diff`.
+    #[arg(long, value_name = "CSV")]
+    decisions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -196,6 +204,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Diff(args) => return cli_diff::run_diff(&args),
         Command::Simulate(args) => run_simulate(args),
         Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
         Command::Calc(args) => cli_eval::run_compare(&args.compare),
@@ -265,6 +274,9 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         None => ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
     };
     let policies = policy_list(&args.schedule)?;
+    if args.decisions.is_some() && policies.len() != 1 {
+        bail!("--decisions needs a single --schedule policy");
+    }
     let opts = PolicyOptions {
         packing_num: args.packing_num as usize,
         multi_resource: args.multi_resource as usize,
@@ -285,7 +297,10 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     for name in &policies {
-        let result = simulate_with_progress(&trace, spec, name, opts)?;
+        let result = simulate_with_progress(&trace, spec, name, opts, args.decisions.is_some())?;
+        if let (Some(path), Some(log)) = (&args.decisions, &result.decisions) {
+            log.write(path)?;
+        }
         if let Some(dir) = &args.log_path {
             let dir = if policies.len() == 1 {
                 dir.clone()
@@ -317,6 +332,7 @@ fn simulate_with_progress(
     spec: ClusterSpec,
     name: &str,
     opts: PolicyOptions,
+    decisions: bool,
 ) -> anyhow::Result<SimResult> {
     let bar =
         ProgressBar::with_draw_target(Some(trace.jobs.len() as u64), ProgressDrawTarget::hidden());
@@ -338,7 +354,7 @@ fn simulate_with_progress(
         }
         bar.set_position(done as u64);
     };
-    let result = simulate(trace, spec, name, opts, Some(&mut progress))?;
+    let result = simulate_logged(trace, spec, name, opts, Some(&mut progress), decisions)?;
     bar.finish_and_clear();
     Ok(result)
 }

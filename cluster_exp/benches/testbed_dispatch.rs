@@ -68,6 +68,8 @@ fn group(id: u64) -> pb::ExecuteRequest {
         num_gpu: 1,
         scheduler_addr: String::new(),
         time_scale: 0.0,
+        hosts: Vec::new(),
+        log_file: String::new(),
     }
 }
 
@@ -93,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             gpus: vec![0, 1, 2, 3],
             cpus: 32,
             listen: "127.0.0.1:0".parse()?,
+            advertise: None,
             token: token.clone(),
             trainer: "/bin/true".into(),
             use_mpi: false,

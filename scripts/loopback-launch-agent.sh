@@ -26,4 +26,9 @@ esac
 # The host this daemon stands in for, for the ranks' logs.
 MURI_HOST=$host
 export MURI_HOST
-exec /bin/sh -c "$*"
+# The daemon replaces this process, so mpirun is its parent; it gets SIGTERM (and then ends
+# its ranks) the moment mpirun dies, as a real node's daemon loses its ssh session.
+if command -v setpriv >/dev/null 2>&1; then
+  exec /bin/sh -c "exec setpriv --pdeathsig TERM $*"
+fi
+exec /bin/sh -c "exec $*"

@@ -52,6 +52,10 @@ pub fn mpirun_multi_host_args(
         out.extend(strings(&["--mca", "plm_rsh_agent"]));
         out.push(loopback_agent.display().to_string());
         out.extend(loopback_transport_args());
+        // The hosts share this machine's cores, which Open MPI cannot see (each "host" has
+        // as many slots as GPUs): ranks must yield the CPU while they wait for messages,
+        // or busy-polling ranks starve the others.
+        out.extend(strings(&["--mca", "mpi_yield_when_idle", "1"]));
     }
     for (i, host) in hosts.iter().enumerate() {
         if i > 0 {

@@ -466,8 +466,28 @@ fn output_streams(log: Option<&File>) -> std::io::Result<(Stdio, Stdio)> {
     })
 }
 
+/// Heads a launch's log with the command it runs (program and arguments only: the token
+/// travels in the environment and stays out of the log).
+fn log_command(mut log: &File, cmd: &Command, gpu_ids: &[u32]) -> std::io::Result<()> {
+    use std::io::Write;
+    let std_cmd = cmd.as_std();
+    let mut line = format!(
+        "# CUDA_VISIBLE_DEVICES={gpu_ids:?} {}",
+        std_cmd.get_program().to_string_lossy()
+    );
+    for arg in std_cmd.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    line.push('\n');
+    log.write_all(line.as_bytes())
+}
+
 fn spawn_tree(mut cmd: Command, gpu_ids: &[u32], log: Option<&File>) -> std::io::Result<Child> {
     let visible: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
+    if let Some(log) = log {
+        log_command(log, &cmd, gpu_ids)?;
+    }
     let (stdout, stderr) = output_streams(log)?;
     cmd.env("CUDA_VISIBLE_DEVICES", visible.join(","))
         .stdin(Stdio::null())
@@ -727,4 +747,111 @@ pub fn default_trainer() -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("muri-trainer")))
         .unwrap_or_else(|| PathBuf::from("muri-trainer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(node_id: u32, gpus: Vec<u32>) -> WorkerConfig {
+        WorkerConfig {
+            scheduler: String::new(),
+            node_id,
+            gpus,
+            cpus: 8,
+            listen: "127.0.0.2:0".parse().unwrap(),
+            advertise: None,
+            token: Token::default(),
+            trainer: PathBuf::from("muri-trainer"),
+            use_mpi: false,
+            kill_grace: Duration::from_secs(1),
+            checkpoint_dir: None,
+            trainer_flags: Vec::new(),
+        }
+    }
+
+    /// A 6-GPU launch: node 3 holds ranks 0–3 (its GPUs 0–3), node 5 ranks 4–5 (GPUs 2, 3).
+    fn two_node_request() -> pb::ExecuteRequest {
+        let host = |node_id, addr: &str, gpu_ids: Vec<u32>| pb::HostShare {
+            node_id,
+            addr: addr.into(),
+            gpu_ids,
+        };
+        pb::ExecuteRequest {
+            group_id: 9,
+            jobs: vec![pb::JobSlot {
+                slot: 0,
+                job_id: 1,
+                model: "gpt2".into(),
+                batch_size: 4,
+                iterations: 10,
+                stage_ms: vec![1.0, 2.0, 3.0],
+                checkpoint_path: String::new(),
+                attempt: 0,
+            }],
+            gpu_ids: vec![0, 1, 2, 3],
+            num_gpu: 6,
+            scheduler_addr: "127.0.0.1:1".into(),
+            time_scale: 1.0,
+            hosts: vec![
+                host(3, "127.0.0.2", vec![0, 1, 2, 3]),
+                host(5, "127.0.0.3", vec![2, 3]),
+            ],
+            log_file: String::new(),
+        }
+    }
+
+    #[test]
+    fn each_node_finds_its_own_share_and_first_rank() {
+        let req = two_node_request();
+        let head = validate_execute(&config(3, vec![0, 1, 2, 3]), &req).unwrap();
+        assert_eq!(
+            head,
+            LocalPart {
+                gpu_ids: vec![0, 1, 2, 3],
+                first_rank: 0,
+                head: true
+            }
+        );
+        let other = validate_execute(&config(5, vec![0, 1, 2, 3]), &req).unwrap();
+        assert_eq!(
+            other,
+            LocalPart {
+                gpu_ids: vec![2, 3],
+                first_rank: 4,
+                head: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_worker_refuses_gpu_ids_it_does_not_own() {
+        let req = two_node_request();
+        let err = validate_execute(&config(5, vec![0, 1]), &req).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(
+            err.message().contains("GPU 2 is not on this worker"),
+            "{err}"
+        );
+        let mut single = req.clone();
+        single.hosts.clear();
+        single.gpu_ids = vec![0, 7];
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &single).unwrap_err();
+        assert!(err.message().contains("GPU 7"), "{err}");
+    }
+
+    #[test]
+    fn a_host_list_must_name_this_node_and_add_up() {
+        let req = two_node_request();
+        let err = validate_execute(&config(4, vec![0, 1, 2, 3]), &req).unwrap_err();
+        assert!(err.message().contains("node 4 is not a host"), "{err}");
+        let mut short = req.clone();
+        short.num_gpu = 8;
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &short).unwrap_err();
+        assert!(err.message().contains("6 GPUs"), "{err}");
+        let mut bad_addr = req;
+        bad_addr.hosts[1].addr = "node-b".into();
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &bad_addr).unwrap_err();
+        assert!(err.message().contains("not an IP address"), "{err}");
+    }
 }

@@ -55,6 +55,9 @@ pub struct SchedulerArgs {
     /// Allow a non-loopback --listen address.
     #[arg(long = "allow-remote")]
     allow_remote: bool,
+    /// IP trainers report to (default: the --listen IP; required when that is 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
     /// Workers to wait for (default: every node of the cluster spec).
     #[arg(long)]
     workers: Option<usize>,
@@ -123,6 +126,10 @@ pub struct WorkerArgs {
     /// Address of this worker's service (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// IP this node is reached at: the scheduler, the other nodes' MPI daemons and the
+    /// trainers' peers use it (default: the --listen IP; required when that is 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
     #[arg(long = "allow-remote")]
     allow_remote: bool,
     #[arg(long = "token-file")]
@@ -207,6 +214,7 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         .transpose()?;
     let cfg = scheduler::SchedulerConfig {
         listen,
+        advertise: args.advertise,
         spec,
         keep_alive: args.keep_alive || trace.is_none(),
         trace,
@@ -253,6 +261,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         gpus: worker::parse_gpus(&args.gpus)?,
         cpus: args.cpus,
         listen,
+        advertise: args.advertise,
         token: token(args.token_file.as_deref())?,
         trainer: args.trainer.unwrap_or_else(worker::default_trainer),
         use_mpi: cfg!(feature = "mpi"),

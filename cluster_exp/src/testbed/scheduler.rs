@@ -12,8 +12,9 @@
 //! retry, or `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ use crate::trace::{JobSpec, Trace};
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub listen: SocketAddr,
+    /// The IP trainers report to; `None` = the listen IP (which then must not be 0.0.0.0).
+    pub advertise: Option<IpAddr>,
     pub spec: ClusterSpec,
     /// Jobs to replay; `None` = online submissions only.
     pub trace: Option<Trace>,
@@ -120,7 +123,7 @@ struct JobExtra {
 #[derive(Debug, Clone, PartialEq)]
 struct RunningGroup {
     members: Vec<JobIdx>,
-    /// (node id of the worker, GPU ids) per share.
+    /// (node id of the worker, GPU ids) per node, the head (rank 0) first.
     gpus: Vec<(u32, Vec<u32>)>,
 }
 
@@ -135,10 +138,17 @@ enum LaunchOutcome {
     Lost(String),
 }
 
+/// A launch whose sample is under way: it is resolved when every node that started
+/// processes has reported Done, when one of them fails, or when any of its nodes is lost.
 struct PendingLaunch {
     members: Vec<JobIdx>,
-    node: u32,
-    done: Option<pb::DoneRequest>,
+    /// Every node of the launch, head first.
+    nodes: Vec<u32>,
+    /// Nodes that started processes and have not reported Done yet.
+    awaiting: BTreeSet<u32>,
+    /// Why the launch failed (a refused Execute, a non-zero exit), first cause only.
+    failure: Option<String>,
+    /// What rank 0 reported (ReportIterTime).
     report: Option<Sample>,
 }
 
@@ -149,6 +159,53 @@ struct Sample {
     iter_s: f64,
     /// Process start to first iteration: model build, checkpoint restore and warm-up.
     startup_s: f64,
+}
+
+impl PendingLaunch {
+    /// Seconds per group iteration in the first phase (all members alive), if reported.
+    fn iteration_s(&self) -> Option<f64> {
+        self.report.map(|r| r.iter_s)
+    }
+}
+
+/// One row of launches.csv.
+struct LaunchRow {
+    launch_id: u64,
+    virtual_time: f64,
+    wall_time: f64,
+    job_ids: Vec<u64>,
+    nodes: Vec<u32>,
+    hosts: Vec<String>,
+    ranks: Vec<usize>,
+    status: String,
+    startup_s: Option<f64>,
+    iteration_s: Option<f64>,
+}
+
+impl LaunchRow {
+    const HEADER: &'static str =
+        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s\n";
+
+    /// Lists are `+`-separated, so every row has the header's ten fields.
+    fn to_csv(&self) -> String {
+        fn join<T: ToString>(items: &[T]) -> String {
+            items.iter().map(T::to_string).collect::<Vec<_>>().join("+")
+        }
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        format!(
+            "{},{:.3},{:.3},{},{},{},{},{},{},{}\n",
+            self.launch_id,
+            self.virtual_time,
+            self.wall_time,
+            join(&self.job_ids),
+            join(&self.nodes),
+            join(&self.hosts),
+            join(&self.ranks),
+            self.status.replace([',', '\n'], " "),
+            opt(self.startup_s),
+            opt(self.iteration_s)
+        )
+    }
 }
 
 /// Runs the scheduler until every job is done (or forever with `keep_alive`).
@@ -183,6 +240,7 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
 }
 
 fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
+    super::advertised_ip(cfg.listen, cfg.advertise)?;
     anyhow::ensure!(
         cfg.fast_forwarding >= 2,
         "--fast_forwarding must be at least 2 iterations"
@@ -270,6 +328,8 @@ struct Testbed {
     startup_seen: HashMap<String, f64>,
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
+    /// launches.csv, created (with its header) at the first launch of the run.
+    launch_log: Option<std::fs::File>,
     next_group_id: u64,
     rounds: usize,
     launches: usize,
@@ -315,6 +375,7 @@ impl Testbed {
             startup_seen: HashMap::new(),
             records: Vec::new(),
             cluster_log: Vec::new(),
+            launch_log: None,
             next_group_id: 1,
             rounds: 0,
             launches: 0,
@@ -746,19 +807,23 @@ impl Testbed {
         out
     }
 
+    /// Sends every group's Execute to every node of its placement, collects the samples,
+    /// and writes one launches.csv row per launch.
     async fn launch_all(&mut self, groups: &[RunningGroup]) -> Vec<LaunchOutcome> {
         let mut pending: BTreeMap<u64, PendingLaunch> = BTreeMap::new();
         let mut outcomes: BTreeMap<u64, LaunchOutcome> = BTreeMap::new();
         let mut ids = Vec::with_capacity(groups.len());
         let mut calls = JoinSet::new();
+        let launched_at = (self.now, self.started.elapsed().as_secs_f64());
         for group in groups {
             let id = self.next_group_id;
             self.next_group_id += 1;
             self.launches += 1;
             ids.push(id);
-            let node = group.gpus[0].0;
-            let Some(mut client) = self.worker_client(node) else {
-                outcomes.insert(id, LaunchOutcome::Lost(format!("worker {node} is gone")));
+            let nodes: Vec<u32> = group.gpus.iter().map(|(n, _)| *n).collect();
+            let clients: Option<Vec<_>> = nodes.iter().map(|&n| self.worker_client(n)).collect();
+            let Some(clients) = clients else {
+                outcomes.insert(id, LaunchOutcome::Lost("a worker is gone".into()));
                 continue;
             };
             let req = self.execute_request(id, group);
@@ -766,34 +831,115 @@ impl Testbed {
                 id,
                 PendingLaunch {
                     members: group.members.clone(),
-                    node,
-                    done: None,
+                    nodes: nodes.clone(),
+                    awaiting: BTreeSet::new(),
+                    failure: None,
                     report: None,
                 },
             );
-            calls.spawn(async move { (id, client.execute(req).await) });
-        }
-        while let Some(joined) = calls.join_next().await {
-            let Ok((id, result)) = joined else { continue };
-            if let Err(status) = result {
-                pending.remove(&id);
-                let why = format!("Execute refused: {}", status.message());
-                let outcome = if status.code() == tonic::Code::Unavailable {
-                    LaunchOutcome::Lost(why)
-                } else {
-                    LaunchOutcome::TrainerFailed(why)
-                };
-                outcomes.insert(id, outcome);
+            for (node, mut client) in nodes.into_iter().zip(clients) {
+                let req = req.clone();
+                calls.spawn(async move { (id, node, client.execute(req).await) });
             }
         }
-        self.await_samples(&mut pending, &mut outcomes).await;
-        ids.into_iter()
+        while let Some(joined) = calls.join_next().await {
+            let Ok((id, node, result)) = joined else {
+                continue;
+            };
+            let Some(launch) = pending.get_mut(&id) else {
+                continue;
+            };
+            match result {
+                Ok(reply) if reply.get_ref().local_processes > 0 => {
+                    launch.awaiting.insert(node);
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    let why = format!("node {node}: Execute refused: {}", status.message());
+                    if status.code() == tonic::Code::Unavailable {
+                        launch.failure.get_or_insert(format!("lost: {why}"));
+                    } else {
+                        launch.failure.get_or_insert(why);
+                    }
+                }
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        self.await_samples(&mut pending, &mut outcomes, &mut resolved)
+            .await;
+        let outcomes: Vec<LaunchOutcome> = ids
+            .iter()
             .map(|id| {
                 outcomes
-                    .remove(&id)
+                    .remove(id)
                     .unwrap_or(LaunchOutcome::Lost("no outcome".into()))
             })
-            .collect()
+            .collect();
+        let rows: Vec<LaunchRow> = ids
+            .iter()
+            .zip(groups)
+            .zip(&outcomes)
+            .map(|((&id, group), outcome)| {
+                self.launch_row(id, group, outcome, resolved.get(&id), launched_at)
+            })
+            .collect();
+        if let Err(e) = self.append_launch_rows(&rows) {
+            tracing::error!("launches.csv: {e:#}");
+        }
+        outcomes
+    }
+
+    fn launch_row(
+        &self,
+        launch_id: u64,
+        group: &RunningGroup,
+        outcome: &LaunchOutcome,
+        launch: Option<&PendingLaunch>,
+        (virtual_time, wall_time): (f64, f64),
+    ) -> LaunchRow {
+        let status = match outcome {
+            LaunchOutcome::Measured(_) => "ok".to_string(),
+            LaunchOutcome::TrainerFailed(why) => format!("failed: {why}"),
+            LaunchOutcome::Lost(why) => format!("lost: {why}"),
+        };
+        LaunchRow {
+            launch_id,
+            virtual_time,
+            wall_time,
+            job_ids: self.ids(&group.members),
+            nodes: group.gpus.iter().map(|(n, _)| *n).collect(),
+            hosts: group
+                .gpus
+                .iter()
+                .map(|(n, _)| self.worker_ip(*n).unwrap_or_else(|| "?".into()))
+                .collect(),
+            ranks: group.gpus.iter().map(|(_, g)| g.len()).collect(),
+            status,
+            startup_s: launch.and_then(|l| l.report).map(|r| r.startup_s),
+            iteration_s: launch.and_then(PendingLaunch::iteration_s),
+        }
+    }
+
+    /// Appends rows to `<log_path>/launches.csv`, which the run's first call creates.
+    fn append_launch_rows(&mut self, rows: &[LaunchRow]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.cfg.log_path.join("launches.csv");
+        if self.launch_log.is_none() {
+            std::fs::create_dir_all(&self.cfg.log_path)
+                .with_context(|| format!("creating {}", self.cfg.log_path.display()))?;
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(LaunchRow::HEADER.as_bytes())?;
+            self.launch_log = Some(file);
+        }
+        let text: String = rows.iter().map(LaunchRow::to_csv).collect();
+        if let Some(file) = &mut self.launch_log {
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     fn worker_client(&self, node: u32) -> Option<muri_runtime::client::WorkerClient> {
@@ -803,6 +949,13 @@ impl Testbed {
             .ok()?
             .get(&node)
             .map(|w| w.client.clone())
+    }
+
+    /// The IP a worker registered with (its advertised address, the MPI host name).
+    fn worker_ip(&self, node: u32) -> Option<String> {
+        let workers = self.shared.workers.lock().ok()?;
+        let addr: SocketAddr = workers.get(&node)?.addr.parse().ok()?;
+        Some(addr.ip().to_string())
     }
 
     fn execute_request(&self, group_id: u64, group: &RunningGroup) -> pb::ExecuteRequest {
@@ -833,41 +986,64 @@ impl Testbed {
                 }
             })
             .collect();
+        let hosts = group
+            .gpus
+            .iter()
+            .map(|(node, ids)| pb::HostShare {
+                node_id: *node,
+                addr: self.worker_ip(*node).unwrap_or_default(),
+                gpu_ids: ids.clone(),
+            })
+            .collect();
+        let log_file = self
+            .cfg
+            .log_path
+            .join("trainer-logs")
+            .join(format!("launch-{group_id}.log"));
         pb::ExecuteRequest {
             group_id,
             jobs,
-            gpu_ids: group
-                .gpus
-                .iter()
-                .flat_map(|(_, g)| g.iter().copied())
-                .collect(),
+            gpu_ids: group.gpus[0].1.clone(),
             num_gpu: self.jobs[group.members[0]].num_gpu(),
             scheduler_addr: self.scheduler_addr(),
             time_scale: self.cfg.time_scale,
+            hosts,
+            log_file: std::path::absolute(&log_file)
+                .unwrap_or(log_file)
+                .display()
+                .to_string(),
         }
     }
 
+    /// Where trainers report: the advertised IP (checked at start-up: never 0.0.0.0) and
+    /// the port bound.
     fn scheduler_addr(&self) -> String {
-        let l = self.cfg.listen;
-        if l.ip().is_unspecified() {
-            format!("127.0.0.1:{}", l.port())
-        } else {
-            l.to_string()
-        }
+        let ip = self.cfg.advertise.unwrap_or(self.cfg.listen.ip());
+        SocketAddr::new(ip, self.cfg.listen.port()).to_string()
     }
 
     /// Collects Done and ReportIterTime for the launched groups until all are resolved,
-    /// their worker dies, or the sample timeout passes (then they are killed).
+    /// one of their workers dies, or the sample timeout passes. A launch resolved before all
+    /// its processes exited (a failed rank, a lost node, the timeout) is killed on every
+    /// node it still has, so none of its ranks keeps running.
     async fn await_samples(
         &mut self,
         pending: &mut BTreeMap<u64, PendingLaunch>,
         outcomes: &mut BTreeMap<u64, LaunchOutcome>,
+        resolved: &mut BTreeMap<u64, PendingLaunch>,
     ) {
         let timeout = self.sample_timeout_for(pending);
         let deadline = Instant::now() + timeout;
-        while !pending.is_empty() {
+        loop {
+            let alive = self.alive_nodes();
+            for (id, launch) in resolve(pending, outcomes, &alive) {
+                if !launch.awaiting.is_empty() {
+                    self.kill_launch(&launch.nodes, id).await;
+                }
+                resolved.insert(id, launch);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if pending.is_empty() || left.is_zero() {
                 break;
             }
             match tokio::time::timeout(left.min(Duration::from_millis(100)), self.events.recv())
@@ -878,24 +1054,26 @@ impl Testbed {
                 Err(_) => {}
             }
             self.reap_dead_workers();
-            let alive = self.alive_nodes();
-            resolve(pending, outcomes, &alive);
         }
         for (id, launch) in std::mem::take(pending) {
-            self.kill_group(launch.node, id).await;
+            self.kill_launch(&launch.nodes, id).await;
             outcomes.insert(
                 id,
                 LaunchOutcome::Lost(format!("sample did not finish within {timeout:.1?}")),
             );
+            resolved.insert(id, launch);
         }
     }
 
-    async fn kill_group(&self, node: u32, group_id: u64) {
-        if let Some(mut client) = self.worker_client(node) {
-            if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
-                tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+    /// Kills a launch on every one of its nodes that is still registered, concurrently.
+    async fn kill_launch(&self, nodes: &[u32], group_id: u64) {
+        let mut kills = JoinSet::new();
+        for &node in nodes {
+            if let Some(client) = self.worker_client(node) {
+                kills.spawn(kill_group(client, node, group_id));
             }
         }
+        while kills.join_next().await.is_some() {}
     }
 
     fn trainer_failed(&mut self, group: &RunningGroup, why: &str) {
@@ -1146,22 +1324,27 @@ fn profile_key(job: &Job) -> ([u64; 3], u64) {
     )
 }
 
-/// GPU ids for each share of a placement: node i of the policy's cluster is the i-th live
-/// worker; GPUs are handed out per node in placement order.
+/// GPU ids for each node of a placement: node i of the policy's cluster is the i-th live
+/// worker; GPUs are handed out per node in placement order; the first share's node is the
+/// launch's head (rank 0).
 fn assign_gpus(
     placement: &Placement,
     alive: &[u32],
     workers: &BTreeMap<u32, super::service::WorkerEntry>,
     next_gpu: &mut HashMap<u32, usize>,
 ) -> Option<Vec<(u32, Vec<u32>)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
     for share in &placement.shares {
         let node = *alive.get(share.node as usize)?;
         let gpus = &workers.get(&node)?.gpus;
         let from = next_gpu.entry(node).or_insert(0);
-        let ids = gpus.get(*from..*from + share.gpus as usize)?.to_vec();
+        let ids = gpus.get(*from..*from + share.gpus as usize)?;
         *from += share.gpus as usize;
-        out.push((node, ids));
+        // One host entry per node: two shares on a node are one MPI host with both's ranks.
+        match out.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, held)) => held.extend_from_slice(ids),
+            None => out.push((node, ids.to_vec())),
+        }
     }
     (!out.is_empty()).then_some(out)
 }
@@ -1202,8 +1385,19 @@ fn permutations(items: &[JobIdx]) -> Vec<Vec<JobIdx>> {
 fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
     match event {
         Event::Done(d) => {
-            if let Some(p) = pending.get_mut(&d.group_id) {
-                p.done = Some(d);
+            let Some(p) = pending.get_mut(&d.group_id) else {
+                return;
+            };
+            p.awaiting.remove(&d.node_id);
+            if d.exit_code != 0 || d.signal != 0 {
+                p.failure.get_or_insert(format!(
+                    "node {}: exit code {}, signal {}{}{}",
+                    d.node_id,
+                    d.exit_code,
+                    d.signal,
+                    if d.error.is_empty() { "" } else { ": " },
+                    d.error
+                ));
             }
         }
         Event::Report(r) => {
@@ -1223,40 +1417,46 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
     }
 }
 
-/// Moves launches whose fate is known from `pending` to `outcomes`.
+async fn kill_group(mut client: muri_runtime::client::WorkerClient, node: u32, group_id: u64) {
+    if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
+        tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+    }
+}
+
+/// Moves launches whose fate is known from `pending` to `outcomes`; returns them.
 fn resolve(
     pending: &mut BTreeMap<u64, PendingLaunch>,
     outcomes: &mut BTreeMap<u64, LaunchOutcome>,
     alive: &[u32],
-) {
+) -> Vec<(u64, PendingLaunch)> {
     let ids: Vec<u64> = pending.keys().copied().collect();
+    let mut out = Vec::new();
     for id in ids {
         let p = &pending[&id];
-        let outcome = match (&p.done, p.report) {
-            (Some(d), _) if d.exit_code != 0 || d.signal != 0 => {
-                Some(LaunchOutcome::TrainerFailed(format!(
-                    "exit code {}, signal {}{}{}",
-                    d.exit_code,
-                    d.signal,
-                    if d.error.is_empty() { "" } else { ": " },
-                    d.error
-                )))
-            }
-            (Some(_), Some(t)) => Some(LaunchOutcome::Measured(t)),
-            (Some(_), None) => Some(LaunchOutcome::TrainerFailed(
-                "exited 0 without reporting iteration times".into(),
-            )),
-            (None, _) if !alive.contains(&p.node) => {
-                Some(LaunchOutcome::Lost(format!("worker {} died", p.node)))
-            }
-            (None, _) => None,
+        let lost_node = p.nodes.iter().find(|n| !alive.contains(n));
+        let outcome = match (lost_node, &p.failure, p.awaiting.is_empty()) {
+            (Some(n), _, _) => Some(LaunchOutcome::Lost(format!("worker {n} died"))),
+            (None, Some(why), _) => Some(match why.strip_prefix("lost: ") {
+                Some(why) => LaunchOutcome::Lost(why.to_string()),
+                None => LaunchOutcome::TrainerFailed(why.clone()),
+            }),
+            (None, None, true) => Some(match p.report {
+                Some(sample) => LaunchOutcome::Measured(sample),
+                None => LaunchOutcome::TrainerFailed(
+                    "exited 0 without reporting iteration times".into(),
+                ),
+            }),
+            (None, None, false) => None,
         };
         if let Some(o) = outcome {
             tracing::debug!(group = id, members = ?p.members, ?o, "launch resolved");
-            pending.remove(&id);
             outcomes.insert(id, o);
+            if let Some(launch) = pending.remove(&id) {
+                out.push((id, launch));
+            }
         }
     }
+    out
 }
 
 /// Parses the scheduler's `--listen` value.

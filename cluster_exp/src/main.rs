@@ -245,7 +245,7 @@ fn main() -> ExitCode {
 }
 
 /// Whether `e` comes from writing to a closed pipe: the reader (`head`) has what it wanted,
-/// so the command ends quietly with success, as `cat` and `ls` do.
+/// so the command ends quietly with success.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
     e.chain().any(|cause| {

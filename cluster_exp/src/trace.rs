@@ -181,6 +181,8 @@ fn fmt_ms(v: f64) -> String {
 struct Columns {
     idx: [usize; 10],
     batch_size: Option<usize>,
+    /// Checked but not used: the simulator takes arrivals from `submit_time`.
+    interval: Option<usize>,
     priority: Option<usize>,
 }
 
@@ -198,6 +200,7 @@ impl Columns {
         Ok(Columns {
             idx,
             batch_size: find("batch_size"),
+            interval: find("interval"),
             priority: find("priority"),
         })
     }
@@ -249,6 +252,9 @@ impl Columns {
                 as u8,
             None => 0,
         };
+        if let Some(f) = optional(self.interval, "interval") {
+            f.time_ms(MAX_TIME_MS)?;
+        }
         let batch_size = match optional(self.batch_size, "batch_size") {
             Some(f) => f.integer_in(0, u32::MAX as u64)? as u32,
             None => 0,

@@ -117,7 +117,9 @@ fn mutate(text: &str, rng: &mut StdRng) -> String {
         .collect();
     let mut eol = "\n";
     let mut damage_bytes = false;
-    for _ in 0..rng.random_range(1..=4) {
+    // Mostly one or two mutations, so that many traces still parse and reach the simulator.
+    let mutations = [1, 1, 1, 2, 2, 3, 4][rng.random_range(0..7)];
+    for _ in 0..mutations {
         if lines.is_empty() {
             lines.push(vec![String::new()]);
         }
@@ -211,6 +213,9 @@ fn scale(value: &str, rng: &mut StdRng) -> String {
     }
 }
 
+/// The case number that tells the watchdog its run is over.
+const FINISHED: u64 = u64::MAX;
+
 /// What the currently running case is, for the watchdog's report.
 #[derive(Default)]
 struct Current {
@@ -226,6 +231,9 @@ fn watchdog(current: Arc<Current>) {
         loop {
             std::thread::sleep(Duration::from_millis(500));
             let case = current.case.load(Ordering::Relaxed);
+            if case == FINISHED {
+                return;
+            }
             if case != seen {
                 seen = case;
                 since = Instant::now();
@@ -250,7 +258,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Runs `cases` mutations of `seeds` through `check`, which gets the mutated text and returns
 /// an error description when the outcome is wrong. Panics are caught and reported with the
 /// input, which is also saved for the regression folder.
-fn fuzz(kind: &str, seeds: &[&str], check: impl Fn(&str, &mut StdRng) -> Result<(), String>) {
+fn fuzz(
+    kind: &str,
+    seeds: &[&str],
+    check: impl Fn(&str, &mut StdRng) -> Result<(), String>,
+) -> u64 {
     let cases = env_u64("MURI_FUZZ_CASES", 3_000);
     let base = env_u64("MURI_FUZZ_SEED", 19);
     let current = Arc::new(Current::default());
@@ -260,7 +272,8 @@ fn fuzz(kind: &str, seeds: &[&str], check: impl Fn(&str, &mut StdRng) -> Result<
         let mut rng = StdRng::seed_from_u64(base.wrapping_mul(1_000_003).wrapping_add(case));
         let seed = seeds[rng.random_range(0..seeds.len())];
         let mut input = seed.to_string();
-        for _ in 0..rng.random_range(1..=2) {
+        let rounds = if rng.random_bool(0.7) { 1 } else { 2 };
+        for _ in 0..rounds {
             input = mutate(&input, &mut rng);
         }
         *current.input.lock().unwrap() = input.clone();
@@ -275,13 +288,14 @@ fn fuzz(kind: &str, seeds: &[&str], check: impl Fn(&str, &mut StdRng) -> Result<
             ));
         }
     }
-    current.case.store(u64::MAX - 1, Ordering::Relaxed);
+    current.case.store(FINISHED, Ordering::Relaxed);
     assert!(
         failures.is_empty(),
         "{} of {cases} {kind} cases failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
+    cases
 }
 
 fn save_failure(kind: &str, case: u64, input: &str) -> PathBuf {
@@ -337,17 +351,26 @@ fn traces_parse_and_simulate_or_are_refused_by_file() {
         .iter()
         .map(|s| ClusterSpec::parse(s, Path::new("spec.csv")).unwrap())
         .collect();
-    fuzz(
+    let simulated = AtomicU64::new(0);
+    let cases = fuzz(
         "trace",
         &[TRACE, TRACE_MINIMAL],
         |text, rng| match Trace::parse(text, Path::new("fuzz-trace.csv"), "fuzz".into()) {
             Err(e) => names_file(&e, "fuzz-trace.csv"),
             Ok(trace) if trace.jobs.len() <= SIMULATE_MAX_JOBS => {
+                simulated.fetch_add(1, Ordering::Relaxed);
                 let spec = specs[rng.random_range(0..specs.len())];
                 simulate_small(&trace, spec, rng)
             }
             Ok(_) => Ok(()),
         },
+    );
+    // Mutations must leave enough traces valid to exercise the simulator, not only the parser.
+    let simulated = simulated.into_inner();
+    eprintln!("{simulated} of {cases} mutated traces parsed and were simulated");
+    assert!(
+        simulated * 10 >= cases,
+        "only {simulated} of {cases} mutated traces were simulated"
     );
 }
 

@@ -423,6 +423,33 @@ mod tests {
     }
 
     #[test]
+    fn oversized_specs_and_jobs_are_refused_before_allocating() {
+        let spec = |switches, nodes, gpus| ClusterSpec {
+            num_switch: switches,
+            num_node_p_switch: nodes,
+            num_gpu_p_node: gpus,
+            num_cpu_p_node: 92,
+            mem_p_node: 520,
+        };
+        // 65536 × 65536 wraps to 0 in u32: the product is checked, not wrapped.
+        assert_eq!(
+            spec(65536, 65536, 8).check().unwrap_err().0,
+            "num_node_p_switch"
+        );
+        assert_eq!(spec(u32::MAX, 1, 8).check().unwrap_err().0, "num_switch");
+        assert_eq!(spec(1, 1, 65536).check().unwrap_err().0, "num_gpu_p_node");
+        assert_eq!(
+            spec(1024, 64, 1024).check().unwrap_err().0,
+            "num_gpu_p_node"
+        );
+        assert!(spec(1024, 64, 16).check().is_ok());
+        // A job of u32::MAX GPUs on 1-GPU nodes would need a 32 GiB placement list.
+        assert!(!spec(1, 1, 1).can_ever_fit(u32::MAX));
+        assert!(!spec(65536, 65536, 8).can_ever_fit(1));
+        assert_eq!(spec(65536, 65536, 8).num_gpus(), u32::MAX);
+    }
+
+    #[test]
     fn spec_errors_name_the_field() {
         let p = Path::new("spec.csv");
         let e = ClusterSpec::parse("num_switch,num_node_p_switch\n1,8\n", p).unwrap_err();

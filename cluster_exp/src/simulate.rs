@@ -19,7 +19,7 @@ pub fn check_fits(trace: &Trace, spec: &ClusterSpec) -> anyhow::Result<()> {
             bail!(
                 "{}: line {}: field `num_gpu`: job {} needs {} GPUs, but the cluster ({} nodes × {} GPUs) can never place it",
                 trace.source,
-                row + 2,
+                trace.line_of(row),
                 job.job_id,
                 job.num_gpu,
                 spec.num_nodes(),

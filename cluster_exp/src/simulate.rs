@@ -41,7 +41,7 @@ pub fn simulate(
 ) -> anyhow::Result<SimResult> {
     check_fits(trace, &spec)?;
     let policy = policy::build(policy_name, opts)?;
-    Ok(Simulation::new(&trace.jobs, spec, policy)
+    Simulation::new(&trace.jobs, spec, policy)
         .run(progress)
-        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))?)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cluster::Cluster;
-use crate::engine::{ClusterRecord, JobRecord};
+use crate::engine::{ClusterRecord, JobRecord, SimulationError};
 use crate::float::{isclose, isclose_rel};
 use crate::job::{Job, JobIdx, Status};
 use crate::policy::{EndEventRule, Policy, SchedulingContext, TieRule};
@@ -286,8 +286,9 @@ impl Round<'_> {
         }
     }
 
-    /// Rebuilds the next end event from the running jobs' predicted completions.
-    pub fn predict_ends(&mut self, now: f64) {
+    /// Rebuilds the next end event from the running jobs' predicted completions. Fails only
+    /// where the policy reproduces a reference failure ([`EndEventRule::ReferenceAntMan`]).
+    pub fn predict_ends(&mut self, now: f64) -> Result<(), SimulationError> {
         let jobs = &*self.jobs;
         let running = self
             .runnable
@@ -299,7 +300,18 @@ impl Round<'_> {
             EndEventRule::EarliestOnly => earliest_only(ends),
             EndEventRule::Coalesced => earliest_coalesced(ends.collect()),
             EndEventRule::MergedWithin1e4 => merged_within(ends.collect(), 1e-4),
+            EndEventRule::ReferenceAntMan => {
+                merged_in_place(ends.collect(), 1e-4).map_err(|merged| {
+                    SimulationError::ReferenceIndexError {
+                        policy: self.policy.name().to_string(),
+                        now,
+                        first_end: merged.time,
+                        jobs: merged.jobs.iter().map(|&j| jobs[j].spec.job_id).collect(),
+                    }
+                })?
+            }
         };
+        Ok(())
     }
 
     /// The `cluster.csv` row after this round.
@@ -442,6 +454,37 @@ fn merged_within(ends: Vec<(JobIdx, f64)>, tol: f64) -> Option<EndEvent> {
         }
     }
     Some(event)
+}
+
+/// The reference AntMan's end events: each end joins the first event within rel 1e-9, the
+/// events are stably sorted by time, and then
+/// `for i in range(1, n): if isclose(e[0], e[i], abs_tol=tol): merge e[i] into e[0]; del e[i]`
+/// runs with `n` fixed, so after a deletion it skips an event, and it reads past the list's
+/// end (IndexError) unless the deletion was at the last index. Returns the first event, or
+/// as `Err` the first event with what had been merged into it when the loop would fail.
+fn merged_in_place(ends: Vec<(JobIdx, f64)>, tol: f64) -> Result<Option<EndEvent>, EndEvent> {
+    let mut events: Vec<EndEvent> = Vec::new();
+    for (j, t) in ends {
+        match events.iter_mut().find(|e| isclose_rel(e.time, t, 1e-9)) {
+            Some(e) => e.jobs.push(j),
+            None => events.push(EndEvent {
+                time: t,
+                jobs: vec![j],
+            }),
+        }
+    }
+    events.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let n = events.len();
+    for i in 1..n {
+        if i >= events.len() {
+            return Err(events.swap_remove(0));
+        }
+        if isclose(events[0].time, events[i].time, 1e-9, tol) {
+            let merged = events.remove(i);
+            events[0].jobs.extend(merged.jobs);
+        }
+    }
+    Ok(events.into_iter().next())
 }
 
 // ---- the decision log --------------------------------------------------------------------

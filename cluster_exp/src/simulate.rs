@@ -57,5 +57,6 @@ pub fn simulate_logged(
     if decisions {
         sim = sim.with_decisions();
     }
-    Ok(sim.run(progress))
+    sim.run(progress)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))
 }

@@ -11,7 +11,7 @@ use common::*;
 use muri::cluster::ClusterSpec;
 use muri::engine::Simulation;
 use muri::metrics::Summary;
-use muri::policy::AntMan;
+use muri::policy::AntManFixed;
 use muri::trace::Trace;
 
 const THEMIS_TOLERANCE: f64 = 0.05;
@@ -79,8 +79,10 @@ fn themis_fixed_finishes_and_differs_from_reference_formulation() {
 
 fn run_antman_audited(trace: &str) {
     let t = Trace::from_path(&shared().join(format!("traces/muri-sim/{trace}.csv"))).unwrap();
-    let (policy, audit) = AntMan::with_audit();
-    let r = Simulation::new(&t.jobs, ClusterSpec::N8G8, Box::new(policy)).run(None);
+    let (policy, audit) = AntManFixed::with_audit();
+    let r = Simulation::new(&t.jobs, ClusterSpec::N8G8, Box::new(policy))
+        .run(None)
+        .unwrap();
     assert_eq!(r.unfinished, 0, "{trace}: every job must finish");
     assert_eq!(r.jobs.len(), t.jobs.len(), "{trace}: one record per job");
     assert!(

@@ -381,7 +381,7 @@ impl Testbed {
         self.schedule();
         self.dispatch().await?;
         self.apply_transitions();
-        self.round_state().predict_ends(now);
+        self.round_state().predict_ends(now)?;
         self.log_cluster();
         self.publish_status();
         Ok(())

@@ -14,7 +14,7 @@ use crate::policy::Policy;
 use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::JobSpec;
 
-pub use crate::round::{cluster_record, credit_progress};
+pub use crate::round::{cluster_record, credit_progress, SimulationError};
 
 /// A row of `job.csv`, written when a job completes.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,26 +61,6 @@ pub struct SimResult {
     pub wall_seconds: f64,
     /// The decision log, when [`Simulation::with_decisions`] asked for one.
     pub decisions: Option<DecisionLog>,
-}
-
-/// Why a simulation stopped before its end.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SimulationError {
-    /// The reference AntMan's end-event merge would raise IndexError here: it deletes a
-    /// merged event from the list it is indexing and then reads past the shortened end.
-    #[error(
-        "{policy}: at t = {now} s the predicted ends of jobs {jobs:?} fall within 1e-4 s of the \
-         earliest ({first_end} s); the reference simulator's end-event merge raises IndexError \
-         here (it deletes list items while indexing them), so this run has no reference result \
-         (antman-fixed merges them and runs on)"
-    )]
-    ReferenceIndexError {
-        policy: String,
-        now: f64,
-        first_end: f64,
-        /// Trace job ids of the merged ends, the earliest first.
-        jobs: Vec<u64>,
-    },
 }
 
 /// Called after every event with (completed jobs, total jobs).

@@ -21,7 +21,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cluster::Cluster;
-use crate::engine::{ClusterRecord, JobRecord, SimulationError};
+use crate::engine::{ClusterRecord, JobRecord};
 use crate::float::{isclose, isclose_rel};
 use crate::job::{Job, JobIdx, Status};
 use crate::policy::{EndEventRule, Policy, SchedulingContext, TieRule};
@@ -286,8 +286,10 @@ impl Round<'_> {
         }
     }
 
-    /// Rebuilds the next end event from the running jobs' predicted completions. Fails only
-    /// where the policy reproduces a reference failure ([`EndEventRule::ReferenceAntMan`]).
+    /// Rebuilds the next end event from the running jobs' predicted completions.
+    ///
+    /// Fails only where the policy reproduces a reference failure
+    /// ([`EndEventRule::ReferenceAntMan`]).
     pub fn predict_ends(&mut self, now: f64) -> Result<(), SimulationError> {
         let jobs = &*self.jobs;
         let running = self
@@ -485,6 +487,26 @@ fn merged_in_place(ends: Vec<(JobIdx, f64)>, tol: f64) -> Result<Option<EndEvent
         }
     }
     Ok(events.into_iter().next())
+}
+
+/// Why a simulation stopped before its end.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimulationError {
+    /// The reference AntMan's end-event merge would raise IndexError here: it deletes a
+    /// merged event from the list it is indexing and then reads past the shortened end.
+    #[error(
+        "{policy}: at t = {now} s the predicted ends of jobs {jobs:?} fall within 1e-4 s of the \
+         earliest ({first_end} s); the reference simulator's end-event merge raises IndexError \
+         here (it deletes list items while indexing them), so this run has no reference result \
+         (antman-fixed merges them and runs on)"
+    )]
+    ReferenceIndexError {
+        policy: String,
+        now: f64,
+        first_end: f64,
+        /// Trace job ids of the merged ends, the earliest first.
+        jobs: Vec<u64>,
+    },
 }
 
 // ---- the decision log --------------------------------------------------------------------

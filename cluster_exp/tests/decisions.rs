@@ -210,3 +210,69 @@ fn diff_exit_status_says_identical_different_or_unreadable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
+
+/// The log tells each job's story consistently with job.csv: it starts before anything
+/// else, a stop or regroup only follows a start (or regroup), it finishes exactly once and
+/// last, at its job.csv end time, and its stops are job.csv's preemptions.
+#[test]
+fn decision_log_agrees_with_job_csv_for_every_policy() {
+    use muri::cluster::ClusterSpec;
+    use muri::policy::PolicyOptions;
+    use muri::simulate::simulate_logged;
+    use muri::trace::Trace;
+    use std::collections::HashMap;
+
+    let trace = Trace::from_path(&common::trace_path("trace1_first100")).unwrap();
+    for policy in POLICIES {
+        let r = simulate_logged(
+            &trace,
+            ClusterSpec::N8G8,
+            policy,
+            PolicyOptions::default(),
+            None,
+            true,
+        )
+        .unwrap();
+        let csv = r.decisions.expect("a decision log was asked for").to_csv();
+        let mut last_time = f64::NEG_INFINITY;
+        let mut state: HashMap<u64, &str> = HashMap::new();
+        let mut stops: HashMap<u64, u32> = HashMap::new();
+        let mut finished: HashMap<u64, f64> = HashMap::new();
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f.len(), 6, "{policy}: {line}");
+            let (time, job, action): (f64, u64, &str) =
+                (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2]);
+            assert!(time >= last_time, "{policy}: time goes back at {line}");
+            last_time = time;
+            let before = state.get(&job).copied().unwrap_or("none");
+            let ok = match action {
+                "start" => before == "none" || before == "stop",
+                "stop" | "regroup" | "finish" => before == "start" || before == "regroup",
+                _ => false,
+            };
+            assert!(ok, "{policy}: `{action}` after `{before}`: {line}");
+            state.insert(job, action);
+            if action == "stop" {
+                *stops.entry(job).or_default() += 1;
+            }
+            if action == "finish" {
+                finished.insert(job, time);
+            }
+        }
+        assert_eq!(finished.len(), r.jobs.len(), "{policy}: one finish per job");
+        for rec in &r.jobs {
+            assert_eq!(
+                finished[&rec.job_id], rec.end_time,
+                "{policy}: job {} finishes at its end time",
+                rec.job_id
+            );
+            assert_eq!(
+                stops.get(&rec.job_id).copied().unwrap_or(0),
+                rec.preempt,
+                "{policy}: job {} stops as often as it is preempted",
+                rec.job_id
+            );
+        }
+    }
+}

@@ -11,6 +11,10 @@
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
 # PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
 #
+# TLS=1 runs every connection over TLS: a throwaway CA and certificate for 127.0.0.1 are
+# made with `muri tls gen` in results/<policy>/tls (the CA key is not kept), the daemons get
+# --tls_cert/--tls_key/--tls_ca and the workers dial https://. Logs are created mode 0600.
+#
 # WORKLOAD=real trains real tch models instead of emulating stages (CNN / transformer LM /
 # DQN on synthetic data in data/, checkpoints in results/<policy>/ckpt): it installs libtorch
 # into .venv-torch (scripts/torch-env.sh), builds with `--features torch`, and defaults to
@@ -60,8 +64,16 @@ if [ -z "$spec" ]; then
   printf 'num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,%s,%s,%s,350\n' \
     "$workers" "$gpus" "$((gpus * 8))" > "$spec"
 fi
+umask 077   # from here on (after the build): logs, job.csv and keys readable by this user only
 export MURI_TOKEN="${MURI_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 port=${PORT:-19012}
+tls_flags=()
+scheduler_addr=127.0.0.1:$port
+if [ "${TLS:-0}" = 1 ]; then
+  "$MURI" tls gen --dir "$out/tls" --san 127.0.0.1,localhost
+  tls_flags=(--tls_cert "$out/tls/node.pem" --tls_key "$out/tls/node.key" --tls_ca "$out/tls/ca.pem")
+  scheduler_addr=https://127.0.0.1:$port
+fi
 pids=()
 cleanup() {
   # Every daemon runs in its own process group (set -m): kill the groups, trainers included.
@@ -75,11 +87,11 @@ set -m
 "$MURI" scheduler --schedule "$policy" --trace_file "$trace" --cluster_spec "$spec" \
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
-  --time_scale "${TIME_SCALE:-0.05}" 2> "$out/scheduler.log" &
+  --time_scale "${TIME_SCALE:-0.05}" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
-  "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" "${worker_flags[@]}" \
-    2> "$out/worker-$n.log" &
+  "$MURI" worker --scheduler "$scheduler_addr" --node-id "$n" --gpus "$gpus" "${worker_flags[@]}" \
+    "${tls_flags[@]}" 2> "$out/worker-$n.log" &
   pids+=("$!")
 done
 set +m

@@ -17,6 +17,7 @@ use anyhow::Context;
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::client::{self, SchedulerClient};
 use muri_runtime::pb;
+use muri_runtime::tls::Tls;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -30,6 +31,10 @@ pub struct WorkerConfig {
     pub cpus: u32,
     pub listen: SocketAddr,
     pub token: Token,
+    /// Served to the scheduler and used to dial it.
+    pub tls: Tls,
+    /// How long a scheduler may keep refusing the registration before the worker gives up.
+    pub register_timeout: Duration,
     /// The `muri-trainer` executable.
     pub trainer: PathBuf,
     /// Launch groups with `mpirun` (feature `mpi`).
@@ -79,10 +84,16 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         },
         CheckToken(state.cfg.token.clone()),
     );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = state.cfg.tls.server_config() {
+        builder = builder
+            .tls_config(tls)
+            .context("setting up the worker's TLS")?;
+    }
     let shutdown_state = state.clone();
-    let server = tokio::spawn(async move {
+    let mut server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        builder
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown_state.shutdown.notified().await
@@ -90,36 +101,92 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
             .await
     });
     tracing::info!(node = state.cfg.node_id, %addr, "worker listening");
-    let heartbeat = tokio::spawn(heartbeat_loop(state.clone(), addr));
-    let served = server.await.context("worker server task")?;
+    let mut heartbeat = tokio::spawn(heartbeat_loop(state.clone(), addr));
+    let outcome = tokio::select! {
+        served = &mut server => match served {
+            Ok(r) => r.context("worker server"),
+            Err(e) => Err(anyhow::Error::from(e).context("worker server task")),
+        },
+        gave_up = &mut heartbeat => Err(match gave_up {
+            Ok(reason) => reason,
+            Err(e) => anyhow::Error::from(e).context("worker heartbeat task"),
+        }),
+    };
     heartbeat.abort();
+    server.abort();
     kill_all(&state).await;
-    served.context("worker server")
+    outcome
 }
 
-/// Registers (retrying until the scheduler answers), then heartbeats; registers again
-/// whenever the scheduler says it does not know this worker.
-async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) {
+/// Wait after the first refused registration; it doubles per refusal up to
+/// [`REFUSED_MAX_WAIT`], so a misconfigured worker does not hammer the scheduler.
+const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(250);
+const REFUSED_MAX_WAIT: Duration = Duration::from_secs(8);
+/// Poll period while the scheduler is not reachable yet (it may simply start later).
+const UNREACHABLE_WAIT: Duration = Duration::from_millis(300);
+
+/// Why a registration did not succeed.
+enum RegisterError {
+    /// The scheduler answered and said no (wrong token, node outside the cluster spec, …).
+    Refused(String),
+    /// No answer: not listening yet, or the connection failed.
+    Unreachable(anyhow::Error),
+}
+
+/// Registers (polling until the scheduler answers), then heartbeats; registers again
+/// whenever the scheduler says it does not know this worker. Refusals are retried with
+/// exponential back-off; after `register_timeout` of refusals without a success this
+/// returns the reason, and the worker exits with it.
+async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) -> anyhow::Error {
     let mut interval = Duration::from_millis(500);
     let mut registered = false;
+    let mut refused_since: Option<(Instant, u32)> = None;
+    let mut warned_unreachable = false;
     loop {
-        if !registered {
+        let wait = if registered {
+            registered = heartbeat(&state).await;
+            interval
+        } else {
             match register(&state, addr).await {
                 Ok(ms) => {
                     registered = true;
+                    refused_since = None;
                     interval = Duration::from_millis(u64::from(ms.max(50)));
+                    interval
                 }
-                Err(e) => tracing::debug!("register: {e:#}"),
+                Err(RegisterError::Unreachable(e)) => {
+                    if !warned_unreachable {
+                        tracing::warn!("scheduler not reachable yet (retrying): {e:#}");
+                        warned_unreachable = true;
+                    }
+                    UNREACHABLE_WAIT
+                }
+                Err(RegisterError::Refused(why)) => {
+                    let (since, refusals) = refused_since.get_or_insert((Instant::now(), 0));
+                    *refusals += 1;
+                    let elapsed = since.elapsed();
+                    if elapsed >= state.cfg.register_timeout {
+                        return anyhow::anyhow!(
+                            "worker {}: the scheduler refused the registration {} times in {:.1} s, giving up: {why} \
+                             (check --token_file / MURI_TOKEN, --node-id and --gpus)",
+                            state.cfg.node_id,
+                            refusals,
+                            elapsed.as_secs_f64()
+                        );
+                    }
+                    let wait = REFUSED_FIRST_WAIT
+                        .saturating_mul(1 << (*refusals - 1).min(16))
+                        .min(REFUSED_MAX_WAIT);
+                    eprintln!(
+                        "worker {}: registration refused: {why}; retrying in {:.2} s",
+                        state.cfg.node_id,
+                        wait.as_secs_f64()
+                    );
+                    wait
+                }
             }
-        } else {
-            registered = heartbeat(&state).await;
-        }
-        tokio::time::sleep(if registered {
-            interval
-        } else {
-            Duration::from_millis(300)
-        })
-        .await;
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -128,13 +195,15 @@ async fn scheduler_client(state: &WorkerState) -> anyhow::Result<SchedulerClient
     if let Some(c) = guard.as_ref() {
         return Ok(c.clone());
     }
-    let c = client::scheduler(&state.cfg.scheduler, &state.cfg.token).await?;
+    let c = client::scheduler(&state.cfg.scheduler, &state.cfg.token, &state.cfg.tls).await?;
     *guard = Some(c.clone());
     Ok(c)
 }
 
-async fn register(state: &WorkerState, addr: SocketAddr) -> anyhow::Result<u32> {
-    let mut c = scheduler_client(state).await?;
+async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, RegisterError> {
+    let mut c = scheduler_client(state)
+        .await
+        .map_err(RegisterError::Unreachable)?;
     let reply = c
         .register_worker(pb::RegisterWorkerRequest {
             node_id: state.cfg.node_id,
@@ -148,21 +217,35 @@ async fn register(state: &WorkerState, addr: SocketAddr) -> anyhow::Result<u32> 
             tracing::info!(node = state.cfg.node_id, "registered with the scheduler");
             Ok(r.into_inner().heartbeat_interval_ms)
         }
-        Err(s)
-            if s.code() == tonic::Code::Unauthenticated
-                || s.code() == tonic::Code::InvalidArgument
-                || s.code() == tonic::Code::OutOfRange =>
-        {
+        Err(s) if is_refusal(s.code()) => {
             tracing::error!("the scheduler refused this worker: {}", s.message());
-            eprintln!(
-                "worker {}: registration refused: {}",
-                state.cfg.node_id,
-                s.message()
-            );
-            anyhow::bail!("refused: {}", s.message())
+            Err(RegisterError::Refused(format!(
+                "{} ({:?})",
+                s.message(),
+                s.code()
+            )))
         }
-        Err(s) => anyhow::bail!("RegisterWorker: {}", s.message()),
+        Err(s) => Err(RegisterError::Unreachable(anyhow::anyhow!(
+            "RegisterWorker with {}: {} ({:?})",
+            client::transport_hint(&state.cfg.scheduler, &state.cfg.tls),
+            s.message(),
+            s.code()
+        ))),
     }
+}
+
+/// Answers that retrying the same registration cannot change by itself.
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unauthenticated
+            | PermissionDenied
+            | InvalidArgument
+            | OutOfRange
+            | AlreadyExists
+            | FailedPrecondition
+    )
 }
 
 /// Returns whether the scheduler still knows this worker.

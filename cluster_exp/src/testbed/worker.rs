@@ -125,6 +125,46 @@ const REFUSED_MAX_WAIT: Duration = Duration::from_secs(8);
 /// Poll period while the scheduler is not reachable yet (it may simply start later).
 const UNREACHABLE_WAIT: Duration = Duration::from_millis(300);
 
+/// Refusals since the last successful registration.
+struct Refusals {
+    since: Instant,
+    count: u32,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            since: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Counts one more refusal; the wait before the next try (doubling), or `None` once
+    /// refusals have lasted `limit`.
+    fn next_wait(&mut self, limit: Duration) -> Option<Duration> {
+        self.count += 1;
+        if self.since.elapsed() >= limit {
+            return None;
+        }
+        let doublings = (self.count - 1).min(16);
+        Some(
+            REFUSED_FIRST_WAIT
+                .saturating_mul(1 << doublings)
+                .min(REFUSED_MAX_WAIT),
+        )
+    }
+
+    /// The error the worker exits with.
+    fn give_up(&self, node: u32, why: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "worker {node}: the scheduler refused the registration {} times in {:.1} s, giving up: {why} \
+             (check --token_file / MURI_TOKEN, --node-id and --gpus)",
+            self.count,
+            self.since.elapsed().as_secs_f64()
+        )
+    }
+}
+
 /// Why a registration did not succeed.
 enum RegisterError {
     /// The scheduler answered and said no (wrong token, node outside the cluster spec, …).
@@ -140,7 +180,7 @@ enum RegisterError {
 async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) -> anyhow::Error {
     let mut interval = Duration::from_millis(500);
     let mut registered = false;
-    let mut refused_since: Option<(Instant, u32)> = None;
+    let mut refused: Option<Refusals> = None;
     let mut warned_unreachable = false;
     loop {
         let wait = if registered {
@@ -150,7 +190,7 @@ async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) -> anyhow::Er
             match register(&state, addr).await {
                 Ok(ms) => {
                     registered = true;
-                    refused_since = None;
+                    refused = None;
                     interval = Duration::from_millis(u64::from(ms.max(50)));
                     interval
                 }
@@ -162,27 +202,18 @@ async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) -> anyhow::Er
                     UNREACHABLE_WAIT
                 }
                 Err(RegisterError::Refused(why)) => {
-                    let (since, refusals) = refused_since.get_or_insert((Instant::now(), 0));
-                    *refusals += 1;
-                    let elapsed = since.elapsed();
-                    if elapsed >= state.cfg.register_timeout {
-                        return anyhow::anyhow!(
-                            "worker {}: the scheduler refused the registration {} times in {:.1} s, giving up: {why} \
-                             (check --token_file / MURI_TOKEN, --node-id and --gpus)",
-                            state.cfg.node_id,
-                            refusals,
-                            elapsed.as_secs_f64()
-                        );
+                    let refusals = refused.get_or_insert_with(Refusals::new);
+                    match refusals.next_wait(state.cfg.register_timeout) {
+                        Some(wait) => {
+                            eprintln!(
+                                "worker {}: registration refused: {why}; retrying in {:.2} s",
+                                state.cfg.node_id,
+                                wait.as_secs_f64()
+                            );
+                            wait
+                        }
+                        None => return refusals.give_up(state.cfg.node_id, &why),
                     }
-                    let wait = REFUSED_FIRST_WAIT
-                        .saturating_mul(1 << (*refusals - 1).min(16))
-                        .min(REFUSED_MAX_WAIT);
-                    eprintln!(
-                        "worker {}: registration refused: {why}; retrying in {:.2} s",
-                        state.cfg.node_id,
-                        wait.as_secs_f64()
-                    );
-                    wait
                 }
             }
         };
@@ -625,4 +656,21 @@ pub fn default_trainer() -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("muri-trainer")))
         .unwrap_or_else(|| PathBuf::from("muri-trainer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_exponentially_then_give_up() {
+        let mut r = Refusals::new();
+        let waits: Vec<u64> = (0..7)
+            .map(|_| r.next_wait(Duration::from_secs(3600)).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(r.next_wait(Duration::ZERO), None);
+        let why = r.give_up(3, "missing or wrong x-muri-token").to_string();
+        assert!(why.contains("worker 3") && why.contains("8 times"), "{why}");
+    }
 }

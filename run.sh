@@ -25,6 +25,10 @@
 # `muri simulate --decisions` on the same trace and cluster (`muri diff` compares them). Every
 # run writes that log.
 #
+# TLS=1 runs every connection over TLS: a throwaway CA and certificate for 127.0.0.1 are
+# made with `muri tls gen` in results/<policy>/tls (the CA key is not kept), the daemons get
+# --tls_cert/--tls_key/--tls_ca and the workers dial https://. Logs are created mode 0600.
+#
 # WORKLOAD=real trains real tch models instead of emulating stages (CNN / transformer LM /
 # DQN on synthetic data in data/, checkpoints in results/<policy>/ckpt): it installs libtorch
 # into .venv-torch (scripts/torch-env.sh), builds with `--features torch`, and defaults to
@@ -90,8 +94,16 @@ if [ -z "$spec" ]; then
   printf 'num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,%s,%s,%s,350\n' \
     "$workers" "$gpus" "$((gpus * 8))" > "$spec"
 fi
+umask 077   # from here on (after the build): logs, job.csv and keys readable by this user only
 export MURI_TOKEN="${MURI_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 port=${PORT:-19012}
+tls_flags=()
+scheduler_addr=127.0.0.1:$port
+if [ "${TLS:-0}" = 1 ]; then
+  "$MURI" tls gen --dir "$out/tls" --san 127.0.0.1,localhost
+  tls_flags=(--tls_cert "$out/tls/node.pem" --tls_key "$out/tls/node.key" --tls_ca "$out/tls/ca.pem")
+  scheduler_addr=https://127.0.0.1:$port
+fi
 pids=()
 cleanup() {
   # Every daemon runs in its own process group (set -m): kill the groups, trainers included.
@@ -106,13 +118,13 @@ set -m
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
   --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
-  --decisions "$out/decisions.csv" 2> "$out/scheduler.log" &
+  --decisions "$out/decisions.csv" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
   listen=127.0.0.1:0
   [ "$hosts" = loopback ] && listen=127.0.0.$((n + 2)):0
-  "$MURI" worker --scheduler "127.0.0.1:$port" --node-id "$n" --gpus "$gpus" --listen "$listen" \
-    "${worker_flags[@]}" 2> "$out/worker-$n.log" &
+  "$MURI" worker --scheduler "$scheduler_addr" --node-id "$n" --gpus "$gpus" --listen "$listen" \
+    "${worker_flags[@]}" "${tls_flags[@]}" 2> "$out/worker-$n.log" &
   pids+=("$!")
 done
 set +m

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use muri::testbed::worker::{run_worker, WorkerConfig};
 use muri_runtime::auth::{CheckToken, Token};
+use muri_runtime::tls::Tls;
 use muri_runtime::{client, pb};
 use tonic::{Request, Response, Status};
 
@@ -121,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
             advertise: None,
             token: token.clone(),
+            tls: Tls::plaintext(),
+            register_timeout: Duration::from_secs(60),
             trainer: "/bin/true".into(),
             use_mpi: false,
             kill_grace: Duration::from_secs(1),
@@ -138,10 +141,10 @@ async fn main() -> anyhow::Result<()> {
     let addrs: Vec<String> = registered.into_iter().map(|(_, a)| a).collect();
     let mut clients = Vec::new();
     for a in &addrs {
-        clients.push(client::worker(a, &token).await?);
+        clients.push(client::worker(a, &token, &Tls::plaintext()).await?);
     }
     // Warm the connections.
-    let mut warm = client::scheduler(&sched_addr, &token).await?;
+    let mut warm = client::scheduler(&sched_addr, &token, &Tls::plaintext()).await?;
     warm.heartbeat(pb::HeartbeatRequest {
         node_id: 0,
         running_groups: vec![],

@@ -1,7 +1,7 @@
 //! The testbed's subcommands (`muri scheduler`, `worker`, `submit`, `status`, `cancel`):
 //! clap types and the glue from flags to `muri::testbed`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,9 +9,10 @@ use clap::Args;
 
 use muri::cluster::ClusterSpec;
 use muri::policy::PolicyOptions;
-use muri::testbed::{self, control, scheduler, worker};
+use muri::testbed::{self, certs, control, scheduler, worker};
 use muri::trace::Trace;
 use muri_runtime::auth::Token;
+use muri_runtime::tls::{Tls, TlsFiles};
 
 #[derive(Args)]
 pub struct SchedulerArgs {
@@ -52,18 +53,14 @@ pub struct SchedulerArgs {
     /// free port; the address bound is printed as `scheduler listening on IP:PORT`.
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     listen: String,
-    /// Allow a non-loopback --listen address.
-    #[arg(long = "allow-remote")]
-    allow_remote: bool,
     /// IP trainers report to (default: the --listen IP; required when that is 0.0.0.0).
     #[arg(long)]
     advertise: Option<std::net::IpAddr>,
     /// Workers to wait for (default: every node of the cluster spec).
     #[arg(long)]
     workers: Option<usize>,
-    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    auth: DaemonAuthArgs,
     #[arg(long = "heartbeat_ms", alias = "heartbeat-ms", default_value_t = 300)]
     heartbeat_ms: u64,
     /// A worker silent this long is removed and its groups re-queued.
@@ -130,10 +127,16 @@ pub struct WorkerArgs {
     /// trainers' peers use it (default: the --listen IP; required when that is 0.0.0.0).
     #[arg(long)]
     advertise: Option<std::net::IpAddr>,
-    #[arg(long = "allow-remote")]
-    allow_remote: bool,
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    auth: DaemonAuthArgs,
+    /// Seconds a scheduler may keep refusing this worker's registration (wrong token, …)
+    /// before the worker gives up; refusals are retried with exponential back-off.
+    #[arg(
+        long = "register_timeout",
+        alias = "register-timeout",
+        default_value_t = 60.0
+    )]
+    register_timeout: f64,
     /// The trainer executable (default: muri-trainer next to muri).
     #[arg(long)]
     trainer: Option<PathBuf>,
@@ -164,16 +167,16 @@ pub struct SubmitArgs {
     gpus: u32,
     #[arg(long)]
     iterations: u64,
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
 }
 
 #[derive(Args)]
 pub struct StatusArgs {
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
-    #[arg(long = "token-file")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    auth: ClientAuthArgs,
 }
 
 #[derive(Args)]
@@ -182,8 +185,153 @@ pub struct CancelArgs {
     id: u64,
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
-    #[arg(long = "token-file")]
+    #[command(flatten)]
+    auth: ClientAuthArgs,
+}
+
+/// Token and TLS flags of a daemon (scheduler, worker).
+#[derive(Args)]
+pub struct DaemonAuthArgs {
+    /// Shared secret file (else MURI_TOKEN). A daemon without a token refuses to start
+    /// unless --no_auth is given.
+    #[arg(long = "token_file", alias = "token-file", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Accept calls without a token (anyone who reaches the port controls the testbed).
+    #[arg(long = "no_auth", alias = "no-auth")]
+    no_auth: bool,
+    /// Serve plaintext on a non-loopback --listen address (otherwise TLS is required there).
+    #[arg(long, alias = "allow-remote")]
+    insecure: bool,
+    /// PEM certificate this daemon serves with (its names must include the address peers
+    /// dial); with --tls_key and --tls_ca every connection of the daemon uses TLS.
+    #[arg(long = "tls_cert", alias = "tls-cert", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls_cert.
+    #[arg(long = "tls_key", alias = "tls-key", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate that peers' certificates chain to.
+    #[arg(long = "tls_ca", alias = "tls-ca", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: also require every client to present a certificate signed by --tls_ca
+    /// (daemons present their --tls_cert; `muri status` etc. need --tls_client_cert).
+    #[arg(long = "tls_client_auth", alias = "tls-client-auth")]
+    tls_client_auth: bool,
+}
+
+impl DaemonAuthArgs {
+    /// The token (required unless --no_auth) and the TLS setup (all three files or none).
+    fn load(&self) -> anyhow::Result<(Token, Tls)> {
+        let token = Token::load(self.token_file.as_deref())?.for_daemon(self.no_auth)?;
+        let tls = Tls::load(TlsFiles {
+            ca: absolute(&self.tls_ca)?,
+            cert: absolute(&self.tls_cert)?,
+            key: absolute(&self.tls_key)?,
+            client_cert: None,
+            client_key: None,
+            client_auth: self.tls_client_auth,
+        })?;
+        tls.check_daemon()?;
+        Ok((token, tls))
+    }
+}
+
+/// Token and TLS flags of `muri submit/status/cancel`.
+#[derive(Args)]
+pub struct ClientAuthArgs {
+    /// Shared secret file (else MURI_TOKEN).
+    #[arg(long = "token_file", alias = "token-file", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificate the scheduler's certificate chains to; given, the connection uses
+    /// TLS (a bare host:port becomes https://). An https:// address needs it.
+    #[arg(long = "tls_ca", alias = "tls-ca", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a scheduler started with --tls_client_auth.
+    #[arg(
+        long = "tls_client_cert",
+        alias = "tls-client-cert",
+        value_name = "PEM"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls_client_cert.
+    #[arg(long = "tls_client_key", alias = "tls-client-key", value_name = "PEM")]
+    tls_client_key: Option<PathBuf>,
+}
+
+impl ClientAuthArgs {
+    fn load(&self) -> anyhow::Result<(Token, Tls)> {
+        let token = Token::load(self.token_file.as_deref())?;
+        let tls = Tls::load(TlsFiles {
+            ca: self.tls_ca.clone(),
+            client_cert: self.tls_client_cert.clone(),
+            client_key: self.tls_client_key.clone(),
+            ..TlsFiles::default()
+        })?;
+        Ok((token, tls))
+    }
+}
+
+/// A daemon's TLS files as absolute paths, since the worker hands them on to its trainers.
+fn absolute(path: &Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    path.as_deref()
+        .map(|p| std::path::absolute(p).with_context(|| format!("resolving {}", p.display())))
+        .transpose()
+}
+
+/// Files a daemon creates (job.csv, failed.csv, checkpoints, its trainers' files) are
+/// readable by its user only: they describe the cluster's jobs.
+fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// The trainer flags that hand a worker's TLS setup on to the trainers it launches: they
+/// dial the scheduler with the same CA and, under mutual TLS, the worker's certificate.
+fn trainer_tls_flags(tls: &Tls) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(ca) = tls.ca_file() {
+        flags.extend(["--tls-ca".to_string(), ca.display().to_string()]);
+    }
+    if let Some((cert, key)) = tls.client_identity_files() {
+        flags.extend([
+            "--tls-client-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-client-key".to_string(),
+            key.display().to_string(),
+        ]);
+    }
+    flags
+}
+
+#[derive(clap::Subcommand)]
+pub enum TlsCommand {
+    /// Write a throwaway CA (ca.pem) and one certificate for every daemon (node.pem,
+    /// node.key) into DIR, for `--tls_ca/--tls_cert/--tls_key`. The CA key is not kept.
+    Gen {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// IP addresses and DNS names the daemons are dialed at (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_values_t = certs::DEFAULT_SANS.map(String::from))]
+        san: Vec<String>,
+    },
+}
+
+pub fn run_tls(command: TlsCommand) -> anyhow::Result<()> {
+    match command {
+        TlsCommand::Gen { dir, san } => {
+            let out = certs::generate(&dir, &san)?;
+            eprintln!(
+                "wrote {}, {} and {} (names: {})",
+                out.ca.display(),
+                out.cert.display(),
+                out.key.display(),
+                san.join(", ")
+            );
+            Ok(())
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -194,10 +342,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn token(file: Option<&Path>) -> anyhow::Result<Token> {
-    Token::load(file)
-}
-
 fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
     anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be ≥ 0");
     Ok(Duration::from_secs_f64(v))
@@ -205,7 +349,9 @@ fn seconds(v: f64, flag: &str) -> anyhow::Result<Duration> {
 
 pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let listen = scheduler::parse_listen(&args.listen)?;
-    testbed::check_bind(listen, args.allow_remote)?;
+    let (token, tls) = args.auth.load()?;
+    testbed::check_bind(listen, tls.is_server_tls(), args.auth.insecure)?;
+    private_files();
     let spec = ClusterSpec::from_path(&args.cluster_spec)?;
     let trace = args
         .trace_file
@@ -228,7 +374,8 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         fast_forwarding: args.fast_forwarding,
         time_scale: args.time_scale,
         workers: args.workers.unwrap_or(spec.num_nodes() as usize),
-        token: token(args.token_file.as_deref())?,
+        token,
+        tls,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms.max(50)),
         sample_timeout: seconds(args.sample_timeout, "--sample_timeout")?,
@@ -254,7 +401,18 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let listen = scheduler::parse_listen(&args.listen)?;
-    testbed::check_bind(listen, args.allow_remote)?;
+    let (token, tls) = args.auth.load()?;
+    testbed::check_bind(listen, tls.is_server_tls(), args.auth.insecure)?;
+    private_files();
+    let mut trainer_flags = trainer_tls_flags(&tls);
+    trainer_flags.extend([
+        "--workload".into(),
+        args.workload,
+        "--data-dir".into(),
+        args.data_dir.display().to_string(),
+        "--torch-threads".into(),
+        args.torch_threads.to_string(),
+    ]);
     let cfg = worker::WorkerConfig {
         scheduler: args.scheduler,
         node_id: args.node_id,
@@ -262,28 +420,24 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         cpus: args.cpus,
         listen,
         advertise: args.advertise,
-        token: token(args.token_file.as_deref())?,
+        token,
+        tls,
+        register_timeout: seconds(args.register_timeout, "--register_timeout")?,
         trainer: args.trainer.unwrap_or_else(worker::default_trainer),
         use_mpi: cfg!(feature = "mpi"),
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,
-        trainer_flags: vec![
-            "--workload".into(),
-            args.workload,
-            "--data-dir".into(),
-            args.data_dir.display().to_string(),
-            "--torch-threads".into(),
-            args.torch_threads.to_string(),
-        ],
+        trainer_flags,
     };
     runtime()?.block_on(worker::run_worker(cfg))
 }
 
 pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let t = token(args.token_file.as_deref())?;
+    let (t, tls) = args.auth.load()?;
     let id = runtime()?.block_on(control::submit(
         &args.scheduler,
         &t,
+        &tls,
         &args.model,
         args.gpus,
         args.iterations,
@@ -293,15 +447,15 @@ pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
-    let t = token(args.token_file.as_deref())?;
-    let s = runtime()?.block_on(control::status(&args.scheduler, &t))?;
+    let (t, tls) = args.auth.load()?;
+    let s = runtime()?.block_on(control::status(&args.scheduler, &t, &tls))?;
     print!("{}", control::format_status(&s));
     Ok(())
 }
 
 pub fn run_cancel(args: CancelArgs) -> anyhow::Result<()> {
-    let t = token(args.token_file.as_deref())?;
-    let found = runtime()?.block_on(control::cancel(&args.scheduler, &t, args.id))?;
+    let (t, tls) = args.auth.load()?;
+    let found = runtime()?.block_on(control::cancel(&args.scheduler, &t, &tls, args.id))?;
     anyhow::ensure!(found, "no job {} on the scheduler", args.id);
     println!("cancelled {}", args.id);
     Ok(())

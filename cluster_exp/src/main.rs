@@ -89,6 +89,11 @@ enum Command {
     Status(cli_testbed::StatusArgs),
     /// Testbed: cancel a job.
     Cancel(cli_testbed::CancelArgs),
+    /// Testbed: TLS certificates for a test run.
+    Tls {
+        #[command(subcommand)]
+        command: cli_testbed::TlsCommand,
+    },
     /// Synthetic data sets for the real (tch) workloads.
     Data {
         #[command(subcommand)]
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => cli_testbed::run_submit(args),
         Command::Status(args) => cli_testbed::run_status(args),
         Command::Cancel(args) => cli_testbed::run_cancel(args),
+        Command::Tls { command } => cli_testbed::run_tls(command),
         Command::Data { command } => cli_workloads::run_data(command),
         Command::Profile(args) => cli_workloads::run_profile(args),
         Command::Policies => POLICIES

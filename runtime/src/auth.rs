@@ -1,9 +1,14 @@
-//! Shared-token authentication: one secret for the whole testbed, read from `--token-file`
+//! Shared-token authentication: one secret for the whole testbed, read from `--token_file`
 //! or the `MURI_TOKEN` environment variable, sent as the `x-muri-token` metadata entry.
+//!
+//! Servers compare SHA-256 digests of the configured and the presented token in constant
+//! time, so neither the secret's length nor a matching prefix shows in the response time.
 
 use std::path::Path;
 
 use anyhow::Context;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -14,9 +19,21 @@ pub const TOKEN_HEADER: &str = "x-muri-token";
 pub const TOKEN_ENV: &str = "MURI_TOKEN";
 
 /// The shared secret. `None` inside means "no token configured": servers then accept every
-/// call (only sensible on a single-user machine) and clients send nothing.
+/// call (daemons start so only with `--no_auth`, see [`Token::for_daemon`]) and clients send
+/// nothing.
 #[derive(Clone, Default)]
-pub struct Token(Option<String>);
+pub struct Token(Option<Secret>);
+
+#[derive(Clone)]
+struct Secret {
+    text: String,
+    /// SHA-256 of `text`, computed once: what presented tokens are compared against.
+    digest: [u8; 32],
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,7 +48,9 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     pub fn new(secret: impl Into<String>) -> Token {
-        Token(Some(secret.into()))
+        let text = secret.into();
+        let digest = sha256(text.as_bytes());
+        Token(Some(Secret { text, digest }))
     }
 
     pub fn none() -> Token {
@@ -40,14 +59,14 @@ impl Token {
 
     /// The secret, for handing to child processes (through `MURI_TOKEN`).
     pub fn secret(&self) -> Option<&str> {
-        self.0.as_deref()
+        self.0.as_ref().map(|s| s.text.as_str())
     }
 
     pub fn is_set(&self) -> bool {
         self.0.is_some()
     }
 
-    /// `--token-file` wins over `MURI_TOKEN`; surrounding whitespace is ignored. An empty
+    /// `--token_file` wins over `MURI_TOKEN`; surrounding whitespace is ignored. An empty
     /// file is an error, because it almost certainly means a setup mistake.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Token> {
         if let Some(path) = file {
@@ -63,21 +82,37 @@ impl Token {
         }
     }
 
+    /// What a daemon (scheduler, worker) runs with: a configured token, or none only when
+    /// `--no_auth` says so explicitly (then anyone who reaches the port controls the
+    /// testbed, hence the warning).
+    pub fn for_daemon(self, no_auth: bool) -> anyhow::Result<Token> {
+        match (self.is_set(), no_auth) {
+            (true, false) => Ok(self),
+            (true, true) => anyhow::bail!(
+                "--no_auth conflicts with the configured token (--token_file or {TOKEN_ENV}): drop one of them"
+            ),
+            (false, false) => anyhow::bail!(
+                "no token: pass --token_file FILE or set {TOKEN_ENV} (the same secret on every process), \
+                 or --no_auth to accept unauthenticated calls"
+            ),
+            (false, true) => {
+                tracing::warn!(
+                    "--no_auth: authentication is off; every process that reaches this port is accepted"
+                );
+                Ok(self)
+            }
+        }
+    }
+
+    /// Digests first, then a constant-time comparison of the two fixed-size digests: the
+    /// time taken depends on neither the presented token's length nor its content.
     fn matches(&self, presented: Option<&[u8]>) -> bool {
         match (&self.0, presented) {
             (None, _) => true,
-            (Some(secret), Some(p)) => constant_time_eq(secret.as_bytes(), p),
+            (Some(secret), Some(p)) => bool::from(secret.digest.ct_eq(&sha256(p))),
             (Some(_), None) => false,
         }
     }
-}
-
-/// Compares without an early exit, so response time does not leak the prefix length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Server side: refuses calls whose token is wrong or missing.
@@ -101,8 +136,8 @@ pub struct AddToken(pub Token);
 
 impl Interceptor for AddToken {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(secret) = &self.0 .0 {
-            let value = MetadataValue::try_from(secret.as_str())
+        if let Some(secret) = self.0.secret() {
+            let value = MetadataValue::try_from(secret)
                 .map_err(|_| Status::invalid_argument("token is not valid ASCII metadata"))?;
             req.metadata_mut().insert(TOKEN_HEADER, value);
         }
@@ -129,6 +164,24 @@ mod tests {
             .call(Request::new(()))
             .unwrap();
         assert!(check.call(good).is_ok());
+    }
+
+    #[test]
+    fn tokens_of_other_lengths_or_prefixes_are_refused() {
+        let token = Token::new("s3cret");
+        for presented in ["", "s3cre", "s3cret ", "s3cret-and-more", "S3cret"] {
+            assert!(!token.matches(Some(presented.as_bytes())), "{presented:?}");
+        }
+        assert!(token.matches(Some(b"s3cret")));
+    }
+
+    #[test]
+    fn daemons_need_a_token_or_no_auth() {
+        let missing = Token::none().for_daemon(false).unwrap_err().to_string();
+        assert!(missing.contains("--no_auth"), "{missing}");
+        assert!(Token::none().for_daemon(true).is_ok());
+        assert!(Token::new("x").for_daemon(false).is_ok());
+        assert!(Token::new("x").for_daemon(true).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Connecting to a peer service with the shared token attached.
+//! Connecting to a peer service with the shared token attached, over TLS when configured.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::{AddToken, Token};
 use crate::pb;
+use crate::tls::Tls;
 
 /// A channel that adds the token to every call.
 pub type AuthChannel = InterceptedService<Channel, AddToken>;
@@ -19,31 +20,52 @@ pub type TrainerReportClient =
 pub type TrainerClient = pb::scheduler_to_trainer_client::SchedulerToTrainerClient<AuthChannel>;
 pub type ControlClient = pb::control_client::ControlClient<AuthChannel>;
 
-/// Accepts `host:port` or a full `http://host:port` URI.
-pub fn endpoint(addr: &str, request_timeout: Duration) -> anyhow::Result<Endpoint> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)
+/// Accepts `host:port`, `http://host:port` or `https://host:port`; `tls` decides the scheme
+/// of a bare `host:port` and refuses a scheme it cannot honour (see [`Tls::uri`]).
+pub fn endpoint(addr: &str, tls: &Tls, request_timeout: Duration) -> anyhow::Result<Endpoint> {
+    let uri = tls.uri(addr)?;
+    let endpoint = Endpoint::from_shared(uri)
         .with_context(|| format!("bad address `{addr}`"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    tls.apply(endpoint)
 }
 
-/// Connects now (fails fast if nobody listens) and wraps the channel with the token.
+/// Connects now (fails fast if nobody listens or the handshake fails) and wraps the channel
+/// with the token.
 pub async fn connect(
     addr: &str,
     token: &Token,
+    tls: &Tls,
     request_timeout: Duration,
 ) -> anyhow::Result<AuthChannel> {
-    let channel = endpoint(addr, request_timeout)?
+    let channel = endpoint(addr, tls, request_timeout)?
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting to {}", transport_hint(addr, tls)))?;
     Ok(InterceptedService::new(channel, AddToken(token.clone())))
+}
+
+/// `addr`, how it was dialed, and what a failure then most likely means: a TLS/plaintext
+/// mismatch otherwise shows up only as a bare "transport error" or a cancelled call.
+pub fn transport_hint(addr: &str, tls: &Tls) -> String {
+    if tls.is_client_tls() {
+        format!(
+            "{addr} over TLS (is it serving TLS with a certificate signed by --tls_ca for this address?)"
+        )
+    } else {
+        format!("{addr} in plaintext (if it serves TLS, pass --tls_ca and use https://)")
+    }
+}
+
+/// Whether a failed call's status is the transport's (the connection broke or never spoke
+/// gRPC) rather than the server's answer.
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+    )
 }
 
 /// Like [`connect`], but the TCP connection is made on first use (for clients created
@@ -51,32 +73,37 @@ pub async fn connect(
 pub fn connect_lazy(
     addr: &str,
     token: &Token,
+    tls: &Tls,
     request_timeout: Duration,
 ) -> anyhow::Result<AuthChannel> {
-    let channel = endpoint(addr, request_timeout)?.connect_lazy();
+    let channel = endpoint(addr, tls, request_timeout)?.connect_lazy();
     Ok(InterceptedService::new(channel, AddToken(token.clone())))
 }
 
-pub async fn worker(addr: &str, token: &Token) -> anyhow::Result<WorkerClient> {
+pub async fn worker(addr: &str, token: &Token, tls: &Tls) -> anyhow::Result<WorkerClient> {
     Ok(WorkerClient::new(
-        connect(addr, token, Duration::from_secs(10)).await?,
+        connect(addr, token, tls, Duration::from_secs(10)).await?,
     ))
 }
 
-pub async fn scheduler(addr: &str, token: &Token) -> anyhow::Result<SchedulerClient> {
+pub async fn scheduler(addr: &str, token: &Token, tls: &Tls) -> anyhow::Result<SchedulerClient> {
     Ok(SchedulerClient::new(
-        connect(addr, token, Duration::from_secs(10)).await?,
+        connect(addr, token, tls, Duration::from_secs(10)).await?,
     ))
 }
 
-pub async fn trainer_reports(addr: &str, token: &Token) -> anyhow::Result<TrainerReportClient> {
+pub async fn trainer_reports(
+    addr: &str,
+    token: &Token,
+    tls: &Tls,
+) -> anyhow::Result<TrainerReportClient> {
     Ok(TrainerReportClient::new(
-        connect(addr, token, Duration::from_secs(10)).await?,
+        connect(addr, token, tls, Duration::from_secs(10)).await?,
     ))
 }
 
-pub async fn control(addr: &str, token: &Token) -> anyhow::Result<ControlClient> {
+pub async fn control(addr: &str, token: &Token, tls: &Tls) -> anyhow::Result<ControlClient> {
     Ok(ControlClient::new(
-        connect(addr, token, Duration::from_secs(10)).await?,
+        connect(addr, token, tls, Duration::from_secs(10)).await?,
     ))
 }

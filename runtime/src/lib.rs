@@ -5,9 +5,11 @@
 //! - [`auth`]: the shared-token check. Every RPC carries the token in the `x-muri-token`
 //!   header; servers refuse a wrong or missing one with `Unauthenticated`.
 //! - [`client`]: connecting to a peer with the token attached.
+//! - [`tls`]: TLS from PEM files (`--tls_cert/--tls_key/--tls_ca`), mutual TLS optional.
 
 pub mod auth;
 pub mod client;
+pub mod tls;
 
 /// Generated protobuf messages and tonic services (package `muri.v1`).
 #[allow(clippy::all)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use muri_runtime::auth::{CheckToken, Token};
+use muri_runtime::tls::{Tls, TlsFiles};
 use muri_runtime::{client, pb};
 use muri_workloads::emulated::EmulatedJob;
 use muri_workloads::rotation::{self, Measurement, SlotJob};
@@ -86,6 +87,16 @@ struct Args {
     /// Shared secret file (else MURI_TOKEN).
     #[arg(long = "token-file")]
     token_file: Option<PathBuf>,
+    /// PEM CA the scheduler's certificate chains to: reports then go over TLS (the worker
+    /// passes its own --tls_ca).
+    #[arg(long = "tls-ca")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate for a scheduler that requires one (mutual TLS).
+    #[arg(long = "tls-client-cert")]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long = "tls-client-key")]
+    tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -542,7 +553,13 @@ impl Reporter {
             finished,
             started,
         ))?;
-        let mut client = rt.block_on(client::trainer_reports(addr, token))?;
+        let tls = Tls::load(TlsFiles {
+            ca: args.tls_ca.clone(),
+            client_cert: args.tls_client_cert.clone(),
+            client_key: args.tls_client_key.clone(),
+            ..TlsFiles::default()
+        })?;
+        let mut client = rt.block_on(client::trainer_reports(addr, token, &tls))?;
         let req = pb::RegisterTrainerRequest {
             group_id: args.group_id,
             job_ids: jobs.iter().map(|j| j.job_id).collect(),

@@ -1,21 +1,28 @@
 //! `muri submit`, `muri status`, `muri cancel`: online use of a running scheduler.
 
 use muri_runtime::auth::Token;
+use muri_runtime::tls::Tls;
 use muri_runtime::{client, pb};
 
-fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+fn rpc_error(what: &str, addr: &str, tls: &Tls, s: tonic::Status) -> anyhow::Error {
+    let error = anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code());
+    if client::is_transport_failure(&s) {
+        error.context(format!("calling {}", client::transport_hint(addr, tls)))
+    } else {
+        error
+    }
 }
 
 /// Queues a job and returns its id.
 pub async fn submit(
     addr: &str,
     token: &Token,
+    tls: &Tls,
     model: &str,
     num_gpu: u32,
     iterations: u64,
 ) -> anyhow::Result<u64> {
-    let mut c = client::control(addr, token).await?;
+    let mut c = client::control(addr, token, tls).await?;
     let reply = c
         .submit(pb::SubmitRequest {
             model: model.into(),
@@ -23,23 +30,23 @@ pub async fn submit(
             iterations,
         })
         .await
-        .map_err(|s| rpc_error("submit", s))?;
+        .map_err(|s| rpc_error("submit", addr, tls, s))?;
     Ok(reply.into_inner().job_id)
 }
 
-pub async fn status(addr: &str, token: &Token) -> anyhow::Result<pb::StatusReply> {
-    let mut c = client::control(addr, token).await?;
+pub async fn status(addr: &str, token: &Token, tls: &Tls) -> anyhow::Result<pb::StatusReply> {
+    let mut c = client::control(addr, token, tls).await?;
     Ok(c.status(pb::StatusRequest {})
         .await
-        .map_err(|s| rpc_error("status", s))?
+        .map_err(|s| rpc_error("status", addr, tls, s))?
         .into_inner())
 }
 
-pub async fn cancel(addr: &str, token: &Token, job_id: u64) -> anyhow::Result<bool> {
-    let mut c = client::control(addr, token).await?;
+pub async fn cancel(addr: &str, token: &Token, tls: &Tls, job_id: u64) -> anyhow::Result<bool> {
+    let mut c = client::control(addr, token, tls).await?;
     Ok(c.cancel(pb::CancelRequest { job_id })
         .await
-        .map_err(|s| rpc_error("cancel", s))?
+        .map_err(|s| rpc_error("cancel", addr, tls, s))?
         .into_inner()
         .found)
 }

@@ -7,7 +7,9 @@
 //!   state they share with the loop.
 //! - [`worker`]: `muri worker` — launches and kills group process trees, reports Done.
 //! - [`control`]: `muri submit` / `status` / `cancel`.
+//! - [`certs`]: `muri tls gen`, a throwaway CA and certificate for TLS runs.
 
+pub mod certs;
 pub mod control;
 pub mod scheduler;
 pub mod service;
@@ -15,12 +17,17 @@ pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 
-/// Refuses non-loopback bind addresses unless the user explicitly allowed them.
-pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+/// A daemon listens beyond loopback only over TLS, or in plaintext when `--insecure` says
+/// so explicitly (then the token crosses the network in clear text).
+pub fn check_bind(addr: SocketAddr, tls: bool, insecure: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() || tls {
+        return Ok(());
+    }
     anyhow::ensure!(
-        allow_remote || addr.ip().is_loopback(),
-        "refusing to listen on {addr}: daemons bind loopback addresses only unless --allow-remote is given"
+        insecure,
+        "refusing to listen on {addr} in plaintext: beyond loopback give --tls_cert, --tls_key and --tls_ca, or --insecure"
     );
+    tracing::warn!(%addr, "--insecure: serving plaintext beyond loopback; the token travels in clear text");
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::pb;
+use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
@@ -58,6 +59,8 @@ pub struct SchedulerConfig {
     /// Workers to wait for before the first round.
     pub workers: usize,
     pub token: Token,
+    /// Served to workers, trainers and control clients, and used to dial the workers.
+    pub tls: Tls,
     pub heartbeat_interval: Duration,
     /// A worker silent this long is removed and its groups re-queued.
     pub heartbeat_timeout: Duration,
@@ -220,6 +223,7 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
     let shared = Arc::new(Shared {
         spec: cfg.spec,
         token: cfg.token.clone(),
+        tls: cfg.tls.clone(),
         heartbeat_interval: cfg.heartbeat_interval,
         workers: Mutex::new(BTreeMap::new()),
         events: tx,
@@ -275,7 +279,13 @@ async fn spawn_server(
         shared: shared.clone(),
     };
     let check = CheckToken(shared.token.clone());
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = shared.tls.server_config() {
+        builder = builder
+            .tls_config(tls)
+            .context("setting up the scheduler's TLS")?;
+    }
+    let router = builder
         .add_service(
             pb::worker_to_scheduler_server::WorkerToSchedulerServer::with_interceptor(
                 svc.clone(),
@@ -291,7 +301,7 @@ async fn spawn_server(
         .add_service(pb::control_server::ControlServer::with_interceptor(
             svc, check,
         ));
-    tracing::info!(%bound, "scheduler listening");
+    tracing::info!(%bound, tls = shared.tls.is_server_tls(), "scheduler listening");
     eprintln!("scheduler listening on {bound}");
     let server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use muri_runtime::auth::Token;
 use muri_runtime::client::{self, WorkerClient};
 use muri_runtime::pb;
+use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tonic::{Request, Response, Status};
 
@@ -51,6 +52,8 @@ pub enum Event {
 pub struct Shared {
     pub spec: ClusterSpec,
     pub token: Token,
+    /// How the loop dials the workers (their registered address, TLS when configured).
+    pub tls: Tls,
     pub heartbeat_interval: Duration,
     pub workers: Mutex<BTreeMap<u32, WorkerEntry>>,
     pub events: mpsc::UnboundedSender<Event>,
@@ -117,9 +120,14 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
     ) -> Result<Response<pb::RegisterWorkerReply>, Status> {
         let req = req.into_inner();
         self.validate_worker(&req)?;
-        let client = client::connect_lazy(&req.addr, &self.shared.token, Duration::from_secs(10))
-            .map(WorkerClient::new)
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let client = client::connect_lazy(
+            &req.addr,
+            &self.shared.token,
+            &self.shared.tls,
+            Duration::from_secs(10),
+        )
+        .map(WorkerClient::new)
+        .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let entry = WorkerEntry {
             addr: req.addr.clone(),
             gpus: req.gpu_ids.clone(),

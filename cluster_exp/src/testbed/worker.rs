@@ -23,6 +23,7 @@ use anyhow::Context;
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::client::{self, SchedulerClient};
 use muri_runtime::pb;
+use muri_runtime::tls::Tls;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
@@ -39,6 +40,10 @@ pub struct WorkerConfig {
     /// node at; `None` = the listen IP (which then must not be unspecified).
     pub advertise: Option<IpAddr>,
     pub token: Token,
+    /// Served to the scheduler and used to dial it.
+    pub tls: Tls,
+    /// How long a scheduler may keep refusing the registration before the worker gives up.
+    pub register_timeout: Duration,
     /// The `muri-trainer` executable.
     pub trainer: PathBuf,
     /// Launch groups with `mpirun` (feature `mpi`).
@@ -126,10 +131,16 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         },
         CheckToken(state.cfg.token.clone()),
     );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = state.cfg.tls.server_config() {
+        builder = builder
+            .tls_config(tls)
+            .context("setting up the worker's TLS")?;
+    }
     let shutdown_state = state.clone();
-    let server = tokio::spawn(async move {
+    let mut server = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        builder
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown_state.shutdown.notified().await
@@ -137,36 +148,123 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
             .await
     });
     tracing::info!(node = state.cfg.node_id, %addr, "worker listening");
-    let heartbeat = tokio::spawn(heartbeat_loop(state.clone(), addr));
-    let served = server.await.context("worker server task")?;
+    let mut heartbeat = tokio::spawn(heartbeat_loop(state.clone(), addr));
+    let outcome = tokio::select! {
+        served = &mut server => match served {
+            Ok(r) => r.context("worker server"),
+            Err(e) => Err(anyhow::Error::from(e).context("worker server task")),
+        },
+        gave_up = &mut heartbeat => Err(match gave_up {
+            Ok(reason) => reason,
+            Err(e) => anyhow::Error::from(e).context("worker heartbeat task"),
+        }),
+    };
     heartbeat.abort();
+    server.abort();
     kill_all(&state).await;
-    served.context("worker server")
+    outcome
 }
 
-/// Registers (retrying until the scheduler answers), then heartbeats; registers again
-/// whenever the scheduler says it does not know this worker.
-async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) {
+/// Wait after the first refused registration; it doubles per refusal up to
+/// [`REFUSED_MAX_WAIT`], so a misconfigured worker does not hammer the scheduler.
+const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(250);
+const REFUSED_MAX_WAIT: Duration = Duration::from_secs(8);
+/// Poll period while the scheduler is not reachable yet (it may simply start later).
+const UNREACHABLE_WAIT: Duration = Duration::from_millis(300);
+
+/// Refusals since the last successful registration.
+struct Refusals {
+    since: Instant,
+    count: u32,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            since: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Counts one more refusal; the wait before the next try (doubling), or `None` once
+    /// refusals have lasted `limit`.
+    fn next_wait(&mut self, limit: Duration) -> Option<Duration> {
+        self.count += 1;
+        if self.since.elapsed() >= limit {
+            return None;
+        }
+        let doublings = (self.count - 1).min(16);
+        Some(
+            REFUSED_FIRST_WAIT
+                .saturating_mul(1 << doublings)
+                .min(REFUSED_MAX_WAIT),
+        )
+    }
+
+    /// The error the worker exits with.
+    fn give_up(&self, node: u32, why: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "worker {node}: the scheduler refused the registration {} times in {:.1} s, giving up: {why} \
+             (check --token_file / MURI_TOKEN, --node-id and --gpus)",
+            self.count,
+            self.since.elapsed().as_secs_f64()
+        )
+    }
+}
+
+/// Why a registration did not succeed.
+enum RegisterError {
+    /// The scheduler answered and said no (wrong token, node outside the cluster spec, …).
+    Refused(String),
+    /// No answer: not listening yet, or the connection failed.
+    Unreachable(anyhow::Error),
+}
+
+/// Registers (polling until the scheduler answers), then heartbeats; registers again
+/// whenever the scheduler says it does not know this worker. Refusals are retried with
+/// exponential back-off; after `register_timeout` of refusals without a success this
+/// returns the reason, and the worker exits with it.
+async fn heartbeat_loop(state: Arc<WorkerState>, addr: SocketAddr) -> anyhow::Error {
     let mut interval = Duration::from_millis(500);
     let mut registered = false;
+    let mut refused: Option<Refusals> = None;
+    let mut warned_unreachable = false;
     loop {
-        if !registered {
+        let wait = if registered {
+            registered = heartbeat(&state).await;
+            interval
+        } else {
             match register(&state, addr).await {
                 Ok(ms) => {
                     registered = true;
+                    refused = None;
                     interval = Duration::from_millis(u64::from(ms.max(50)));
+                    interval
                 }
-                Err(e) => tracing::debug!("register: {e:#}"),
+                Err(RegisterError::Unreachable(e)) => {
+                    if !warned_unreachable {
+                        tracing::warn!("scheduler not reachable yet (retrying): {e:#}");
+                        warned_unreachable = true;
+                    }
+                    UNREACHABLE_WAIT
+                }
+                Err(RegisterError::Refused(why)) => {
+                    let refusals = refused.get_or_insert_with(Refusals::new);
+                    match refusals.next_wait(state.cfg.register_timeout) {
+                        Some(wait) => {
+                            eprintln!(
+                                "worker {}: registration refused: {why}; retrying in {:.2} s",
+                                state.cfg.node_id,
+                                wait.as_secs_f64()
+                            );
+                            wait
+                        }
+                        None => return refusals.give_up(state.cfg.node_id, &why),
+                    }
+                }
             }
-        } else {
-            registered = heartbeat(&state).await;
-        }
-        tokio::time::sleep(if registered {
-            interval
-        } else {
-            Duration::from_millis(300)
-        })
-        .await;
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -175,13 +273,15 @@ async fn scheduler_client(state: &WorkerState) -> anyhow::Result<SchedulerClient
     if let Some(c) = guard.as_ref() {
         return Ok(c.clone());
     }
-    let c = client::scheduler(&state.cfg.scheduler, &state.cfg.token).await?;
+    let c = client::scheduler(&state.cfg.scheduler, &state.cfg.token, &state.cfg.tls).await?;
     *guard = Some(c.clone());
     Ok(c)
 }
 
-async fn register(state: &WorkerState, addr: SocketAddr) -> anyhow::Result<u32> {
-    let mut c = scheduler_client(state).await?;
+async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, RegisterError> {
+    let mut c = scheduler_client(state)
+        .await
+        .map_err(RegisterError::Unreachable)?;
     let reply = c
         .register_worker(pb::RegisterWorkerRequest {
             node_id: state.cfg.node_id,
@@ -195,21 +295,35 @@ async fn register(state: &WorkerState, addr: SocketAddr) -> anyhow::Result<u32> 
             tracing::info!(node = state.cfg.node_id, "registered with the scheduler");
             Ok(r.into_inner().heartbeat_interval_ms)
         }
-        Err(s)
-            if s.code() == tonic::Code::Unauthenticated
-                || s.code() == tonic::Code::InvalidArgument
-                || s.code() == tonic::Code::OutOfRange =>
-        {
+        Err(s) if is_refusal(s.code()) => {
             tracing::error!("the scheduler refused this worker: {}", s.message());
-            eprintln!(
-                "worker {}: registration refused: {}",
-                state.cfg.node_id,
-                s.message()
-            );
-            anyhow::bail!("refused: {}", s.message())
+            Err(RegisterError::Refused(format!(
+                "{} ({:?})",
+                s.message(),
+                s.code()
+            )))
         }
-        Err(s) => anyhow::bail!("RegisterWorker: {}", s.message()),
+        Err(s) => Err(RegisterError::Unreachable(anyhow::anyhow!(
+            "RegisterWorker with {}: {} ({:?})",
+            client::transport_hint(&state.cfg.scheduler, &state.cfg.tls),
+            s.message(),
+            s.code()
+        ))),
     }
+}
+
+/// Answers that retrying the same registration cannot change by itself.
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unauthenticated
+            | PermissionDenied
+            | InvalidArgument
+            | OutOfRange
+            | AlreadyExists
+            | FailedPrecondition
+    )
 }
 
 /// Returns whether the scheduler still knows this worker.
@@ -762,6 +876,8 @@ mod tests {
             listen: "127.0.0.2:0".parse().unwrap(),
             advertise: None,
             token: Token::default(),
+            tls: Tls::default(),
+            register_timeout: Duration::from_secs(60),
             trainer: PathBuf::from("muri-trainer"),
             use_mpi: false,
             kill_grace: Duration::from_secs(1),
@@ -853,5 +969,17 @@ mod tests {
         bad_addr.hosts[1].addr = "node-b".into();
         let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &bad_addr).unwrap_err();
         assert!(err.message().contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn refusals_back_off_exponentially_then_give_up() {
+        let mut r = Refusals::new();
+        let waits: Vec<u64> = (0..7)
+            .map(|_| r.next_wait(Duration::from_secs(3600)).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(r.next_wait(Duration::ZERO), None);
+        let why = r.give_up(3, "missing or wrong x-muri-token").to_string();
+        assert!(why.contains("worker 3") && why.contains("8 times"), "{why}");
     }
 }

@@ -672,6 +672,7 @@ async fn watch_launch(
 ) {
     let mut exit_code = 0;
     let mut signal = 0;
+    let pids: Vec<u32> = children.iter().filter_map(Child::id).collect();
     for mut child in children {
         match child.wait().await {
             Ok(status) => {
@@ -688,6 +689,9 @@ async fn watch_launch(
                 exit_code = -1;
             }
         }
+    }
+    for pid in pids {
+        remove_loopback_session_dirs(pid);
     }
     let task = state
         .tasks
@@ -711,6 +715,23 @@ async fn watch_launch(
         wall_s: started.elapsed().as_secs_f64(),
     };
     send_done(&state, done).await;
+}
+
+/// Removes the session directories the loopback launch agent made for the daemons of an
+/// `mpirun` that has exited (`$TMPDIR/muri-loopback-hosts/<host>-<mpirun pid>`).
+fn remove_loopback_session_dirs(mpirun_pid: u32) {
+    let dir = std::env::temp_dir().join("muri-loopback-hosts");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let suffix = format!("-{mpirun_pid}");
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(&suffix) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::debug!("removing {}: {e}", entry.path().display());
+            }
+        }
+    }
 }
 
 async fn send_done(state: &WorkerState, done: pb::DoneRequest) {

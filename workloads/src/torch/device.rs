@@ -37,14 +37,42 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// GPUs libtorch can use in this process (0 in a CPU-only libtorch or without a driver).
+/// GPUs libtorch can use in this process (0 in a CPU-only libtorch, without a driver, or
+/// without the `cuda` feature).
 pub fn cuda_devices() -> usize {
+    load_cuda_backend();
     if tch::Cuda::is_available() {
         usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
     } else {
         0
     }
 }
+
+/// Loads libtorch's CUDA backend once, before anything asks libtorch about CUDA (libtorch
+/// caches the answer of its first query). tch links only `libtorch_cpu` (the linker drops
+/// `libtorch_cuda`, which nothing references by symbol), so without this a CUDA libtorch
+/// reports no GPU. Loading at run time rather than linking keeps one binary that also
+/// starts where `libtorch_cuda.so` or its CUDA libraries are missing: there it stays on the
+/// CPU. The library is found through the binary's rpath (`$LIBTORCH/lib`) or
+/// `LD_LIBRARY_PATH`.
+#[cfg(feature = "cuda")]
+fn load_cuda_backend() {
+    use std::sync::Once;
+    static LOAD: Once = Once::new();
+    LOAD.call_once(|| {
+        use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+        // SAFETY: loading runs libtorch_cuda's static initialisers, which register its
+        // CUDA backend with the already loaded libtorch_cpu; nothing is called by name.
+        match unsafe { Library::open(Some("libtorch_cuda.so"), RTLD_NOW | RTLD_GLOBAL) } {
+            // Stays loaded for the life of the process.
+            Ok(lib) => std::mem::forget(lib),
+            Err(e) => tracing::info!("libtorch's CUDA backend not loaded (CPU only): {e}"),
+        }
+    });
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_cuda_backend() {}
 
 /// The device of the rank with `local_rank` (its index among the ranks of its node).
 /// `--device cuda` without a usable GPU is an error that says why.

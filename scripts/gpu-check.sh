@@ -65,7 +65,7 @@ if [ "$bin_dir" = gpu-bin ] && [ -n "$torch_lib" ]; then
 else
   export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NO_COLOR=1
 
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 gpus=${gpus:-0}
@@ -108,6 +108,7 @@ for job in $models; do
     continue
   fi
   awk -v model="$model" -v batch="$batch" '
+    { gsub(/\033\[[0-9;]*m/, "") }
     /muri_workloads::loss/ { if (match($0, /loss=[-0-9.eE+naNinf]+/)) loss[n++] = substr($0, RSTART + 5, RLENGTH - 5) }
     /^measurement / {
       for (i = 1; i <= NF; i++) {

@@ -3,10 +3,10 @@
 //! Each rank of a group trains on `cuda:<local rank mod visible GPUs>`: the worker sets
 //! `CUDA_VISIBLE_DEVICES` to the group's GPUs, so rank *r* of a node sees its own GPU as
 //! index *r*. Parameters, buffers and optimizer state are created on that device; batches
-//! are decoded on the host and copied over in the data stage ([`to_device`]).
+//! are decoded on the host and copied over in the data stage ([`Mover::to_device`]).
 //!
 //! With the `cuda` feature the copy goes through a pinned host buffer and an asynchronous
-//! copy on a CUDA stream of the data stage's own ([`super::cuda::Uploader`]), and the stage
+//! copy on a CUDA stream of the data stage's own (`torch::cuda::Uploader`), and the stage
 //! ends when that copy has completed; without it, a plain (synchronous) `to_device`.
 
 use std::str::FromStr;

@@ -11,7 +11,7 @@
 //! Model names map to three families ([`family_of`]). By default each is a scaled-down
 //! version of what the trace runs so that one iteration takes milliseconds on one CPU
 //! thread; [`ModelScale::Paper`] gives the paper's sizes instead (see [`zoo`], [`lm`],
-//! [`paper_param_count`]). The small models:
+//! [`param_count_at`]). The small models:
 //! `vgg*`/`resnet*`/`shufflenet*` → a ResNet-style CNN ([`cnn`]); `bert`/`gpt2` → a
 //! decoder-only transformer LM ([`lm`]; BERT is trained causally too); `dqn`/`a2c` → DQN on
 //! CartPole ([`dqn`]; A2C is approximated by a bigger DQN that plays more steps per iteration).

@@ -203,3 +203,52 @@ fn sigterm_checkpoints_and_relaunch_resumes() {
         assert_ne!(hash, hash2, "training changed the weights");
     }
 }
+
+/// `--device cuda` where libtorch sees no GPU (`CUDA_VISIBLE_DEVICES` empty hides any GPU
+/// the machine has): exit status 1 and a message that says why, never a panic.
+#[test]
+fn device_cuda_without_a_gpu_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let out = trainer()
+        .args(["--group-id", "1", "--workload", "real", "--device", "cuda"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--job", "0:1:dqn:2:0:0:0:0:16"])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: libtorch sees no CUDA device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--model-scale paper` builds the paper's models (the RL learner: no data set to
+/// generate), a bad scale is an error naming the value, and `--device cpu` keeps a
+/// job on the CPU whatever the machine has.
+#[test]
+fn paper_scale_trains_and_a_bad_scale_is_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |scale: &str| {
+        trainer()
+            .args(["--group-id", "1", "--workload", "real", "--device", "cpu"])
+            .args(["--model-scale", scale, "--data-dir"])
+            .arg(data.path())
+            .args(["--job", "0:1:dqn:2:0:0:0:0:32"])
+            .output()
+            .unwrap()
+    };
+    let lines = job_lines(&stdout(&run("paper")));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1, 2);
+    let bad = run("enormous");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`enormous`") && stderr.contains("paper"),
+        "{stderr}"
+    );
+}

@@ -11,6 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use muri::metrics::Summary;
 use muri::output;
 use muri::plot;
+use muri::policy::PolicyKind;
+use muri::report::{Report, ReportFormat, RunFigures};
+use muri::runinfo::{self, RunInfo, RunOrigin};
 use muri::sweep;
 
 #[derive(Args)]
@@ -62,43 +65,113 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `muri calc --compare DIR...`: one table, ratios to the first run.
-pub fn run_compare(dirs: &[PathBuf]) -> anyhow::Result<()> {
-    let mut rows: Vec<(String, Summary)> = Vec::new();
-    for d in dirs {
-        let job_csv = if d.is_dir() {
-            d.join("job.csv")
+/// `muri calc --compare DIR...` (and `muri calc DIR` on a directory of runs): one table,
+/// ratios to the baseline (Muri-S when present). Runs whose run.json shows another trace or
+/// cluster are refused unless `allow_mixed`.
+pub fn run_compare(
+    dirs: &[PathBuf],
+    allow_mixed: bool,
+    format: ReportFormat,
+) -> anyhow::Result<()> {
+    if dirs.is_empty() {
+        anyhow::bail!("--compare needs at least one run directory");
+    }
+    let labels = run_labels(dirs);
+    let mut figures = Vec::new();
+    let mut origins = Vec::new();
+    for (d, label) in dirs.iter().zip(labels) {
+        let (dir, job_csv) = if d.is_dir() {
+            (d.clone(), d.join("job.csv"))
         } else {
-            d.clone()
+            (
+                d.parent().map(Path::to_path_buf).unwrap_or_default(),
+                d.clone(),
+            )
         };
         let records = output::read_job_csv(&job_csv)?;
         let s = Summary::from_records(&records)
             .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
-        rows.push((label(d), s));
+        origins.push(RunOrigin {
+            label: d.display().to_string(),
+            info: RunInfo::read(&dir)?,
+            job_rows: records.len(),
+        });
+        let cluster_csv = dir.join("cluster.csv");
+        let utilisation = if cluster_csv.exists() {
+            output::gpu_utilisation(&output::read_cluster_csv(&cluster_csv)?)
+        } else {
+            None
+        };
+        let mut f = run_figures(&dir, &job_csv, s, utilisation)?;
+        f.label = label;
+        figures.push(f);
     }
-    let Some((_, base)) = rows.first().cloned() else {
-        anyhow::bail!("--compare needs at least one run directory");
-    };
-    println!(
-        "{:<40} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7}",
-        "run", "jobs", "avg JCT (s)", "ratio", "makespan (s)", "ratio", "99th JCT (s)", "ratio"
-    );
-    for (name, s) in &rows {
-        println!(
-            "{:<40} {:>6} {:>14.1} {:>7.3} {:>14.1} {:>7.3} {:>14.1} {:>7.3}",
-            name,
-            s.jobs,
-            s.avg_jct,
-            s.avg_jct / base.avg_jct,
-            s.makespan,
-            s.makespan / base.makespan,
-            s.p99_jct,
-            s.p99_jct / base.p99_jct
-        );
+    for warning in runinfo::check_same_inputs(&origins, allow_mixed)? {
+        eprintln!("warning: {warning}");
     }
+    print!("{}", Report::new(figures).render(format));
     Ok(())
 }
 
+/// The sub-directories of `dir` that hold a job.csv, sorted by name.
+pub fn run_subdirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if p.join("job.csv").is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One run's figures; its policy comes from run.json, else from the directory name.
+pub fn run_figures(
+    dir: &Path,
+    job_csv: &Path,
+    summary: Summary,
+    gpu_utilisation: Option<f64>,
+) -> anyhow::Result<RunFigures> {
+    let from_info = RunInfo::read(dir)?.and_then(|i| PolicyKind::parse(&i.policy).ok());
+    let policy = from_info.or_else(|| {
+        dir.file_name()
+            .and_then(|n| PolicyKind::parse(&n.to_string_lossy()).ok())
+    });
+    Ok(RunFigures {
+        label: policy.map_or_else(|| label(job_csv), |k| k.paper_name().to_string()),
+        policy,
+        summary,
+        gpu_utilisation,
+        wall_s: None,
+    })
+}
+
+/// Row labels: the policies' paper names (or the directory names) when they tell the runs
+/// apart, else the last two path components.
+fn run_labels(dirs: &[PathBuf]) -> Vec<String> {
+    let leaf = |d: &PathBuf| {
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        PolicyKind::parse(&name).map_or(name, |k| k.paper_name().to_string())
+    };
+    let leaves: Vec<String> = dirs.iter().map(leaf).collect();
+    let mut unique = leaves.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() == leaves.len() && !leaves.iter().any(|l| l == "job.csv" || l.is_empty()) {
+        leaves
+    } else {
+        dirs.iter().map(|d| label(d)).collect()
+    }
+}
+
+/// The last two components of a run's path (`trace3/shortest`).
 fn label(d: &Path) -> String {
     let parts: Vec<String> = d
         .components()

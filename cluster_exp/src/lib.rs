@@ -19,6 +19,8 @@ pub mod output;
 pub mod plot;
 pub mod policy;
 pub mod profile;
+pub mod report;
+pub mod runinfo;
 pub mod simulate;
 pub mod sweep;
 pub mod testbed;

@@ -1,8 +1,10 @@
 //! The `muri` command line.
 
-use std::io::IsTerminal;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,10 +16,14 @@ use muri::engine::SimResult;
 use muri::metrics::Summary;
 use muri::models;
 use muri::output;
-use muri::policy::{self, PolicyOptions, POLICIES};
+use muri::policy::{PolicyKind, PolicyOptions};
+use muri::report::{Report, ReportFormat, RunFigures};
+use muri::runinfo::{self, InputFile, RunInfo};
 use muri::simulate::simulate;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
+use signal_hook::consts::SIGINT;
+use signal_hook::iterator::Signals;
 
 mod cli_eval;
 mod cli_testbed;
@@ -26,7 +32,6 @@ mod cli_workloads;
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
 const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
 const DEFAULT_CLUSTER: &str = include_str!("../../cluster_spec/n8g8.csv");
-const BASELINE_POLICY: &str = "multi-resource-blossom-same-gpu";
 
 #[derive(Parser)]
 #[command(
@@ -97,12 +102,20 @@ struct SimulateArgs {
     /// Default: cluster_spec/n8g8.csv (8 nodes × 8 GPUs).
     #[arg(long = "cluster_spec", alias = "cluster-spec", value_name = "CSV")]
     cluster_spec: Option<PathBuf>,
-    /// Policy name, a comma-separated list, or `all`. See `muri policies`.
+    /// Policy name, a comma-separated list, or `all`: reference names (`shortest`) or paper
+    /// names (`SRTF`, `Muri-S`), in any case. See `muri policies`.
     #[arg(long, default_value = "all", value_name = "POLICY[,POLICY..]")]
     schedule: String,
-    /// Write job.csv and cluster.csv here (one sub-directory per policy when several run).
+    /// Write job.csv, cluster.csv and run.json here (one sub-directory per policy when
+    /// several run). Checked for writability before the run starts.
     #[arg(long = "log_path", alias = "log-path", value_name = "DIR")]
     log_path: Option<PathBuf>,
+    /// Overwrite runs already in --log_path.
+    #[arg(long)]
+    force: bool,
+    /// How the results are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
     /// Most jobs interleaved in one group (2, 3 or 4).
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
@@ -136,12 +149,20 @@ struct SimulateArgs {
 
 #[derive(Args)]
 struct CalcArgs {
-    /// A run directory holding job.csv (or the job.csv itself).
+    /// A run directory holding job.csv (or the job.csv itself), or a directory of runs (as
+    /// `muri simulate --log_path` writes for several policies), which are then compared.
     #[arg(required_unless_present = "compare")]
     path: Option<PathBuf>,
-    /// Compare several run directories in one table, with ratios to the first.
+    /// Compare several run directories in one table, with ratios to the baseline (Muri-S when
+    /// present, else Muri-L, else the first).
     #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with = "path")]
     compare: Vec<PathBuf>,
+    /// Compare runs even when their run.json files show different traces or clusters.
+    #[arg(long = "allow_mixed", alias = "allow-mixed")]
+    allow_mixed: bool,
+    /// How the results are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
 }
 
 #[derive(Subcommand)]
@@ -197,8 +218,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => run_simulate(args),
-        Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
-        Command::Calc(args) => cli_eval::run_compare(&args.compare),
+        Command::Calc(args) => run_calc_command(args),
         Command::Sweep(args) => cli_eval::run_sweep(args),
         Command::Plot(args) => cli_eval::run_plot(args),
         Command::Trace {
@@ -212,8 +232,13 @@ fn main() -> ExitCode {
         Command::Data { command } => cli_workloads::run_data(command),
         Command::Profile(args) => cli_workloads::run_profile(args),
         Command::Policies => {
-            for (name, what) in POLICIES {
-                println!("{name:<55} {what}");
+            for kind in PolicyKind::ALL {
+                println!(
+                    "{:<55} {:<17} {}",
+                    kind.name(),
+                    kind.paper_name(),
+                    kind.description()
+                );
             }
             Ok(())
         }
@@ -227,22 +252,60 @@ fn main() -> ExitCode {
     }
 }
 
-fn policy_list(arg: &str) -> anyhow::Result<Vec<String>> {
-    if arg == "all" {
-        return Ok(POLICIES.iter().map(|(n, _)| n.to_string()).collect());
+/// Runs announced on Ctrl-C: the finished policies' rows, kept where the signal thread can
+/// print them.
+type Finished = Arc<Mutex<Vec<RunFigures>>>;
+
+/// On SIGINT (Ctrl-C), prints the rows of the policies already finished and exits 130, so
+/// an interrupted `muri simulate` of every policy still shows what it computed.
+fn print_finished_on_interrupt(finished: Finished, total: usize, format: ReportFormat) {
+    let Ok(mut signals) = Signals::new([SIGINT]) else {
+        tracing::warn!("cannot watch for Ctrl-C; an interrupted run prints nothing");
+        return;
+    };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let done = finished.lock().map(|mut f| std::mem::take(&mut *f));
+            let done = done.unwrap_or_default();
+            eprintln!("\ninterrupted: {} of {total} policies finished", done.len());
+            if !done.is_empty() {
+                print!("{}", Report::new(done).render(format));
+            }
+            let _ = std::io::stdout().flush();
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Where each policy's logs go: DIR itself for one policy, DIR/<policy> for several.
+fn log_dirs(log_path: Option<&Path>, kinds: &[PolicyKind]) -> Vec<Option<PathBuf>> {
+    kinds
+        .iter()
+        .map(|k| {
+            log_path.map(|dir| {
+                if kinds.len() == 1 {
+                    dir.to_path_buf()
+                } else {
+                    dir.join(k.name())
+                }
+            })
+        })
+        .collect()
+}
+
+/// Fails before any simulation when a log directory cannot be created or written, or
+/// already holds a run (unless `force`).
+fn check_log_dirs(dirs: &[PathBuf], force: bool) -> anyhow::Result<()> {
+    runinfo::refuse_overwrite(dirs, force)?;
+    for dir in dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--log_path: creating {}", dir.display()))?;
+        let probe = dir.join(".muri-write-check");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("--log_path: {} is not writable", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
     }
-    let names: Vec<String> = arg
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for n in &names {
-        policy::build(n, PolicyOptions::default())?;
-    }
-    if names.is_empty() {
-        bail!("--schedule is empty; see `muri policies`");
-    }
-    Ok(names)
+    Ok(())
 }
 
 fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -252,19 +315,25 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             args.scheme
         );
     }
-    let trace = match &args.trace_file {
-        Some(p) => Trace::from_path(p)?,
-        None => Trace::parse(
-            DEFAULT_TRACE,
-            Path::new("trace-data/default.csv"),
-            "default".into(),
-        )?,
+    let kinds = PolicyKind::parse_list(&args.schedule).context("--schedule")?;
+    let (trace, trace_file) = match &args.trace_file {
+        Some(p) => (Trace::from_path(p)?, InputFile::of_path(p)?),
+        None => (
+            Trace::parse(
+                DEFAULT_TRACE,
+                Path::new("trace-data/default.csv"),
+                "default".into(),
+            )?,
+            InputFile::of_bytes("trace-data/default.csv", DEFAULT_TRACE.as_bytes()),
+        ),
     };
-    let spec = match &args.cluster_spec {
-        Some(p) => ClusterSpec::from_path(p)?,
-        None => ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
+    let (spec, cluster_file) = match &args.cluster_spec {
+        Some(p) => (ClusterSpec::from_path(p)?, InputFile::of_path(p)?),
+        None => (
+            ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
+            InputFile::of_bytes("cluster_spec/n8g8.csv", DEFAULT_CLUSTER.as_bytes()),
+        ),
     };
-    let policies = policy_list(&args.schedule)?;
     let opts = PolicyOptions {
         packing_num: args.packing_num as usize,
         multi_resource: args.multi_resource as usize,
@@ -275,6 +344,11 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .map(|b| b as usize)
             .unwrap_or(if spec.num_gpus() > 256 { 32 } else { 256 }),
     };
+    let dirs = log_dirs(args.log_path.as_deref(), &kinds);
+    check_log_dirs(
+        &dirs.iter().flatten().cloned().collect::<Vec<_>>(),
+        args.force,
+    )?;
     eprintln!(
         "trace {} ({} jobs) on {} GPUs ({} nodes × {})",
         trace.name,
@@ -283,39 +357,91 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         spec.num_nodes(),
         spec.num_gpu_p_node
     );
-    let mut results = Vec::new();
-    for name in &policies {
-        let result = simulate_with_progress(&trace, spec, name, opts)?;
-        if let Some(dir) = &args.log_path {
-            let dir = if policies.len() == 1 {
-                dir.clone()
-            } else {
-                dir.join(name)
-            };
-            output::write_logs(&dir, &result)?;
+    let finished: Finished = Arc::default();
+    print_finished_on_interrupt(finished.clone(), kinds.len(), args.format);
+    let mut single = None;
+    for (&kind, dir) in kinds.iter().zip(&dirs) {
+        let mut info = RunInfo::new(
+            trace_file.clone(),
+            trace.jobs.len(),
+            cluster_file.clone(),
+            kind.name(),
+            run_options(&args, &opts),
+        );
+        let result = simulate_with_progress(&trace, spec, kind, opts)?;
+        if let Some(dir) = dir {
+            output::write_logs(dir, &result)?;
+            info.wall_seconds = result.wall_seconds;
+            info.write(dir)?;
         }
         if result.unfinished > 0 {
             eprintln!(
                 "warning: {}: {} jobs never finished (the cluster cannot run them)",
-                name, result.unfinished
+                kind.paper_name(),
+                result.unfinished
             );
         }
-        results.push(result);
+        let Some(summary) = Summary::from_records(&result.jobs) else {
+            eprintln!("warning: {}: no job finished", kind.paper_name());
+            continue;
+        };
+        finished
+            .lock()
+            .map_err(|_| anyhow::anyhow!("result list poisoned"))?
+            .push(RunFigures {
+                label: kind.paper_name().to_string(),
+                policy: Some(kind),
+                summary,
+                gpu_utilisation: output::gpu_utilisation(&result.cluster),
+                wall_s: Some(result.wall_seconds),
+            });
+        single = Some(result);
     }
-    if results.len() == 1 {
-        let s = Summary::from_records(&results[0].jobs).context("no job finished")?;
-        println!("{}", s.calc_line());
-        print_extra(&s, &results[0]);
-    } else {
-        print_comparison(&results);
+    let rows = std::mem::take(
+        &mut *finished
+            .lock()
+            .map_err(|_| anyhow::anyhow!("result list poisoned"))?,
+    );
+    match (kinds.len(), args.format, single) {
+        (1, ReportFormat::Table, Some(result)) => {
+            let s = rows.first().context("no job finished")?.summary;
+            println!("{}", s.calc_line());
+            print_extra(&s, &result);
+        }
+        (1, ReportFormat::Table, None) => bail!("no job finished"),
+        _ => print!("{}", Report::new(rows).render(args.format)),
     }
     Ok(())
+}
+
+/// Every option of a simulate run after defaults, by flag name, for run.json.
+fn run_options(args: &SimulateArgs, opts: &PolicyOptions) -> BTreeMap<String, String> {
+    let path_or_default = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("(default)".to_string(), |p| p.display().to_string())
+    };
+    [
+        ("trace_file", path_or_default(&args.trace_file)),
+        ("cluster_spec", path_or_default(&args.cluster_spec)),
+        ("schedule", args.schedule.clone()),
+        ("log_path", path_or_default(&args.log_path)),
+        ("packing_num", opts.packing_num.to_string()),
+        ("multi_resource", opts.multi_resource.to_string()),
+        ("weight_lbd", opts.weight_lbd.to_string()),
+        ("autopack", opts.autopack.to_string()),
+        ("match_block", opts.match_block.to_string()),
+        ("scheme", args.scheme.clone()),
+        ("force", args.force.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn simulate_with_progress(
     trace: &Trace,
     spec: ClusterSpec,
-    name: &str,
+    kind: PolicyKind,
     opts: PolicyOptions,
 ) -> anyhow::Result<SimResult> {
     let bar =
@@ -327,7 +453,7 @@ fn simulate_with_progress(
         .expect("valid template")
         .progress_chars("=> "),
     );
-    bar.set_prefix(policy::display_name(name).to_string());
+    bar.set_prefix(kind.paper_name().to_string());
     let started = Instant::now();
     let mut shown = false;
     let interactive = std::io::stderr().is_terminal();
@@ -338,7 +464,7 @@ fn simulate_with_progress(
         }
         bar.set_position(done as u64);
     };
-    let result = simulate(trace, spec, name, opts, Some(&mut progress))?;
+    let result = simulate(trace, spec, kind.name(), opts, Some(&mut progress))?;
     bar.finish_and_clear();
     Ok(result)
 }
@@ -354,52 +480,26 @@ fn print_extra(s: &Summary, r: &SimResult) {
     println!("events: {}, wall time: {:.3} s", r.events, r.wall_seconds);
 }
 
-fn print_comparison(results: &[SimResult]) {
-    let summaries: Vec<Option<Summary>> = results
-        .iter()
-        .map(|r| Summary::from_records(&r.jobs))
-        .collect();
-    let base = results
-        .iter()
-        .position(|r| r.policy == BASELINE_POLICY)
-        .and_then(|i| summaries[i]);
-    println!(
-        "{:<18} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7} {:>9}",
-        "policy",
-        "jobs",
-        "avg JCT (s)",
-        "×Muri-S",
-        "makespan (s)",
-        "×Muri-S",
-        "99th JCT (s)",
-        "×Muri-S",
-        "wall (s)"
-    );
-    for (r, s) in results.iter().zip(&summaries) {
-        let Some(s) = s else {
-            println!("{:<18} no job finished", policy::display_name(&r.policy));
-            continue;
-        };
-        let ratio = |v: f64, b: fn(&Summary) -> f64| match base {
-            Some(bs) => format!("{:.3}", v / b(&bs)),
-            None => "-".into(),
-        };
-        println!(
-            "{:<18} {:>6} {:>14.1} {:>7} {:>14.1} {:>7} {:>14.1} {:>7} {:>9.3}",
-            policy::display_name(&r.policy),
-            s.jobs,
-            s.avg_jct,
-            ratio(s.avg_jct, |b| b.avg_jct),
-            s.makespan,
-            ratio(s.makespan, |b| b.makespan),
-            s.p99_jct,
-            ratio(s.p99_jct, |b| b.p99_jct),
-            r.wall_seconds
-        );
+/// `muri calc PATH`: one run's figures, or, on a directory of runs, their comparison.
+fn run_calc_command(args: CalcArgs) -> anyhow::Result<()> {
+    let Some(path) = args.path else {
+        return cli_eval::run_compare(&args.compare, args.allow_mixed, args.format);
+    };
+    if path.is_dir() && !path.join("job.csv").exists() {
+        let runs = cli_eval::run_subdirs(&path)?;
+        if runs.is_empty() {
+            bail!(
+                "{}: no job.csv here or in its sub-directories (give a run directory, or \
+                 compare runs with `muri calc --compare DIR...`)",
+                path.display()
+            );
+        }
+        return cli_eval::run_compare(&runs, args.allow_mixed, args.format);
     }
+    run_calc(&path, args.format)
 }
 
-fn run_calc(path: &Path) -> anyhow::Result<()> {
+fn run_calc(path: &Path, format: ReportFormat) -> anyhow::Result<()> {
     let (job_csv, dir) = if path.is_dir() {
         (path.join("job.csv"), path.to_path_buf())
     } else {
@@ -411,17 +511,24 @@ fn run_calc(path: &Path) -> anyhow::Result<()> {
     let records = output::read_job_csv(&job_csv)?;
     let s = Summary::from_records(&records)
         .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
+    let cluster_csv = dir.join("cluster.csv");
+    let utilisation = if cluster_csv.exists() {
+        output::gpu_utilisation(&output::read_cluster_csv(&cluster_csv)?)
+    } else {
+        None
+    };
+    if format != ReportFormat::Table {
+        let figures = cli_eval::run_figures(&dir, &job_csv, s, utilisation)?;
+        print!("{}", Report::new(vec![figures]).render(format));
+        return Ok(());
+    }
     println!("{}", s.calc_line());
     println!(
         "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
         s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
     );
-    let cluster_csv = dir.join("cluster.csv");
-    if cluster_csv.exists() {
-        let rows = output::read_cluster_csv(&cluster_csv)?;
-        if let Some(u) = output::gpu_utilisation(&rows) {
-            println!("GPU utilisation: {:.1} %", u * 100.0);
-        }
+    if let Some(u) = utilisation {
+        println!("GPU utilisation: {:.1} %", u * 100.0);
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use anyhow::bail;
 
 use crate::cluster::ClusterSpec;
 use crate::engine::{Progress, SimResult, Simulation};
-use crate::policy::{self, PolicyOptions};
+use crate::policy::{PolicyKind, PolicyOptions};
 use crate::trace::Trace;
 
 /// Checks that every job can run on an empty cluster; the simulation would otherwise stop
@@ -31,7 +31,7 @@ pub fn check_fits(trace: &Trace, spec: &ClusterSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `trace` under the named policy on `spec`.
+/// Runs `trace` under the named policy (reference or paper name, any case) on `spec`.
 pub fn simulate(
     trace: &Trace,
     spec: ClusterSpec,
@@ -40,6 +40,9 @@ pub fn simulate(
     progress: Option<Progress<'_>>,
 ) -> anyhow::Result<SimResult> {
     check_fits(trace, &spec)?;
-    let policy = policy::build(policy_name, opts)?;
-    Ok(Simulation::new(&trace.jobs, spec, policy).run(progress))
+    let kind = PolicyKind::parse(policy_name)?;
+    let mut result = Simulation::new(&trace.jobs, spec, kind.build(opts)).run(progress);
+    // The canonical name, whichever spelling the caller used.
+    result.policy = kind.name().to_string();
+    Ok(result)
 }

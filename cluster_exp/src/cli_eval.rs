@@ -14,7 +14,7 @@ use muri::plot;
 use muri::policy::PolicyKind;
 use muri::report::{Report, ReportFormat, RunFigures};
 use muri::runinfo::{self, RunInfo, RunOrigin};
-use muri::sweep;
+use muri::sweep::{self, SweepRecord};
 
 #[derive(Args)]
 pub struct SweepArgs {
@@ -29,7 +29,10 @@ pub struct SweepArgs {
     pub trace_dir: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
-    pub jobs: Option<usize>,
+    pub threads: Option<usize>,
+    /// Overwrite runs already in the output directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
@@ -37,11 +40,12 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(out) = args.out {
         sweep.out = out;
     }
-    if let Some(n) = args.jobs {
+    sweep.force = args.force;
+    if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global()
-            .context("--jobs: starting the thread pool")?;
+            .context("--threads: starting the thread pool")?;
     }
     let bar = ProgressBar::new(sweep.runs.len() as u64);
     bar.set_style(
@@ -171,6 +175,40 @@ fn run_labels(dirs: &[PathBuf]) -> Vec<String> {
     }
 }
 
+/// Runs drawn on one chart must share a trace, and runs with the same flags a cluster.
+fn check_plotted_runs(runs: &[plot::Run], allow_mixed: bool) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut traces: Vec<&str> = runs.iter().map(|r| r.trace.as_str()).collect();
+    traces.dedup();
+    for trace in traces {
+        let group: Vec<&plot::Run> = runs.iter().filter(|r| r.trace == trace).collect();
+        let origins = group
+            .iter()
+            .map(|r| {
+                Ok(RunOrigin {
+                    label: r.dir.display().to_string(),
+                    info: RunInfo::read(&r.dir)?,
+                    job_rows: r.jobs.len(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        warnings.extend(runinfo::check_same_trace(&origins, allow_mixed)?);
+        let mut flags: Vec<&str> = group.iter().map(|r| r.flags.as_str()).collect();
+        flags.sort_unstable();
+        flags.dedup();
+        for f in flags {
+            let same_flags: Vec<RunOrigin> = group
+                .iter()
+                .zip(&origins)
+                .filter(|(r, _)| r.flags == f)
+                .map(|(_, o)| o.clone())
+                .collect();
+            warnings.extend(runinfo::check_same_inputs(&same_flags, allow_mixed)?);
+        }
+    }
+    Ok(warnings)
+}
+
 /// The last two components of a run's path (`trace3/shortest`).
 fn label(d: &Path) -> String {
     let parts: Vec<String> = d
@@ -202,6 +240,10 @@ pub struct PlotArgs {
     /// timelines). Default: one timeline per run.
     #[arg(long, value_name = "TRACE/POLICY")]
     pub timeline: Vec<String>,
+    /// Plot runs side by side even when their run.json files show different traces (or, for
+    /// runs with the same flags, different clusters).
+    #[arg(long = "allow_mixed", alias = "allow-mixed")]
+    pub allow_mixed: bool,
 }
 
 /// `muri plot DIR`: bar charts, CDFs and timelines from the logs under DIR.
@@ -216,13 +258,22 @@ pub fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
         )
     };
+    // A sweep's own baseline unless the command line names another.
+    let baseline = match args.baseline {
+        Some(b) => Some(b),
+        None => SweepRecord::read(&args.dir)?.map(|r| r.baseline),
+    };
     let opts = plot::PlotOptions {
         out: args.out.unwrap_or_else(|| args.dir.join("plots")),
         formats: plot::Format::parse_list(&args.format)?,
-        baseline: args.baseline,
+        baseline,
         timelines,
     };
-    let report = plot::plot_dir(&args.dir, &opts)?;
+    let runs = plot::discover_runs(&args.dir)?;
+    for warning in check_plotted_runs(&runs, args.allow_mixed)? {
+        eprintln!("warning: {warning}");
+    }
+    let report = plot::plot_runs(&runs, &opts)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

@@ -31,7 +31,7 @@ mod cli_workloads;
 
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
 const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
-const DEFAULT_CLUSTER: &str = include_str!("../../cluster_spec/n8g8.csv");
+const DEFAULT_CLUSTER: &str = runinfo::DEFAULT_CLUSTER_CSV;
 
 #[derive(Parser)]
 #[command(
@@ -331,7 +331,7 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         Some(p) => (ClusterSpec::from_path(p)?, InputFile::of_path(p)?),
         None => (
             ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
-            InputFile::of_bytes("cluster_spec/n8g8.csv", DEFAULT_CLUSTER.as_bytes()),
+            runinfo::default_cluster_file(),
         ),
     };
     let opts = PolicyOptions {

@@ -299,6 +299,11 @@ pub fn choose_baseline(keys: &[String], requested: Option<&str>) -> anyhow::Resu
         {
             return Ok(k.clone());
         }
+        if let Ok(kind) = PolicyKind::parse(r) {
+            if let Some(k) = keys.iter().find(|k| k.as_str() == kind.name()) {
+                return Ok(k.clone());
+            }
+        }
         bail!(
             "--baseline {r}: no such policy among the runs (have: {})",
             keys.join(", ")

@@ -117,9 +117,10 @@ impl Report {
             .max()
             .unwrap_or(0)
             .max(18);
+        let rw = base.chars().count().max(9);
         let with_wall = self.rows.iter().any(|r| r.wall_s.is_some());
         let mut out = format!(
-            "{:<width$} {:>6} {:>14} {:>9} {:>14} {:>9} {:>14} {:>9}",
+            "{:<width$} {:>6} {:>14} {:>rw$} {:>14} {:>rw$} {:>14} {:>rw$}",
             "policy", "jobs", "avg JCT (s)", base, "makespan (s)", base, "99th JCT (s)", base
         );
         if with_wall {
@@ -129,7 +130,7 @@ impl Report {
         let ratio = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.3}"));
         for r in &self.rows {
             out.push_str(&format!(
-                "{:<width$} {:>6} {:>14.1} {:>9} {:>14.1} {:>9} {:>14.1} {:>9}",
+                "{:<width$} {:>6} {:>14.1} {:>rw$} {:>14.1} {:>rw$} {:>14.1} {:>rw$}",
                 r.run,
                 r.jobs,
                 r.avg_jct_s,

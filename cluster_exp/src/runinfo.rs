@@ -18,6 +18,15 @@ pub const RUN_FILE: &str = "run.json";
 /// The git commit the binary was built from (`unknown` without git at build time).
 pub const GIT_COMMIT: &str = env!("MURI_GIT_COMMIT");
 
+/// The project's default cluster (8 nodes × 8 GPUs), compiled in.
+pub const DEFAULT_CLUSTER_CSV: &str = include_str!("../../cluster_spec/n8g8.csv");
+
+/// The default cluster as run.json names it; the same bytes as `cluster_spec/n8g8.csv`, so
+/// runs on the default and on that file compare as one cluster.
+pub fn default_cluster_file() -> InputFile {
+    InputFile::of_bytes("cluster_spec/n8g8.csv", DEFAULT_CLUSTER_CSV.as_bytes())
+}
+
 /// One input file of a run, identified by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputFile {
@@ -165,10 +174,24 @@ pub struct RunOrigin {
 /// comes back as a warning (the caller prints it); without, it is an error naming both runs'
 /// inputs. Runs without run.json are compared by their number of jobs.
 pub fn check_same_inputs(runs: &[RunOrigin], allow_mixed: bool) -> anyhow::Result<Vec<String>> {
+    check_origins(runs, true, allow_mixed)
+}
+
+/// As [`check_same_inputs`], but clusters may differ (a sweep's runs of one trace on several
+/// clusters, told apart by their flags).
+pub fn check_same_trace(runs: &[RunOrigin], allow_mixed: bool) -> anyhow::Result<Vec<String>> {
+    check_origins(runs, false, allow_mixed)
+}
+
+fn check_origins(
+    runs: &[RunOrigin],
+    clusters: bool,
+    allow_mixed: bool,
+) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     if let Some(first) = runs.first() {
         for other in &runs[1..] {
-            if let Some(p) = mismatch(first, other) {
+            if let Some(p) = mismatch(first, other, clusters) {
                 problems.push(p);
             }
         }
@@ -188,7 +211,7 @@ pub fn check_same_inputs(runs: &[RunOrigin], allow_mixed: bool) -> anyhow::Resul
         .collect())
 }
 
-fn mismatch(a: &RunOrigin, b: &RunOrigin) -> Option<String> {
+fn mismatch(a: &RunOrigin, b: &RunOrigin, clusters: bool) -> Option<String> {
     match (&a.info, &b.info) {
         (Some(x), Some(y)) => {
             if x.trace.sha256 != y.trace.sha256 {
@@ -204,7 +227,7 @@ fn mismatch(a: &RunOrigin, b: &RunOrigin) -> Option<String> {
                     short(&y.trace.sha256)
                 ));
             }
-            if x.cluster.sha256 != y.cluster.sha256 {
+            if clusters && x.cluster.sha256 != y.cluster.sha256 {
                 return Some(format!(
                     "different clusters: {} ran on {} (sha256 {}), {} on {} (sha256 {})",
                     a.label,

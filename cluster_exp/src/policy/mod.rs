@@ -388,7 +388,80 @@ pub(crate) fn sort_by_gpus_descending(runnable: &mut [JobIdx], jobs: &[Job]) {
 
 #[cfg(test)]
 mod tests {
-    use super::total_order;
+    use super::{total_order, PolicyKind};
+
+    #[test]
+    fn every_policy_parses_from_both_names_in_any_case() {
+        for kind in PolicyKind::ALL {
+            assert_eq!(PolicyKind::parse(kind.name()), Ok(kind));
+            assert_eq!(
+                PolicyKind::parse(&kind.paper_name().to_uppercase()),
+                Ok(kind)
+            );
+            assert_eq!(
+                PolicyKind::parse(&kind.paper_name().to_lowercase()),
+                Ok(kind)
+            );
+        }
+        assert_eq!(
+            PolicyKind::parse_list(" SRTF, muri-s ,Tiresias,srtf"),
+            Ok(vec![
+                PolicyKind::Srtf,
+                PolicyKind::MuriS,
+                PolicyKind::Tiresias
+            ])
+        );
+        assert_eq!(
+            PolicyKind::parse_list("ALL").unwrap().len(),
+            PolicyKind::ALL.len()
+        );
+    }
+
+    #[test]
+    fn no_name_means_two_policies() {
+        let mut names: Vec<String> = PolicyKind::ALL
+            .iter()
+            .flat_map(|k| {
+                let mut own = vec![
+                    k.name().to_ascii_lowercase(),
+                    k.paper_name().to_ascii_lowercase(),
+                ];
+                own.dedup();
+                own
+            })
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn typos_get_the_nearest_name_and_nonsense_gets_none() {
+        let err = PolicyKind::parse("shortset").unwrap_err();
+        assert_eq!(err.suggestion(), Some("shortest"));
+        assert!(
+            err.to_string().contains("did you mean `shortest`?"),
+            "{err}"
+        );
+        assert_eq!(
+            PolicyKind::parse("muri-ss").unwrap_err().suggestion(),
+            Some("Muri-S")
+        );
+        assert_eq!(PolicyKind::parse("zzz").unwrap_err().suggestion(), None);
+    }
+
+    #[test]
+    fn the_baseline_is_muri_s_then_muri_l_then_the_first() {
+        use PolicyKind::*;
+        assert_eq!(
+            PolicyKind::baseline_among(&[Srtf, MuriL, MuriS]),
+            Some(MuriS)
+        );
+        assert_eq!(PolicyKind::baseline_among(&[Srtf, MuriL]), Some(MuriL));
+        assert_eq!(PolicyKind::baseline_among(&[Fifo, Srtf]), Some(Fifo));
+        assert_eq!(PolicyKind::baseline_among(&[]), None);
+    }
 
     #[test]
     fn total_order_orders_like_total_cmp() {

@@ -53,14 +53,15 @@ pub struct SchedulerArgs {
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     listen: String,
     /// Allow a non-loopback --listen address.
-    #[arg(long = "allow-remote")]
+    #[arg(long = "allow-remote", alias = "allow_remote")]
     allow_remote: bool,
     /// Workers to wait for (default: every node of the cluster spec).
     #[arg(long)]
     workers: Option<usize>,
     /// Shared secret file (else MURI_TOKEN; neither = no authentication).
-    #[arg(long = "token-file")]
+    #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
+    /// Milliseconds between heartbeats the scheduler asks of its workers.
     #[arg(long = "heartbeat_ms", alias = "heartbeat-ms", default_value_t = 300)]
     heartbeat_ms: u64,
     /// A worker silent this long is removed and its groups re-queued.
@@ -93,6 +94,7 @@ pub struct SchedulerArgs {
     /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
+    /// Most jobs interleaved in one group (1 to 4).
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
     packing_num: u8,
@@ -109,14 +111,17 @@ pub struct WorkerArgs {
     /// GPU ids this worker owns (`0,1,2,3`) or a count (`4`).
     #[arg(long, default_value = "4")]
     gpus: String,
+    /// CPU cores this worker offers.
     #[arg(long, default_value_t = 32)]
     cpus: u32,
     /// Address of this worker's service (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
-    #[arg(long = "allow-remote")]
+    /// Allow a non-loopback --listen address.
+    #[arg(long = "allow-remote", alias = "allow_remote")]
     allow_remote: bool,
-    #[arg(long = "token-file")]
+    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
+    #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
     /// The trainer executable (default: muri-trainer next to muri).
     #[arg(long)]
@@ -124,6 +129,7 @@ pub struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long = "kill_grace", alias = "kill-grace", default_value_t = 2.0)]
     kill_grace: f64,
+    /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
     /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
@@ -140,23 +146,30 @@ pub struct WorkerArgs {
 
 #[derive(Args)]
 pub struct SubmitArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
+    /// Model of the job (see `muri trace gen --models`).
     #[arg(long)]
     model: String,
+    /// GPUs the job needs.
     #[arg(long)]
     gpus: u32,
+    /// Iterations the job runs.
     #[arg(long)]
     iterations: u64,
-    #[arg(long = "token-file")]
+    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
+    #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
 pub struct StatusArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
-    #[arg(long = "token-file")]
+    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
+    #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
 }
 
@@ -164,9 +177,11 @@ pub struct StatusArgs {
 pub struct CancelArgs {
     /// Job id printed by `muri submit`.
     id: u64,
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
-    #[arg(long = "token-file")]
+    /// Shared secret file (else MURI_TOKEN; neither = no authentication).
+    #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
 }
 
@@ -230,12 +245,22 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         summary.virtual_seconds,
         args.log_path.display()
     );
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} job{} failed (see {})",
+            summary.failed,
+            if summary.failed == 1 { "" } else { "s" },
+            args.log_path.join("failed.csv").display()
+        );
+    }
     Ok(())
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let listen = scheduler::parse_listen(&args.listen)?;
     testbed::check_bind(listen, args.allow_remote)?;
+    let trainer = args.trainer.unwrap_or_else(worker::default_trainer);
+    worker::check_trainer(&trainer)?;
     let cfg = worker::WorkerConfig {
         scheduler: args.scheduler,
         node_id: args.node_id,
@@ -243,7 +268,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         cpus: args.cpus,
         listen,
         token: token(args.token_file.as_deref())?,
-        trainer: args.trainer.unwrap_or_else(worker::default_trainer),
+        trainer,
         use_mpi: cfg!(feature = "mpi"),
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,

@@ -32,7 +32,7 @@ pub struct DataGenArgs {
     #[arg(long)]
     images: Option<usize>,
     /// Image height and width in pixels.
-    #[arg(long = "image-size")]
+    #[arg(long = "image-size", alias = "image_size")]
     image_size: Option<usize>,
     /// Number of image classes.
     #[arg(long)]
@@ -43,6 +43,7 @@ pub struct DataGenArgs {
     /// Vocabulary size.
     #[arg(long)]
     vocab: Option<usize>,
+    /// Random seed (same seed, same data).
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -97,6 +98,7 @@ pub struct ProfileArgs {
     /// Measured iterations (after the warm-up).
     #[arg(long, default_value_t = 20)]
     iterations: u64,
+    /// Warm-up iterations before measuring.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
     /// Also profile this job (MODEL:BATCH) and then run both as an interleaved pair: prints
@@ -107,12 +109,14 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "CSV", num_args = 0..=1,
           default_missing_value = "workloads/catalogue.csv")]
     append: Option<PathBuf>,
-    #[arg(long = "data-dir", default_value = "data")]
+    /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).
+    #[arg(long = "data-dir", alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
     /// libtorch threads for compute (1 leaves the second core to the data stage).
-    #[arg(long = "torch-threads", default_value_t = 1)]
+    #[arg(long = "torch-threads", alias = "torch_threads", default_value_t = 1)]
     torch_threads: u32,
-    #[arg(long = "model-scale", default_value_t = 1.0)]
+    /// Scale factor of the model sizes (1 = the paper's models).
+    #[arg(long = "model-scale", alias = "model_scale", default_value_t = 1.0)]
     model_scale: f64,
     /// The trainer (default: muri-trainer next to muri, built with `--features torch`).
     #[arg(long)]

@@ -84,6 +84,18 @@ enum Next {
 /// Called after every event with (completed jobs, total jobs).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
+/// The state after one scheduling pass, as a [`PassObserver`] sees it.
+pub struct PassView<'a> {
+    pub now: f64,
+    pub jobs: &'a [Job],
+    /// Arrived, unfinished jobs; those with a placement run until the next event.
+    pub runnable: &'a [JobIdx],
+    pub cluster: ClusterSpec,
+}
+
+/// Called after every scheduling pass; the invariant tests check placements with it.
+pub type PassObserver = Box<dyn FnMut(&PassView<'_>) + Send>;
+
 /// A simulation of one trace under one policy on one cluster.
 pub struct Simulation {
     jobs: Vec<Job>,
@@ -97,6 +109,7 @@ pub struct Simulation {
     cluster_log: Vec<ClusterRecord>,
     completed: usize,
     events: usize,
+    observer: Option<PassObserver>,
 }
 
 impl Simulation {
@@ -129,7 +142,14 @@ impl Simulation {
             cluster_log: Vec::new(),
             completed: 0,
             events: 0,
+            observer: None,
         }
+    }
+
+    /// Calls `observer` after every scheduling pass.
+    pub fn with_pass_observer(mut self, observer: PassObserver) -> Simulation {
+        self.observer = Some(observer);
+        self
     }
 
     /// Runs to completion. `progress` is told how many jobs are done after each event.
@@ -282,6 +302,14 @@ impl Simulation {
             }
         }
         self.wakeup = self.policy.next_wakeup(now, &self.jobs, &self.runnable);
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&PassView {
+                now,
+                jobs: &self.jobs,
+                runnable: &self.runnable,
+                cluster: *self.cluster.spec(),
+            });
+        }
     }
 
     /// Rebuilds the next end event from the running jobs' predicted completions.

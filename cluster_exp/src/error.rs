@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 /// can fix the file without reading our source.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{file}: cannot read: {source}")]
+    // The OS error is the source, so `{:#}` prints it once.
+    #[error("{file}: cannot read")]
     Io {
         file: PathBuf,
         #[source]

@@ -187,7 +187,7 @@ struct GenArgs {
     )]
     interarrival: f64,
     /// GPU-count mix as GPUS:WEIGHT pairs (default: the paper's trace1 mix).
-    #[arg(long = "gpu-mix", default_value = tracegen::DEFAULT_GPU_MIX)]
+    #[arg(long = "gpu-mix", alias = "gpu_mix", default_value = tracegen::DEFAULT_GPU_MIX)]
     gpu_mix: String,
     /// Models to draw from (comma list; default all eight of the paper).
     #[arg(long)]
@@ -197,10 +197,14 @@ struct GenArgs {
     #[arg(long, value_name = "CSV")]
     catalogue: Option<PathBuf>,
     /// Median job duration in hours (log-normal).
-    #[arg(long = "median-hours", default_value_t = 4.0)]
+    #[arg(long = "median-hours", alias = "median_hours", default_value_t = 4.0)]
     median_hours: f64,
     /// σ of the log-normal duration (trace1's is about 3.3).
-    #[arg(long = "duration-sigma", default_value_t = 3.2)]
+    #[arg(
+        long = "duration-sigma",
+        alias = "duration_sigma",
+        default_value_t = 3.2
+    )]
     duration_sigma: f64,
     /// Output file (default: standard output).
     #[arg(short, long)]
@@ -214,6 +218,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour escapes only for a terminal, not in logs redirected to a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -573,4 +579,64 @@ fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
         None => trace.write_csv(std::io::stdout().lock())?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag of every subcommand, with the subcommand's path.
+    fn all_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_and_both_spellings() {
+        let cmd = Cli::command();
+        let mut flags = Vec::new();
+        all_flags(&cmd, "muri", &mut flags);
+        let mut problems = Vec::new();
+        for (path, arg) in &flags {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() {
+                problems.push(format!("{path}: `{id}` has no help text"));
+            }
+            let Some(long) = arg.get_long() else { continue };
+            let names: Vec<&str> = arg
+                .get_all_aliases()
+                .unwrap_or_default()
+                .into_iter()
+                .chain([long])
+                .collect();
+            for name in &names {
+                for other in [name.replace('_', "-"), name.replace('-', "_")] {
+                    if !names.contains(&other.as_str()) {
+                        problems.push(format!("{path}: --{name} has no --{other}"));
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn no_flag_name_means_two_things() {
+        // `--jobs` is a job count (trace gen); a sweep's thread count is `--threads`.
+        let cmd = Cli::command();
+        let sweep = cmd.find_subcommand("sweep").unwrap();
+        assert!(sweep.get_arguments().all(|a| a.get_long() != Some("jobs")));
+        assert!(sweep
+            .get_arguments()
+            .any(|a| a.get_long() == Some("threads")));
+    }
 }

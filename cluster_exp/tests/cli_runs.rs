@@ -239,3 +239,43 @@ fn ctrl_c_prints_the_finished_policies_and_exits_130() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_worker_without_its_trainer_stops_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-trainer-here");
+    let started = Instant::now();
+    let out = muri(&[
+        "worker",
+        "--scheduler",
+        "127.0.0.1:9",
+        "--node-id",
+        "0",
+        "--trainer",
+        path(&missing),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-trainer-here") && err.contains("not found"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    // An unopenable recording path makes Muri log a warning through `tracing`.
+    let out = Command::new(env!("CARGO_BIN_EXE_muri"))
+        .args(["simulate", "--schedule", "Muri-S"])
+        .env("MURI_RECORD_MATCHINGS", "/nonexistent-dir/m.csv")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("not recording"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

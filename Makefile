@@ -9,7 +9,7 @@ MURI := $(CARGO_TARGET_DIR)/release/muri
 simulate:            ## default trace, every policy, comparison table
 	scripts/simulate.sh
 
-test:                ## fmt + clippy + every test (release)
+test:                ## fmt + clippy + every test (release), docs, debug-assertion subset
 	scripts/test.sh
 
 build:

@@ -61,6 +61,7 @@ pub struct SchedulerArgs {
     workers: Option<usize>,
     #[command(flatten)]
     auth: DaemonAuthArgs,
+    /// Milliseconds between heartbeats the scheduler asks of its workers.
     #[arg(long = "heartbeat_ms", alias = "heartbeat-ms", default_value_t = 300)]
     heartbeat_ms: u64,
     /// A worker silent this long is removed and its groups re-queued.
@@ -93,6 +94,7 @@ pub struct SchedulerArgs {
     /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
+    /// Most jobs interleaved in one group (1 to 4).
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
     packing_num: u8,
@@ -118,6 +120,7 @@ pub struct WorkerArgs {
     /// GPU ids this worker owns (`0,1,2,3`) or a count (`4`).
     #[arg(long, default_value = "4")]
     gpus: String,
+    /// CPU cores this worker offers.
     #[arg(long, default_value_t = 32)]
     cpus: u32,
     /// Address of this worker's service (port 0 = any free port).
@@ -143,6 +146,7 @@ pub struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long = "kill_grace", alias = "kill-grace", default_value_t = 2.0)]
     kill_grace: f64,
+    /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
     /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
@@ -159,12 +163,16 @@ pub struct WorkerArgs {
 
 #[derive(Args)]
 pub struct SubmitArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
+    /// Model of the job (see `muri trace gen --models`).
     #[arg(long)]
     model: String,
+    /// GPUs the job needs.
     #[arg(long)]
     gpus: u32,
+    /// Iterations the job runs.
     #[arg(long)]
     iterations: u64,
     #[command(flatten)]
@@ -173,6 +181,7 @@ pub struct SubmitArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
     #[command(flatten)]
@@ -183,6 +192,7 @@ pub struct StatusArgs {
 pub struct CancelArgs {
     /// Job id printed by `muri submit`.
     id: u64,
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
     #[command(flatten)]
@@ -396,6 +406,14 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         summary.virtual_seconds,
         args.log_path.display()
     );
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} job{} failed (see {})",
+            summary.failed,
+            if summary.failed == 1 { "" } else { "s" },
+            args.log_path.join("failed.csv").display()
+        );
+    }
     Ok(())
 }
 
@@ -404,6 +422,8 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let (token, tls) = args.auth.load()?;
     testbed::check_bind(listen, tls.is_server_tls(), args.auth.insecure)?;
     private_files();
+    let trainer = args.trainer.unwrap_or_else(worker::default_trainer);
+    worker::check_trainer(&trainer)?;
     let mut trainer_flags = trainer_tls_flags(&tls);
     trainer_flags.extend([
         "--workload".into(),
@@ -423,7 +443,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         token,
         tls,
         register_timeout: seconds(args.register_timeout, "--register_timeout")?,
-        trainer: args.trainer.unwrap_or_else(worker::default_trainer),
+        trainer,
         use_mpi: cfg!(feature = "mpi"),
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,

@@ -32,7 +32,7 @@ pub struct DataGenArgs {
     #[arg(long)]
     images: Option<usize>,
     /// Image height and width in pixels.
-    #[arg(long = "image-size")]
+    #[arg(long = "image-size", alias = "image_size")]
     image_size: Option<usize>,
     /// Number of image classes.
     #[arg(long)]
@@ -43,6 +43,7 @@ pub struct DataGenArgs {
     /// Vocabulary size.
     #[arg(long)]
     vocab: Option<usize>,
+    /// Random seed (same seed, same data).
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -97,6 +98,7 @@ pub struct ProfileArgs {
     /// Measured iterations (after the warm-up).
     #[arg(long, default_value_t = 20)]
     iterations: u64,
+    /// Warm-up iterations before measuring.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
     /// Also profile this job (MODEL:BATCH; repeat for up to 3) and then run all of them as
@@ -108,13 +110,14 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "CSV", num_args = 0..=1,
           default_missing_value = "workloads/catalogue.csv")]
     append: Option<PathBuf>,
-    #[arg(long = "data-dir", default_value = "data")]
+    /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).
+    #[arg(long = "data-dir", alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
     /// libtorch threads for compute (1 leaves the second core to the data stage).
-    #[arg(long = "torch-threads", default_value_t = 1)]
+    #[arg(long = "torch-threads", alias = "torch_threads", default_value_t = 1)]
     torch_threads: u32,
     /// Model size: a width factor for the small models, or `paper` for the paper's models.
-    #[arg(long = "model-scale", default_value = "1", value_parser = parse_model_scale)]
+    #[arg(long = "model-scale", alias = "model_scale", default_value = "1", value_parser = parse_model_scale)]
     model_scale: String,
     /// Where the trainer runs the model: `auto` (the GPU when libtorch sees one), `cpu`,
     /// `cuda` (an error without a GPU).

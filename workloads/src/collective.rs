@@ -1,6 +1,6 @@
 //! Collectives: [`Local`] (no communication: one rank, or direct launch without MPI); with
-//! the `mpi` feature, [`mpi_impl::MpiCollective`] (one duplicated communicator per slot); with
-//! the `nccl` feature, [`nccl_impl::NcclCollective`] (one NCCL communicator per slot on the
+//! the `mpi` feature, `mpi_impl::MpiCollective` (one duplicated communicator per slot); with
+//! the `nccl` feature, `nccl_impl::NcclCollective` (one NCCL communicator per slot on the
 //! rank's GPU, its unique id broadcast over MPI).
 
 use crate::stage::Collective;

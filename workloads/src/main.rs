@@ -38,7 +38,7 @@ struct Args {
     /// Group id assigned by the scheduler (unique per launch).
     #[arg(long = "group-id")]
     group_id: u64,
-    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT[:BATCH].
+    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT, optionally followed by :BATCH.
     #[arg(long = "job", required = true)]
     jobs: Vec<String>,
     /// `emulated`: stages sleep for their profiled times; `real`: tch models train on the

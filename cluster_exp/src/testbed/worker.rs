@@ -876,6 +876,32 @@ pub fn parse_gpus(text: &str) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
+/// Fails at start, rather than at every launch, when `trainer` is not an executable file.
+/// A bare name (`muri-trainer`) is looked up on `PATH`, as the launch will.
+pub fn check_trainer(trainer: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let hint = "build it with `cargo build --release -p muri-workloads`, or pass --trainer PATH";
+    let bare = trainer.components().count() == 1;
+    let on_path = bare
+        .then(|| std::env::var_os("PATH"))
+        .flatten()
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(trainer))
+                .find(|p| p.is_file())
+        });
+    let trainer = on_path.as_deref().unwrap_or(trainer);
+    let meta = std::fs::metadata(trainer)
+        .with_context(|| format!("trainer {} not found; {hint}", trainer.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        anyhow::bail!(
+            "trainer {} is not an executable file; {hint}",
+            trainer.display()
+        );
+    }
+    Ok(())
+}
+
 /// Default trainer: `muri-trainer` next to the running executable.
 pub fn default_trainer() -> PathBuf {
     std::env::current_exe()

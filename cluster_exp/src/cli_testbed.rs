@@ -9,6 +9,7 @@ use clap::Args;
 
 use muri::cluster::ClusterSpec;
 use muri::policy::PolicyOptions;
+use muri::report::ReportFormat;
 use muri::testbed::{self, control, scheduler, worker};
 use muri::trace::Trace;
 use muri_runtime::auth::Token;
@@ -171,6 +172,9 @@ pub struct StatusArgs {
     /// Shared secret file (else MURI_TOKEN; neither = no authentication).
     #[arg(long = "token-file", alias = "token_file")]
     token_file: Option<PathBuf>,
+    /// How the jobs are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
 }
 
 #[derive(Args)]
@@ -300,7 +304,11 @@ pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let t = token(args.token_file.as_deref())?;
     let s = runtime()?.block_on(control::status(&args.scheduler, &t))?;
-    print!("{}", control::format_status(&s));
+    match args.format {
+        ReportFormat::Table => print!("{}", control::format_status(&s)),
+        ReportFormat::Csv => print!("{}", control::status_csv(&s)),
+        ReportFormat::Json => print!("{}", control::status_json(&s)),
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Traces whose reference rows run with debug assertions (the full set takes too long there).
-CI_FIDELITY_TRACES="${CI_FIDELITY_TRACES:-trace1_first100,trace1_pr_first50,trace3_first200,trace3_pr_first100}"
+CI_FIDELITY_TRACES="${CI_FIDELITY_TRACES:-trace1_first100,trace1_pr_first50,trace3_first400,trace3_pr_first100}"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 if [ ! -f ../shared/reference/goldens.csv ]; then
   echo "error: ../shared (traces and reference numbers) must sit next to this repository" >&2
@@ -38,7 +38,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 # The matching's self-checks (cfg(debug_assertions)) and overflow checks, in the optimised
 # `ci` profile: the matching's tests, then the reference rows of a fidelity subset.
 echo "== cargo test --profile ci (debug assertions): matching + fidelity subset"
-cargo test --profile ci -p muri --lib matching
+cargo test --profile ci -p muri --lib
 cargo test --profile ci -p muri --test matching
 MURI_FIDELITY_TRACES="$CI_FIDELITY_TRACES" cargo test --profile ci -p muri --test fidelity reference_rows
 # Every feature this machine can build: MPI (Open MPI above), NCCL (cudarc loads CUDA/NCCL at

@@ -9,6 +9,7 @@ use clap::Args;
 
 use muri::cluster::ClusterSpec;
 use muri::policy::PolicyOptions;
+use muri::report::ReportFormat;
 use muri::testbed::{self, certs, control, scheduler, worker};
 use muri::trace::Trace;
 use muri_runtime::auth::Token;
@@ -186,6 +187,9 @@ pub struct StatusArgs {
     scheduler: String,
     #[command(flatten)]
     auth: ClientAuthArgs,
+    /// How the jobs are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
 }
 
 #[derive(Args)]
@@ -469,7 +473,13 @@ pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let (t, tls) = args.auth.load()?;
     let s = runtime()?.block_on(control::status(&args.scheduler, &t, &tls))?;
-    print!("{}", control::format_status(&s));
+    let text = match args.format {
+        ReportFormat::Table => control::format_status(&s),
+        ReportFormat::Csv => control::status_csv(&s),
+        ReportFormat::Json => control::status_json(&s),
+    };
+    // A closed pipe (`muri status | head -1`) ends quietly in `main`.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(())
 }
 

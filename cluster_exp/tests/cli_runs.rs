@@ -279,3 +279,51 @@ fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
     );
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+#[test]
+fn sweep_baselines_reach_summary_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = common::repo().join("trace-data/default.csv");
+    let write_sweep = |name: &str, baseline: &str| {
+        let file = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "out = \"{}\"\n{baseline}\n[[grid]]\ntraces = [\"{}\"]\npolicies = [\"SRTF\", \"muri-l\", \"Muri-S\"]\n",
+            dir.path().join(name).display(),
+            trace.display()
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    // No baseline in the file: Muri-S, present in the grid.
+    let file = write_sweep("plain", "");
+    let out = muri(&["sweep", path(&file), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = std::fs::read_to_string(dir.path().join("plain/summary.md")).unwrap();
+    assert!(md.lines().next().unwrap().contains("×Muri-S"), "{md}");
+    let csv = std::fs::read_to_string(dir.path().join("plain/summary.csv")).unwrap();
+    assert!(csv.starts_with("trace,policy,flags,jobs,avg_jct_s,makespan_s,p99_jct_s,p50_jct_s,p90_jct_s,avg_queueing_delay_s,gpu_utilisation,preemptions"), "{csv}");
+    assert!(dir.path().join("plain/default/shortest/run.json").exists());
+    // Rerunning into the same folder needs --force.
+    let out = muri(&["sweep", path(&file), "--threads", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+
+    // The file's own baseline, by paper name, is what plot normalises to.
+    let file = write_sweep("srtf", "baseline = \"srtf\"");
+    let out = muri(&["sweep", path(&file), "--threads", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = muri(&[
+        "plot",
+        path(&dir.path().join("srtf")),
+        "--format",
+        "svg",
+        "--timeline",
+        "none",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bars normalised to SRTF"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -27,6 +27,9 @@ pub struct SweepArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Skip runs whose job.csv an earlier sweep into the same directory already wrote.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(out) = args.out {
         sweep.out = out;
     }
+    sweep.resume = args.resume;
     if let Some(n) = args.jobs {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

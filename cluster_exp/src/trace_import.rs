@@ -49,7 +49,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDateTime};
 use rand::{Rng, SeedableRng};
 
-use crate::error::{read_input, InputError};
+use crate::error::{data_rows, read_input, CsvReader, InputError};
 use crate::models::{Catalogue, MeasuredProfile, GPU_SIZES};
 use crate::trace::{JobSpec, Trace};
 
@@ -260,6 +260,7 @@ pub fn to_trace(
             name: name.to_string(),
             source: source.to_string(),
             jobs: specs,
+            lines: Vec::new(),
         },
         report,
     ))
@@ -737,27 +738,20 @@ pub(crate) fn is_minimal(headers: &csv::StringRecord) -> bool {
 
 /// Expands a minimal trace's rows with the catalogue: a named model (exact or by family,
 /// [`catalogue_model`]) or else the seeded draw ([`MINIMAL_TRACE_SEED`]).
+/// Returns (file line, job) in file order.
 pub(crate) fn parse_minimal(
-    reader: &mut csv::Reader<&[u8]>,
+    reader: &mut CsvReader<'_>,
     headers: &csv::StringRecord,
     file: &Path,
-) -> Result<Vec<JobSpec>, InputError> {
+) -> Result<Vec<(usize, JobSpec)>, InputError> {
     let idx = |name: &str| headers.iter().position(|h| h == name);
     let cols = MINIMAL_COLUMNS.map(|c| idx(c).expect("checked by is_minimal"));
     let model_col = idx("model_name");
     let catalogue = Catalogue::default();
     let mut draw = ModelDraw::new(&catalogue, MINIMAL_TRACE_SEED);
     let mut jobs = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| InputError::BadRow {
-            file: file.to_path_buf(),
-            line: e.position().map_or(0, |p| p.line() as usize),
-            message: e.to_string(),
-        })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
+    for row in data_rows(reader, headers, file) {
+        let (line, record) = row?;
         let field = |k: usize| record.get(cols[k]).unwrap_or("");
         let bad = |k: usize, message: &str| InputError::BadField {
             file: file.to_path_buf(),
@@ -821,7 +815,7 @@ pub(crate) fn parse_minimal(
                     message: format!("{e:#}"),
                 }
             })?;
-        jobs.push(spec);
+        jobs.push((line, spec));
     }
     Ok(jobs)
 }

@@ -13,7 +13,7 @@ pub mod scheduler;
 pub mod service;
 pub mod worker;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Refuses non-loopback bind addresses unless the user explicitly allowed them.
 pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
@@ -22,4 +22,15 @@ pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
         "refusing to listen on {addr}: daemons bind loopback addresses only unless --allow-remote is given"
     );
     Ok(())
+}
+
+/// The IP a daemon tells its peers: `--advertise`, else the listen IP. A daemon listening on
+/// every interface (0.0.0.0) must say which address is its own.
+pub fn advertised_ip(listen: SocketAddr, advertise: Option<IpAddr>) -> anyhow::Result<IpAddr> {
+    let ip = advertise.unwrap_or(listen.ip());
+    anyhow::ensure!(
+        !ip.is_unspecified(),
+        "listening on {listen} needs --advertise ADDR: the address other machines reach this daemon at"
+    );
+    Ok(ip)
 }

@@ -34,6 +34,9 @@ pub struct SweepArgs {
     /// Overwrite runs already in the output directory.
     #[arg(long)]
     pub force: bool,
+    /// Skip runs whose job.csv an earlier sweep into the same directory already wrote.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
         sweep.out = out;
     }
     sweep.force = args.force;
+    sweep.resume = args.resume;
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

@@ -26,4 +26,5 @@ pub mod simulate;
 pub mod sweep;
 pub mod testbed;
 pub mod trace;
+pub mod trace_import;
 pub mod tracegen;

@@ -37,6 +37,7 @@ macro_rules! outln {
 mod cli_diff;
 mod cli_eval;
 mod cli_testbed;
+mod cli_trace;
 mod cli_workloads;
 
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
@@ -191,6 +192,10 @@ struct CalcArgs {
 enum TraceCommand {
     /// Generate a synthetic trace in the reference format from the model catalogue.
     Gen(GenArgs),
+    /// Convert a published cluster trace (Philly, Helios, Alibaba PAI, Acme) to a trace CSV.
+    Import(cli_trace::ImportArgs),
+    /// Jobs, GPU mix, offered load and duration percentiles of a trace.
+    Stats(cli_trace::StatsArgs),
 }
 
 #[derive(Args)]
@@ -253,6 +258,12 @@ fn main() -> ExitCode {
         Command::Trace {
             command: TraceCommand::Gen(args),
         } => run_trace_gen(args),
+        Command::Trace {
+            command: TraceCommand::Import(args),
+        } => cli_trace::run_import(args),
+        Command::Trace {
+            command: TraceCommand::Stats(args),
+        } => cli_trace::run_stats(args),
         Command::Scheduler(args) => cli_testbed::run_scheduler(args),
         Command::Worker(args) => cli_testbed::run_worker(args),
         Command::Submit(args) => cli_testbed::run_submit(args),

@@ -328,6 +328,19 @@ pub struct NormTable {
     pub keys: Vec<String>,
     pub raw: Vec<Vec<Option<f64>>>,
     pub values: Vec<Vec<Option<f64>>>,
+    /// 95 % confidence half-widths of `values` where a key has replicates over seeds.
+    pub errors: Vec<Vec<Option<f64>>>,
+}
+
+/// Splits a run key into the key its replicates share and its seed: `shortest-l2-s3` →
+/// (`shortest-l2`, 3); a key without a trailing `-s<seed>` has no seed.
+pub fn replicate_key(key: &str) -> (&str, Option<u64>) {
+    if let Some((base, last)) = key.rsplit_once('-') {
+        if let Some(seed) = last.strip_prefix('s').and_then(|d| d.parse().ok()) {
+            return (base, Some(seed));
+        }
+    }
+    (key, None)
 }
 
 fn traces_and_keys(runs: &[Run]) -> (Vec<String>, Vec<String>) {
@@ -337,36 +350,74 @@ fn traces_and_keys(runs: &[Run]) -> (Vec<String>, Vec<String>) {
         if !traces.contains(&r.trace) {
             traces.push(r.trace.clone());
         }
-        if !keys.contains(&r.key) {
-            keys.push(r.key.clone());
+        let key = replicate_key(&r.key).0.to_string();
+        if !keys.contains(&key) {
+            keys.push(key);
         }
     }
     keys.sort_by_key(|k| key_rank(k));
     (traces, keys)
 }
 
-/// Normalised table of `metric` over `runs` (as [`discover_runs`] returns them).
+/// Normalised table of `metric` over `runs` (as [`discover_runs`] returns them). Runs that
+/// differ only in their seed are averaged: each seed's value is divided by the baseline's
+/// for the same seed, and the bar is the mean of those ratios with its 95 % interval.
 pub fn normalised_table(runs: &[Run], metric: Metric, baseline: &str) -> NormTable {
     let (traces, keys) = traces_and_keys(runs);
-    let find = |t: &str, k: &str| {
+    let members = |t: &str, k: &str| -> Vec<(&Run, Option<u64>)> {
         runs.iter()
-            .find(|r| r.trace == t && r.key == k)
-            .map(|r| metric.value(&r.summary))
+            .filter(|r| r.trace == t)
+            .filter_map(|r| {
+                let (base, seed) = replicate_key(&r.key);
+                (base == k).then_some((r, seed))
+            })
+            .collect()
     };
     let mut raw = Vec::new();
     let mut values = Vec::new();
+    let mut errors = Vec::new();
     for t in &traces {
-        let base = find(t, baseline).filter(|b| *b > 0.0);
-        let row: Vec<Option<f64>> = keys.iter().map(|k| find(t, k)).collect();
-        values.push(
-            row.iter()
-                .map(|v| match (v, base) {
-                    (Some(v), Some(b)) => Some(v / b),
-                    _ => None,
-                })
-                .collect(),
-        );
-        raw.push(row);
+        let base_runs = members(t, baseline);
+        let base_for = |seed: Option<u64>| {
+            base_runs
+                .iter()
+                .find(|(_, s)| *s == seed)
+                .map(|(r, _)| metric.value(&r.summary))
+                .filter(|b| *b > 0.0)
+        };
+        let (mut raw_row, mut value_row, mut error_row) = (Vec::new(), Vec::new(), Vec::new());
+        for k in &keys {
+            let runs_k = members(t, k);
+            if runs_k.is_empty() {
+                raw_row.push(None);
+                value_row.push(None);
+                error_row.push(None);
+                continue;
+            }
+            let vals: Vec<f64> = runs_k
+                .iter()
+                .map(|(r, _)| metric.value(&r.summary))
+                .collect();
+            raw_row.push(Some(vals.iter().sum::<f64>() / vals.len() as f64));
+            let ratios: Option<Vec<f64>> = runs_k
+                .iter()
+                .map(|(r, seed)| base_for(*seed).map(|b| metric.value(&r.summary) / b))
+                .collect();
+            match ratios {
+                Some(ratios) => {
+                    let (mean, ci) = crate::sweep::mean_ci95(&ratios);
+                    value_row.push(Some(mean));
+                    error_row.push(ci);
+                }
+                None => {
+                    value_row.push(None);
+                    error_row.push(None);
+                }
+            }
+        }
+        raw.push(raw_row);
+        values.push(value_row);
+        errors.push(error_row);
     }
     NormTable {
         metric,
@@ -375,6 +426,7 @@ pub fn normalised_table(runs: &[Run], metric: Metric, baseline: &str) -> NormTab
         keys,
         raw,
         values,
+        errors,
     }
 }
 
@@ -414,7 +466,10 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
     let baseline = choose_baseline(&keys, opts.baseline.as_deref())?;
     let mut warnings = Vec::new();
     for t in &traces {
-        if !runs.iter().any(|r| &r.trace == t && r.key == baseline) {
+        if !runs
+            .iter()
+            .any(|r| &r.trace == t && replicate_key(&r.key).0 == baseline)
+        {
             warnings.push(format!(
                 "trace {t}: no {baseline} run, so its bars are left out of the normalised charts"
             ));
@@ -438,7 +493,8 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
     files.push(csv);
 
     for t in &traces {
-        let trace_runs: Vec<&Run> = runs.iter().filter(|r| &r.trace == t).collect();
+        let pooled = pool_replicates(runs.iter().filter(|r| &r.trace == t));
+        let trace_runs: Vec<&Run> = pooled.iter().collect();
         let stem = opts.out.join(format!("cdf-{}", sanitize(t)));
         for &f in &opts.formats {
             let path = stem.with_extension(f.ext());
@@ -506,6 +562,28 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
         baseline,
         warnings,
     })
+}
+
+/// One run per replicate key: the jobs of runs that differ only in their seed pooled into
+/// one, so that a CDF shows one line per policy with every seed's jobs.
+fn pool_replicates<'a>(runs: impl Iterator<Item = &'a Run>) -> Vec<Run> {
+    let mut pooled: Vec<Run> = Vec::new();
+    for r in runs {
+        let base = replicate_key(&r.key).0;
+        match pooled.iter_mut().find(|p| p.key == base) {
+            Some(p) => p.jobs.extend_from_slice(&r.jobs),
+            None => pooled.push(Run {
+                key: base.to_string(),
+                ..r.clone()
+            }),
+        }
+    }
+    for p in &mut pooled {
+        if let Some(s) = Summary::from_records(&p.jobs) {
+            p.summary = s;
+        }
+    }
+    pooled
 }
 
 fn timeline_matches(r: &Run, want: &str) -> bool {
@@ -679,9 +757,9 @@ where
     let vmax = t
         .values
         .iter()
-        .flatten()
-        .flatten()
-        .copied()
+        .zip(&t.errors)
+        .flat_map(|(v, e)| v.iter().zip(e))
+        .filter_map(|(v, e)| v.map(|v| v + e.unwrap_or(0.0)))
         .fold(1.0f64, f64::max);
     let ymax = vmax * 1.12;
     let mut chart = ChartBuilder::on(&plot)
@@ -735,9 +813,21 @@ where
         chart.draw_series(bars.iter().map(|&(x0, v)| {
             Rectangle::new([(x0 + bar * 0.06, 0.0), (x0 + bar * 0.94, v)], c.filled())
         }))?;
+        draw_error_bars(&mut chart, t, j, group, bar)?;
         if bar_px >= 42.0 {
-            chart.draw_series(bars.iter().map(|&(x0, v)| {
-                Text::new(format!("{v:.2}"), (x0 + bar / 2.0, v), value_style.clone())
+            // Above the whisker where the bar has one (same rows as `bars`).
+            let tops = t
+                .values
+                .iter()
+                .zip(&t.errors)
+                .filter(|(row, _)| row[j].is_some())
+                .map(|(_, err)| err[j].unwrap_or(0.0));
+            chart.draw_series(bars.iter().zip(tops).map(|(&(x0, v), e)| {
+                Text::new(
+                    format!("{v:.2}"),
+                    (x0 + bar / 2.0, v + e),
+                    value_style.clone(),
+                )
             }))?;
         }
     }
@@ -747,6 +837,38 @@ where
         5,
         BLACK.stroke_width(1),
     ))?;
+    Ok(())
+}
+
+/// The 95 % intervals of key `j`'s bars, as whiskers with caps.
+fn draw_error_bars<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    t: &NormTable,
+    j: usize,
+    group: f64,
+    bar: f64,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let style = BLACK.stroke_width(2);
+    for (i, (row, err)) in t.values.iter().zip(&t.errors).enumerate() {
+        let (Some(v), Some(e)) = (row[j], err[j]) else {
+            continue;
+        };
+        let x = i as f64 - group / 2.0 + (j as f64 + 0.5) * bar;
+        let cap = bar * 0.2;
+        let (lo, hi) = ((v - e).max(0.0), v + e);
+        chart.draw_series([
+            PathElement::new(vec![(x, lo), (x, hi)], style),
+            PathElement::new(vec![(x - cap, lo), (x + cap, lo)], style),
+            PathElement::new(vec![(x - cap, hi), (x + cap, hi)], style),
+        ])?;
+    }
     Ok(())
 }
 

@@ -3,6 +3,9 @@
 //! Header: `job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,
 //! interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority`.
 //! Times in the file are milliseconds; everything inside muri is seconds.
+//!
+//! A minimal trace, `job_id,num_gpu,submit_time,duration[,model_name]` (also milliseconds),
+//! is read too: [`crate::trace_import`] fills in the rest from the model catalogue.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -99,6 +102,22 @@ impl Trace {
         if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
             return Err(InputError::Empty {
                 file: file.to_path_buf(),
+            });
+        }
+        if crate::trace_import::is_minimal(&headers) {
+            let mut jobs = crate::trace_import::parse_minimal(&mut reader, &headers, file)?;
+            if jobs.is_empty() {
+                return Err(InputError::Empty {
+                    file: file.to_path_buf(),
+                });
+            }
+            jobs.sort_by(|a, b| a.1.submit_time.total_cmp(&b.1.submit_time));
+            let (lines, jobs) = jobs.into_iter().unzip();
+            return Ok(Trace {
+                name,
+                source: file.display().to_string(),
+                jobs,
+                lines,
             });
         }
         let cols = Columns::locate(&headers, file)?;

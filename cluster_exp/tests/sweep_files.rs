@@ -15,7 +15,12 @@ fn runs(file: &str) -> Vec<sweep::RunSpec> {
 
 #[test]
 fn shipped_sweep_files_expand_to_their_grids() {
-    for (file, expected) in [("fig9.toml", 24), ("speed.toml", 40), ("all.toml", 88)] {
+    for (file, expected) in [
+        ("fig9.toml", 24),
+        ("speed.toml", 40),
+        ("all.toml", 88),
+        ("seeds.toml", 20),
+    ] {
         assert_eq!(runs(file).len(), expected, "{file}");
     }
 }

@@ -17,6 +17,8 @@
 # LIBTORCH pointing there and LIBTORCH_BYPASS_VERSION_CHECK=1 (tch 0.26 expects 2.13.0). The
 # build gets a target dir of its own ($CARGO_TARGET_DIR/gpu), so the CPU build is untouched.
 # At run time scripts/gpu-check.sh points the loader at the GPU machine's own torch/lib.
+# Known limit: tch 0.26's generated C++ wrapper needs libtorch 2.13's operators; against
+# 2.11 torch-sys fails to compile (15 missing operators), so a 2.11 build needs tch 0.24.
 # See docs/testbed.md, "GPU build and check".
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# run.sh <policy> [--workers N] [--gpus-per-worker G] [--trace F] [--cluster_spec F]
+# run.sh <policy> [--workers N] [--gpus-per-worker G] [--trace F] [--cluster_spec F] [--hosts loopback]
 #
 # Runs one policy on the testbed on this machine: a scheduler and N worker daemons on
 # 127.0.0.1 (emulated GPUs, fast-forward mode), waits for every job, stops everything (also on
 # Ctrl-C), then writes `muri calc` of the logs to results/<policy>/result.out and prints it.
+# Every launch is a row of results/<policy>/launches.csv; trainer output goes to
+# results/<policy>/trainer-logs/launch-<id>.log.
+#
+# --hosts loopback: each worker stands in for a host, binding and advertising its own
+# loopback address (worker n on 127.0.0.<n+2>), so a job placed on several nodes runs its
+# ranks on several hosts. With Open MPI installed the build has the `mpi` features and the
+# head worker's `mpirun` starts the other hosts' ranks through scripts/loopback-launch-agent.sh.
 #
 # The default trace, trace-data/testbed.csv (16 jobs, ≤ 4 GPUs each), was made with:
 #   muri trace gen --jobs 16 --interarrival 600 --median-hours 1 --duration-sigma 1.0 \
 #     --gpu-mix 1:0.5,2:0.25,4:0.25 --seed 4 -o trace-data/testbed.csv
+# trace-data/testbed-multinode.csv (14 jobs, three of them 8 GPUs: for 3 workers x 4 GPUs):
+#   muri trace gen --jobs 14 --interarrival 600 --median-hours 1 --duration-sigma 1.0 \
+#     --gpu-mix 1:0.35,2:0.2,4:0.2,8:0.25 --seed 5 -o trace-data/testbed-multinode.csv
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
 # PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+# EXECUTOR=model completes launches with the simulator's progress model instead of trainers
+# (workers still register); its results/<policy>/decisions.csv then equals the decision log of
+# `muri simulate --decisions` on the same trace and cluster (`muri diff` compares them). Every
+# run writes that log.
 #
 # TLS=1 runs every connection over TLS: a throwaway CA and certificate for 127.0.0.1 are
 # made with `muri tls gen` in results/<policy>/tls (the CA key is not kept), the daemons get
@@ -33,13 +47,19 @@ case $workload in
   real) trace=trace-data/testbed-real.csv; TIME_SCALE=${TIME_SCALE:-1}; FAST_FORWARD=${FAST_FORWARD:-5} ;;
   *) echo "WORKLOAD must be emulated or real" >&2; exit 2 ;;
 esac
-workers=2 gpus=4 spec=""
+workers=2 gpus=4 spec="" hosts=local
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) workers=$2; shift 2 ;;
     --gpus-per-worker) gpus=$2; shift 2 ;;
     --trace) trace=$2; shift 2 ;;
     --cluster_spec|--cluster-spec) spec=$2; shift 2 ;;
+    --hosts)
+      case $2 in
+        local|loopback) hosts=$2 ;;
+        *) echo "--hosts must be local or loopback" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
 done
@@ -55,6 +75,16 @@ if [ "$workload" = real ]; then
   worker_flags=(--workload real --data_dir data --checkpoint_dir "$out/ckpt")
   rm -rf "$out/ckpt"
 fi
+if [ "$hosts" = loopback ] && command -v mpirun >/dev/null; then
+  mpi_features=muri/mpi,muri-workloads/mpi
+  if [ ${#features[@]} -gt 0 ]; then
+    case ${features[1]} in *mpi*) ;; *) features[1]=${features[1]},$mpi_features ;; esac
+  else
+    features=(--features "$mpi_features")
+  fi
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+rm -rf "$out/trainer-logs"
 if [ -z "${MURI:-}" ]; then
   cargo build --release -q -p muri -p muri-workloads "${features[@]}"
   MURI=$CARGO_TARGET_DIR/release/muri
@@ -70,7 +100,9 @@ port=${PORT:-19012}
 tls_flags=()
 scheduler_addr=127.0.0.1:$port
 if [ "${TLS:-0}" = 1 ]; then
-  "$MURI" tls gen --dir "$out/tls" --san 127.0.0.1,localhost
+  sans=127.0.0.1,localhost   # and every --hosts loopback worker's own address
+  for ((n = 0; n < workers; n++)); do sans+=,127.0.0.$((n + 2)); done
+  "$MURI" tls gen --dir "$out/tls" --san "$sans"
   tls_flags=(--tls_cert "$out/tls/node.pem" --tls_key "$out/tls/node.key" --tls_ca "$out/tls/ca.pem")
   scheduler_addr=https://127.0.0.1:$port
 fi
@@ -87,11 +119,14 @@ set -m
 "$MURI" scheduler --schedule "$policy" --trace_file "$trace" --cluster_spec "$spec" \
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
-  --time_scale "${TIME_SCALE:-0.05}" "${tls_flags[@]}" 2> "$out/scheduler.log" &
+  --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
+  --decisions "$out/decisions.csv" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
-  "$MURI" worker --scheduler "$scheduler_addr" --node-id "$n" --gpus "$gpus" "${worker_flags[@]}" \
-    "${tls_flags[@]}" 2> "$out/worker-$n.log" &
+  listen=127.0.0.1:0
+  [ "$hosts" = loopback ] && listen=127.0.0.$((n + 2)):0
+  "$MURI" worker --scheduler "$scheduler_addr" --node-id "$n" --gpus "$gpus" --listen "$listen" \
+    "${worker_flags[@]}" "${tls_flags[@]}" 2> "$out/worker-$n.log" &
   pids+=("$!")
 done
 set +m

@@ -2,6 +2,8 @@
 //! - dispatching 64 groups (Execute RPCs, issued concurrently) to 8 real worker daemons
 //!   (in-process, each with its own gRPC server), until every Execute returned and until
 //!   every group's Done came back (the "trainer" is /bin/true, so process spawn is included);
+//!   every fourth group spans two workers (4 + 4 ranks: its Execute goes to both, and both
+//!   send Done), as a placement over two nodes is dispatched;
 //! - unary RPC latency (Heartbeat round trips).
 //!
 //! Run: `cargo bench -p muri --bench testbed_dispatch`.
@@ -50,7 +52,29 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
     }
 }
 
-fn group(id: u64) -> pb::ExecuteRequest {
+/// Group `g` of a round: every fourth spans nodes `g mod 8` and the next one with 4 GPUs
+/// each; the others have 1 GPU on node `g mod 8`. Returns the request and its nodes.
+fn group(id: u64, g: u64) -> (pb::ExecuteRequest, Vec<u32>) {
+    let node = (g % WORKERS as u64) as u32;
+    if g % 4 != 3 {
+        return (single_node_group(id), vec![node]);
+    }
+    let other = (node + 1) % WORKERS;
+    let mut req = single_node_group(id);
+    req.num_gpu = 8;
+    req.gpu_ids = vec![0, 1, 2, 3];
+    req.hosts = [node, other]
+        .iter()
+        .map(|&n| pb::HostShare {
+            node_id: n,
+            addr: "127.0.0.1".into(),
+            gpu_ids: vec![0, 1, 2, 3],
+        })
+        .collect();
+    (req, vec![node, other])
+}
+
+fn single_node_group(id: u64) -> pb::ExecuteRequest {
     pb::ExecuteRequest {
         group_id: id,
         jobs: (0..2)
@@ -69,6 +93,8 @@ fn group(id: u64) -> pb::ExecuteRequest {
         num_gpu: 1,
         scheduler_addr: String::new(),
         time_scale: 0.0,
+        hosts: Vec::new(),
+        log_file: String::new(),
     }
 }
 
@@ -94,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             gpus: vec![0, 1, 2, 3],
             cpus: 32,
             listen: "127.0.0.1:0".parse()?,
+            advertise: None,
             token: token.clone(),
             tls: Tls::plaintext(),
             register_timeout: Duration::from_secs(60),
@@ -108,13 +135,10 @@ async fn main() -> anyhow::Result<()> {
     while registry.workers.lock().unwrap().len() < WORKERS as usize {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let addrs: Vec<String> = registry
-        .workers
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, a)| a.clone())
-        .collect();
+    // By node id: a host list names its nodes, and each must get the request.
+    let mut registered = registry.workers.lock().unwrap().clone();
+    registered.sort_unstable();
+    let addrs: Vec<String> = registered.into_iter().map(|(_, a)| a).collect();
     let mut clients = Vec::new();
     for a in &addrs {
         clients.push(client::worker(a, &token, &Tls::plaintext()).await?);
@@ -131,21 +155,27 @@ async fn main() -> anyhow::Result<()> {
         registry.done.store(0, Ordering::Relaxed);
         let started = Instant::now();
         let mut calls = tokio::task::JoinSet::new();
+        let mut dones = 0;
         for g in 0..GROUPS {
-            let mut c = clients[(g % WORKERS as u64) as usize].clone();
-            let id = round * 1000 + g + 1;
-            calls.spawn(async move { c.execute(group(id)).await });
+            let (req, nodes) = group(round * 1000 + g + 1, g);
+            dones += nodes.len();
+            for node in nodes {
+                let mut c = clients[node as usize].clone();
+                let req = req.clone();
+                calls.spawn(async move { c.execute(req).await });
+            }
         }
         while let Some(r) = calls.join_next().await {
             r??;
         }
         let dispatched = started.elapsed();
-        while registry.done.load(Ordering::Relaxed) < GROUPS as usize {
+        while registry.done.load(Ordering::Relaxed) < dones {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let done = started.elapsed();
         println!(
-            "round {round}: dispatch {GROUPS} groups to {WORKERS} workers: {:.1} ms (all Execute returned), {:.1} ms (all Done back)",
+            "round {round}: dispatch {GROUPS} groups ({} over two nodes) to {WORKERS} workers: {:.1} ms (all Execute returned), {:.1} ms (all Done back)",
+            GROUPS / 4,
             dispatched.as_secs_f64() * 1e3,
             done.as_secs_f64() * 1e3
         );

@@ -52,7 +52,10 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    print!("{}", sweep::markdown_table(&results, &sweep.baseline));
+    outln!(
+        "{}",
+        sweep::markdown_table(&results, &sweep.baseline).trim_end()
+    )?;
     eprintln!(
         "{} runs in {:.1} s; logs, summary.csv and summary.md under {}",
         results.len(),
@@ -79,12 +82,19 @@ pub fn run_compare(dirs: &[PathBuf]) -> anyhow::Result<()> {
     let Some((_, base)) = rows.first().cloned() else {
         anyhow::bail!("--compare needs at least one run directory");
     };
-    println!(
+    outln!(
         "{:<40} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7}",
-        "run", "jobs", "avg JCT (s)", "ratio", "makespan (s)", "ratio", "99th JCT (s)", "ratio"
-    );
+        "run",
+        "jobs",
+        "avg JCT (s)",
+        "ratio",
+        "makespan (s)",
+        "ratio",
+        "99th JCT (s)",
+        "ratio"
+    )?;
     for (name, s) in &rows {
-        println!(
+        outln!(
             "{:<40} {:>6} {:>14.1} {:>7.3} {:>14.1} {:>7.3} {:>14.1} {:>7.3}",
             name,
             s.jobs,
@@ -94,7 +104,7 @@ pub fn run_compare(dirs: &[PathBuf]) -> anyhow::Result<()> {
             s.makespan / base.makespan,
             s.p99_jct,
             s.p99_jct / base.p99_jct
-        );
+        )?;
     }
     Ok(())
 }

@@ -53,6 +53,9 @@ pub struct SchedulerArgs {
     /// free port; the address bound is printed as `scheduler listening on IP:PORT`.
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     listen: String,
+    /// IP trainers report to (default: the --listen IP; required when that is 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
     /// Workers to wait for (default: every node of the cluster spec).
     #[arg(long)]
     workers: Option<usize>,
@@ -93,6 +96,15 @@ pub struct SchedulerArgs {
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
     packing_num: u8,
+    /// What completes a launch: `trainers` (the workers run a sample and its measured speed
+    /// counts) or `model` (the simulator's progress model: no trainer, no launch cost, rounds
+    /// only at the simulator's events; the decision log then equals `muri simulate`'s).
+    #[arg(long, default_value = "trainers", value_parser = ["trainers", "model"])]
+    executor: String,
+    /// Write the decision log (one line per job start, stop, regroup and finish) here.
+    /// Compare logs with `muri diff`.
+    #[arg(long, value_name = "CSV")]
+    decisions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -111,6 +123,10 @@ pub struct WorkerArgs {
     /// Address of this worker's service (port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// IP this node is reached at: the scheduler, the other nodes' MPI daemons and the
+    /// trainers' peers use it (default: the --listen IP; required when that is 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<std::net::IpAddr>,
     #[command(flatten)]
     auth: DaemonAuthArgs,
     /// Seconds a scheduler may keep refusing this worker's registration (wrong token, …)
@@ -344,6 +360,7 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         .transpose()?;
     let cfg = scheduler::SchedulerConfig {
         listen,
+        advertise: args.advertise,
         spec,
         keep_alive: args.keep_alive || trace.is_none(),
         trace,
@@ -365,6 +382,8 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         max_attempts: args.max_attempts,
         retry_backoff: args.retry_backoff,
         checkpoint_dir: args.checkpoint_dir,
+        executor: scheduler::Executor::parse(&args.executor)?,
+        decisions: args.decisions,
     };
     let summary = runtime()?.block_on(scheduler::run_scheduler(cfg))?;
     eprintln!(
@@ -400,6 +419,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         gpus: worker::parse_gpus(&args.gpus)?,
         cpus: args.cpus,
         listen,
+        advertise: args.advertise,
         token,
         tls,
         register_timeout: seconds(args.register_timeout, "--register_timeout")?,

@@ -5,7 +5,14 @@
 
 use std::path::Path;
 
-use crate::error::{csv_with_header, read_input, InputError};
+use crate::error::{csv_with_header, data_rows, read_input, InputError};
+
+/// Most nodes a cluster spec may describe (`num_switch × num_node_p_switch`).
+pub const MAX_NODES: u32 = 1 << 16;
+/// Most GPUs per node.
+pub const MAX_GPUS_PER_NODE: u32 = 1 << 10;
+/// Most GPUs in a cluster (the simulator keeps per-GPU state for some policies).
+pub const MAX_GPUS: u32 = 1 << 20;
 
 /// Columns of a cluster spec CSV, in the reference's order.
 pub const SPEC_COLUMNS: [&str; 5] = [
@@ -46,12 +53,15 @@ impl ClusterSpec {
         mem_p_node: 520,
     };
 
+    /// Nodes in the cluster. A parsed spec never overflows (see [`ClusterSpec::check`]); a
+    /// hand-built one that does saturates rather than wrapping to a small number.
     pub fn num_nodes(&self) -> u32 {
-        self.num_switch * self.num_node_p_switch
+        self.num_switch.saturating_mul(self.num_node_p_switch)
     }
 
+    /// GPUs in the cluster (saturating like [`ClusterSpec::num_nodes`]).
     pub fn num_gpus(&self) -> u32 {
-        self.num_nodes() * self.num_gpu_p_node
+        self.num_nodes().saturating_mul(self.num_gpu_p_node)
     }
 
     /// Reads a spec CSV: a header with the five columns and one data row.
@@ -61,7 +71,8 @@ impl ClusterSpec {
     }
 
     /// Parses spec text. Unlike the reference (which silently builds an empty cluster when a
-    /// column is missing), a missing column or bad value is an error.
+    /// column is missing), a missing column, a bad value, a second data row or a cluster
+    /// beyond the size limits is an error.
     pub fn parse(text: &str, file: &Path) -> Result<ClusterSpec, InputError> {
         let (mut reader, headers) = csv_with_header(text, file)?;
         if headers.iter().all(|h| h.is_empty()) {
@@ -79,42 +90,97 @@ impl ClusterSpec {
                 }
             })?;
         }
-        let record = reader
-            .records()
-            .next()
-            .ok_or_else(|| InputError::Empty {
+        let mut rows = data_rows(&mut reader, &headers, file);
+        let (line, record) = rows.next().ok_or_else(|| InputError::Empty {
+            file: file.to_path_buf(),
+        })??;
+        if let Some(extra) = rows.next() {
+            let (extra_line, _) = extra?;
+            return Err(InputError::BadRow {
                 file: file.to_path_buf(),
-            })?
-            .map_err(|e| InputError::BadRow {
-                file: file.to_path_buf(),
-                line: 2,
-                message: e.to_string(),
-            })?;
+                line: extra_line,
+                message: format!("a cluster spec has one data row (line {line}); remove this one"),
+            });
+        }
         let mut values = [0u32; 5];
         for (k, (&col, name)) in idx.iter().zip(SPEC_COLUMNS).enumerate() {
             let raw = record.get(col).unwrap_or("");
             let bad = |message: &str| InputError::BadField {
                 file: file.to_path_buf(),
-                line: 2,
+                line,
                 field: name.into(),
                 value: raw.into(),
                 message: message.into(),
             };
             let v: u32 = raw
                 .parse()
-                .map_err(|_| bad("expected a positive integer"))?;
+                .map_err(|_| bad("expected a positive integer (at most 4294967295)"))?;
             if v == 0 {
                 return Err(bad("must be positive"));
             }
             values[k] = v;
         }
-        Ok(ClusterSpec {
+        let spec = ClusterSpec {
             num_switch: values[0],
             num_node_p_switch: values[1],
             num_gpu_p_node: values[2],
             num_cpu_p_node: values[3],
             mem_p_node: values[4],
-        })
+        };
+        spec.check().map_err(|(field, message)| {
+            let col = SPEC_COLUMNS
+                .iter()
+                .position(|c| *c == field)
+                .map(|k| idx[k]);
+            InputError::BadField {
+                file: file.to_path_buf(),
+                line,
+                field: field.into(),
+                value: col.and_then(|c| record.get(c)).unwrap_or("").into(),
+                message,
+            }
+        })?;
+        Ok(spec)
+    }
+
+    /// Checks the size limits ([`MAX_NODES`], [`MAX_GPUS_PER_NODE`], [`MAX_GPUS`]) with
+    /// checked products, before anything is allocated for the cluster. The error names the
+    /// column to fix.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let nodes = self
+            .num_switch
+            .checked_mul(self.num_node_p_switch)
+            .filter(|&n| n <= MAX_NODES)
+            .ok_or_else(|| {
+                (
+                    if self.num_switch > MAX_NODES {
+                        "num_switch"
+                    } else {
+                        "num_node_p_switch"
+                    },
+                    format!(
+                        "num_switch × num_node_p_switch = {} nodes, more than the limit of {MAX_NODES}",
+                        u64::from(self.num_switch) * u64::from(self.num_node_p_switch)
+                    ),
+                )
+            })?;
+        if self.num_gpu_p_node > MAX_GPUS_PER_NODE {
+            return Err((
+                "num_gpu_p_node",
+                format!("more than the limit of {MAX_GPUS_PER_NODE} GPUs per node"),
+            ));
+        }
+        let gpus = u64::from(nodes) * u64::from(self.num_gpu_p_node);
+        if gpus > u64::from(MAX_GPUS) {
+            return Err((
+                "num_gpu_p_node",
+                format!(
+                    "{nodes} nodes × {} GPUs = {gpus} GPUs, more than the limit of {MAX_GPUS}",
+                    self.num_gpu_p_node
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The spec as CSV text (header + row).
@@ -130,8 +196,12 @@ impl ClusterSpec {
         )
     }
 
-    /// Whether a job of `num_gpu` GPUs can ever be placed on an empty cluster.
+    /// Whether a job of `num_gpu` GPUs can ever be placed on an empty cluster. A job larger
+    /// than the whole cluster is refused before any placement state is built for it.
     pub fn can_ever_fit(&self, num_gpu: u32) -> bool {
+        if num_gpu > self.num_gpus() || self.check().is_err() {
+            return false;
+        }
         let mut c = Cluster::new(*self);
         c.place_yarn(num_gpu).is_some()
     }
@@ -267,7 +337,7 @@ impl Cluster {
         let last_gpus = num_gpu % gpn;
         let idle_cpu = gpn * CPU_PER_GPU;
         let ps_w_mem = PS_MEM + num_gpu as f64 * PS_MEM_PER_GPU + WORKER_MEM;
-        let mut chosen: Vec<usize> = Vec::with_capacity(full_nodes + 1);
+        let mut chosen: Vec<usize> = Vec::with_capacity(full_nodes.min(range.len()) + 1);
         for i in range.clone() {
             let n = &self.nodes[i];
             if n.free_gpu == gpn && n.free_cpu >= idle_cpu && n.free_mem >= ps_w_mem * gpn as f64 {
@@ -350,6 +420,33 @@ mod tests {
         assert!(c.place_yarn(64).is_none());
         assert!(!ClusterSpec::N8G8.can_ever_fit(128));
         assert!(ClusterSpec::N8G8.can_ever_fit(64));
+    }
+
+    #[test]
+    fn oversized_specs_and_jobs_are_refused_before_allocating() {
+        let spec = |switches, nodes, gpus| ClusterSpec {
+            num_switch: switches,
+            num_node_p_switch: nodes,
+            num_gpu_p_node: gpus,
+            num_cpu_p_node: 92,
+            mem_p_node: 520,
+        };
+        // 65536 × 65536 wraps to 0 in u32: the product is checked, not wrapped.
+        assert_eq!(
+            spec(65536, 65536, 8).check().unwrap_err().0,
+            "num_node_p_switch"
+        );
+        assert_eq!(spec(u32::MAX, 1, 8).check().unwrap_err().0, "num_switch");
+        assert_eq!(spec(1, 1, 65536).check().unwrap_err().0, "num_gpu_p_node");
+        assert_eq!(
+            spec(1024, 64, 1024).check().unwrap_err().0,
+            "num_gpu_p_node"
+        );
+        assert!(spec(1024, 64, 16).check().is_ok());
+        // A job of u32::MAX GPUs on 1-GPU nodes would need a 32 GiB placement list.
+        assert!(!spec(1, 1, 1).can_ever_fit(u32::MAX));
+        assert!(!spec(65536, 65536, 8).can_ever_fit(1));
+        assert_eq!(spec(65536, 65536, 8).num_gpus(), u32::MAX);
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! The discrete-event simulator: one event loop for every policy.
 //!
 //! Events are job arrivals, predicted job completions and policy wake-ups. At each event the
-//! loop (1) completes the jobs whose end this is, (2) admits arrivals, (3) credits running
-//! jobs with progress minus the restart overhead, (4) asks the policy to rebuild the whole
-//! allocation from an empty cluster, and (5) predicts the next completions. This is the
-//! reference simulator's model; the testbed reuses the policies with a wall clock instead.
+//! simulator runs one [`crate::round::Round`] (complete, admit, credit progress, schedule,
+//! transitions, predict the next completions) with the interleaving model as its executor:
+//! the clock jumps straight to the next event. The testbed runs the same round with a real
+//! executor.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::cluster::{Cluster, ClusterSpec};
-use crate::float::{isclose, isclose_rel};
-use crate::job::{build_jobs, Job, JobIdx, Status};
-use crate::policy::{EndEventRule, Policy, SchedulingContext, TieRule};
+use crate::job::{build_jobs, Job, JobIdx};
+use crate::policy::Policy;
+use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::JobSpec;
+
+pub use crate::round::{cluster_record, credit_progress, SimulationError};
 
 /// A row of `job.csv`, written when a job completes.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,27 +59,8 @@ pub struct SimResult {
     /// Jobs that never ran because the loop found no further event (cluster too small).
     pub unfinished: usize,
     pub wall_seconds: f64,
-}
-
-#[derive(Debug)]
-struct StartEvent {
-    time: f64,
-    jobs: Vec<JobIdx>,
-    /// End jobs merged into this start event on a tie. Kept on the event until it is
-    /// processed (the reference's Tiresias can therefore complete them late: quirk kept).
-    attached_end: Option<Vec<JobIdx>>,
-}
-
-#[derive(Debug, Clone)]
-struct EndEvent {
-    time: f64,
-    jobs: Vec<JobIdx>,
-}
-
-enum Next {
-    Start,
-    End,
-    Wakeup,
+    /// The decision log, when [`Simulation::with_decisions`] asked for one.
+    pub decisions: Option<DecisionLog>,
 }
 
 /// Called after every event with (completed jobs, total jobs).
@@ -88,282 +70,90 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 pub struct Simulation {
     jobs: Vec<Job>,
     runnable: Vec<JobIdx>,
-    starts: VecDeque<StartEvent>,
-    next_end: Option<EndEvent>,
-    wakeup: Option<f64>,
+    events: EventQueue,
     cluster: Cluster,
     policy: Box<dyn Policy>,
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
-    completed: usize,
-    events: usize,
+    decisions: Option<DecisionLog>,
+    events_run: usize,
 }
 
 impl Simulation {
     pub fn new(specs: &[JobSpec], spec: ClusterSpec, policy: Box<dyn Policy>) -> Simulation {
         let jobs = build_jobs(specs);
-        let mut starts: VecDeque<StartEvent> = VecDeque::new();
-        for job in &jobs {
-            let t = job.spec.submit_time;
-            match first_close_event(&starts, t) {
-                Some(k) => starts[k].jobs.push(job.idx),
-                None => starts.push_back(StartEvent {
-                    time: t,
-                    jobs: vec![job.idx],
-                    attached_end: None,
-                }),
-            }
-        }
-        starts
-            .make_contiguous()
-            .sort_by(|a, b| a.time.total_cmp(&b.time));
         Simulation {
             records: Vec::with_capacity(jobs.len()),
+            events: EventQueue::new(&jobs),
             jobs,
             runnable: Vec::new(),
-            starts,
-            next_end: None,
-            wakeup: None,
             cluster: Cluster::new(spec),
             policy,
             cluster_log: Vec::new(),
-            completed: 0,
-            events: 0,
+            decisions: None,
+            events_run: 0,
         }
     }
 
+    /// Keeps a decision log (`--decisions`), returned in [`SimResult::decisions`].
+    pub fn with_decisions(mut self) -> Simulation {
+        self.decisions = Some(DecisionLog::new());
+        self
+    }
+
     /// Runs to completion. `progress` is told how many jobs are done after each event.
-    pub fn run(mut self, progress: Option<Progress<'_>>) -> SimResult {
+    ///
+    /// Fails only where the policy reproduces a reference failure
+    /// ([`crate::policy::EndEventRule::ReferenceAntMan`]).
+    pub fn run(mut self, progress: Option<Progress<'_>>) -> Result<SimResult, SimulationError> {
         let started = Instant::now();
         let total = self.jobs.len();
         let mut progress = progress;
-        while !(self.starts.is_empty() && self.runnable.is_empty()) {
-            if self.starts.is_empty() && self.next_end.is_none() {
+        while self.events.has_arrivals() || !self.runnable.is_empty() {
+            let Some(now) = self.events.next_time(self.policy.as_ref()) else {
                 tracing::warn!(
                     "the cluster is not large enough to run the remaining {} jobs",
                     self.runnable.len()
                 );
                 break;
-            }
-            self.step();
+            };
+            self.step(now)?;
             if let Some(p) = progress.as_mut() {
-                p(self.completed, total);
+                p(self.records.len(), total);
             }
         }
-        SimResult {
+        Ok(SimResult {
             policy: self.policy.name().to_string(),
-            unfinished: total - self.completed,
+            unfinished: total - self.records.len(),
             jobs: self.records,
             cluster: self.cluster_log,
-            events: self.events,
+            events: self.events_run,
             wall_seconds: started.elapsed().as_secs_f64(),
-        }
+            decisions: self.decisions,
+        })
     }
 
-    /// Which event comes next, following the policy's tie rule.
-    fn choose_next(&self) -> (Next, f64) {
-        let start = self.starts.front().map(|e| e.time);
-        let end = self.next_end.as_ref().map(|e| e.time);
-        let (next, time) = match (start, end) {
-            (Some(s), None) => (Next::Start, s),
-            (None, Some(e)) => (Next::End, e),
-            (Some(s), Some(e)) => {
-                let tie = match self.policy.tie_rule() {
-                    TieRule::Exact => s == e,
-                    TieRule::Close => isclose(e, s, 1e-9, 1e-4),
-                };
-                if tie || s < e {
-                    (Next::Start, s)
-                } else {
-                    (Next::End, e)
-                }
-            }
-            (None, None) => unreachable!("run() checks for an event first"),
-        };
-        match self.wakeup {
-            Some(w) if time > w => (Next::Wakeup, w),
-            _ => (next, time),
-        }
-    }
-
-    fn step(&mut self) {
-        let (next, now) = self.choose_next();
-        // A start/end tie attaches the end jobs to the start event before a wake-up can
-        // pre-empt it (the reference mutates the start event the same way).
-        if let (Some(start), Some(end)) = (self.starts.front_mut(), self.next_end.as_ref()) {
-            let tie = match self.policy.tie_rule() {
-                TieRule::Exact => start.time == end.time,
-                TieRule::Close => isclose(end.time, start.time, 1e-9, 1e-4),
-            };
-            if tie {
-                start.attached_end = Some(end.jobs.clone());
-            }
-        }
-        match next {
-            Next::End => {
-                let end = self.next_end.take().expect("end event chosen");
-                self.complete(&end.jobs, now);
-            }
-            Next::Start => {
-                let event = self.starts.pop_front().expect("start event chosen");
-                if let Some(ends) = &event.attached_end {
-                    self.complete(ends, now);
-                }
-                for &j in &event.jobs {
-                    self.admit(j);
-                }
-            }
-            Next::Wakeup => {}
-        }
-        self.advance(now);
-        self.schedule(now);
-        self.predict_ends(now);
-        self.log_cluster(now);
-        self.events += 1;
-    }
-
-    fn complete(&mut self, ends: &[JobIdx], now: f64) {
-        for &j in ends {
-            let job = &mut self.jobs[j];
-            if job.status == Status::Done {
-                continue;
-            }
-            job.total_executed_time += now - job.last_check_time;
-            job.status = Status::Done;
-            job.end_time = Some(now);
-            job.placement = None;
-            self.policy.on_completion(job);
-            self.records.push(JobRecord::finished(job, now));
-            self.completed += 1;
-        }
-        let jobs = &self.jobs;
-        self.runnable.retain(|&j| jobs[j].status != Status::Done);
-    }
-
-    fn admit(&mut self, j: JobIdx) {
-        let job = &mut self.jobs[j];
-        job.status = Status::Pending;
-        job.last_check_time = job.spec.submit_time;
-        self.policy.on_arrival(job);
-        self.runnable.push(j);
-    }
-
-    /// Credits progress for the interval since each job's last check.
-    fn advance(&mut self, now: f64) {
-        credit_progress(&mut self.jobs, &self.runnable, self.policy.as_mut(), now);
-    }
-
-    fn schedule(&mut self, now: f64) {
-        for &j in &self.runnable {
-            self.jobs[j].placement = None;
-            self.jobs[j].group.clear();
-        }
-        self.cluster.empty();
-        let mut ctx = SchedulingContext {
-            now,
+    /// One round at the next event's time; the model is the executor, so the round goes
+    /// straight from the policy's placements to the transitions.
+    fn step(&mut self, now: f64) -> Result<(), SimulationError> {
+        let total_gpus = self.cluster.num_gpus();
+        let mut round = Round {
             jobs: &mut self.jobs,
             runnable: &mut self.runnable,
-            cluster: &mut self.cluster,
+            policy: self.policy.as_mut(),
+            events: &mut self.events,
+            records: &mut self.records,
+            decisions: self.decisions.as_mut(),
         };
-        self.policy.schedule(&mut ctx);
-        for &j in &self.runnable {
-            let job = &mut self.jobs[j];
-            match (job.placement.is_some(), job.status) {
-                (true, Status::Pending) => {
-                    job.status = Status::Running;
-                    job.resume += 1;
-                    job.start_time.get_or_insert(now);
-                }
-                (false, Status::Running) => {
-                    job.status = Status::Pending;
-                    job.preempt += 1;
-                }
-                _ => {}
-            }
-        }
-        self.wakeup = self.policy.next_wakeup(now, &self.jobs, &self.runnable);
-    }
-
-    /// Rebuilds the next end event from the running jobs' predicted completions.
-    fn predict_ends(&mut self, now: f64) {
-        let running = self
-            .runnable
-            .iter()
-            .copied()
-            .filter(|&j| self.jobs[j].is_running());
-        let ends = running.map(|j| (j, now + self.jobs[j].time_to_finish()));
-        self.next_end = match self.policy.end_event_rule() {
-            EndEventRule::EarliestOnly => earliest_only(ends),
-            EndEventRule::Coalesced => earliest_coalesced(ends.collect()),
-            EndEventRule::MergedWithin1e4 => merged_within(ends.collect(), 1e-4),
-        };
-    }
-
-    fn log_cluster(&mut self, now: f64) {
-        let row = cluster_record(
-            &self.jobs,
-            &self.runnable,
-            self.completed,
-            self.cluster.num_gpus(),
-            now,
-        );
+        round.open(now);
+        round.credit(now);
+        round.schedule(now, &mut self.cluster);
+        round.transitions(now, None);
+        round.predict_ends(now)?;
+        let row = round.cluster_row(now, total_gpus);
         self.cluster_log.push(row);
-    }
-}
-
-/// Credits every RUNNING job in `runnable` with progress for the interval since its last
-/// check, minus its restart overhead (the reference's model; the last interval before a
-/// completion is never charged because completions do not call this), and PENDING jobs with
-/// pending time. Shared by the simulator and the testbed's virtual clock.
-pub fn credit_progress(jobs: &mut [Job], runnable: &[JobIdx], policy: &mut dyn Policy, now: f64) {
-    for &j in runnable {
-        let job = &mut jobs[j];
-        let last = job.last_check_time;
-        match job.status {
-            Status::Running => {
-                let credited = (now - last - job.overhead).max(0.0);
-                job.remaining_iteration -= credited / job.iteration_time_cur;
-                // Evaluation order as in the reference: (total + now) − last.
-                job.total_executed_time = job.total_executed_time + now - last;
-                job.last_check_time = now;
-                policy.on_progress(job, last, now);
-            }
-            Status::Pending => {
-                job.pending_time += now - last;
-                job.last_check_time = now;
-            }
-            Status::Done => {}
-        }
-    }
-}
-
-/// The `cluster.csv` row after a scheduling pass. A group's members share GPUs, so each
-/// running job counts for its GPUs divided by the running members of its group.
-pub fn cluster_record(
-    jobs: &[Job],
-    runnable: &[JobIdx],
-    completed: usize,
-    total_gpus: u32,
-    now: f64,
-) -> ClusterRecord {
-    let mut running = 0;
-    let mut busy = 0.0;
-    for &j in runnable {
-        let job = &jobs[j];
-        if job.is_running() {
-            running += 1;
-            let sharing = 1 + job.group.iter().filter(|&&m| jobs[m].is_running()).count();
-            busy += job.num_gpu() as f64 / sharing as f64;
-        }
-    }
-    let busy = (busy.round() as u32).min(total_gpus);
-    ClusterRecord {
-        time: now,
-        idle_gpu: total_gpus - busy,
-        busy_gpu: busy,
-        pending_job: runnable.len() - running,
-        running_job: running,
-        completed_job: completed,
+        self.events_run += 1;
+        Ok(())
     }
 }
 
@@ -386,78 +176,4 @@ impl JobRecord {
             promote: 0,
         }
     }
-}
-
-/// The first start event (in creation order) within rel 1e-9 of `t`, as the reference's
-/// linear search finds it. Jobs arrive sorted, so only the tail can be close: scan back
-/// while times are near `t`.
-fn first_close_event(starts: &VecDeque<StartEvent>, t: f64) -> Option<usize> {
-    let mut found = None;
-    for k in (0..starts.len()).rev() {
-        let time = starts[k].time;
-        if isclose_rel(time, t, 1e-9) {
-            found = Some(k);
-        } else if time < t - t.abs() * 4e-9 {
-            break;
-        }
-    }
-    found
-}
-
-/// Tiresias' rule: the single earliest end, plus any job ending at exactly that time.
-fn earliest_only(ends: impl Iterator<Item = (JobIdx, f64)>) -> Option<EndEvent> {
-    let mut best: Option<EndEvent> = None;
-    for (j, t) in ends {
-        match &mut best {
-            Some(e) if t < e.time => {
-                *e = EndEvent {
-                    time: t,
-                    jobs: vec![j],
-                }
-            }
-            Some(e) if t == e.time => e.jobs.push(j),
-            Some(_) => {}
-            None => {
-                best = Some(EndEvent {
-                    time: t,
-                    jobs: vec![j],
-                })
-            }
-        }
-    }
-    best
-}
-
-/// The reference's coalescing: each end joins the first existing event within rel 1e-9
-/// (the event keeps its first job's time); the earliest event wins.
-///
-/// Only ends near the minimum can affect the earliest event, so only those are grouped:
-/// an end more than 1e-8 (relative) above the minimum can neither belong to the earliest
-/// event nor create an event that a member of it would join first.
-fn earliest_coalesced(ends: Vec<(JobIdx, f64)>) -> Option<EndEvent> {
-    let min = ends.iter().map(|&(_, t)| t).reduce(f64::min)?;
-    let cutoff = min + min.abs() * 1e-8;
-    let mut events: Vec<EndEvent> = Vec::new();
-    for (j, t) in ends.into_iter().filter(|&(_, t)| t <= cutoff) {
-        match events.iter_mut().find(|e| isclose_rel(e.time, t, 1e-9)) {
-            Some(e) => e.jobs.push(j),
-            None => events.push(EndEvent {
-                time: t,
-                jobs: vec![j],
-            }),
-        }
-    }
-    events.into_iter().min_by(|a, b| a.time.total_cmp(&b.time))
-}
-
-/// `earliest_coalesced`, then every end within `tol` seconds of that event joins it
-/// (AntMan's merge, without the reference's delete-while-indexing bug).
-fn merged_within(ends: Vec<(JobIdx, f64)>, tol: f64) -> Option<EndEvent> {
-    let mut event = earliest_coalesced(ends.clone())?;
-    for (j, t) in ends {
-        if !event.jobs.contains(&j) && isclose(event.time, t, 0.0, tol) {
-            event.jobs.push(j);
-        }
-    }
-    Some(event)
 }

@@ -19,6 +19,7 @@ pub mod output;
 pub mod plot;
 pub mod policy;
 pub mod profile;
+pub mod round;
 pub mod simulate;
 pub mod sweep;
 pub mod testbed;

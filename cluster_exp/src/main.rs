@@ -15,10 +15,20 @@ use muri::metrics::Summary;
 use muri::models;
 use muri::output;
 use muri::policy::{self, PolicyOptions, POLICIES};
-use muri::simulate::simulate;
+use muri::simulate::simulate_logged;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
 
+/// `println!` that returns the write error instead of panicking, so that a closed pipe
+/// (`muri … | head -1`) reaches [`main`], which ends quietly (see [`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+mod cli_diff;
 mod cli_eval;
 mod cli_testbed;
 mod cli_workloads;
@@ -66,6 +76,9 @@ enum Command {
     Sweep(cli_eval::SweepArgs),
     /// Draw figures (normalised bars, JCT CDFs, cluster timelines) from a directory of runs.
     Plot(cli_eval::PlotArgs),
+    /// Compare two decision logs (`--decisions`): exit 0 if identical, 1 if not, 2 on a
+    /// read error.
+    Diff(cli_diff::DiffArgs),
     /// Testbed: run the scheduler (policy loop, virtual clock, gRPC executor).
     Scheduler(cli_testbed::SchedulerArgs),
     /// Testbed: run a worker daemon that launches job groups on its GPUs.
@@ -137,6 +150,10 @@ struct SimulateArgs {
     /// Accepted for compatibility with the reference's scripts; has no effect.
     #[arg(long, hide = true)]
     print: bool,
+    /// Write the decision log (one line per job start, stop, regroup and finish) here; needs
+    /// a single --schedule policy. Compare logs with `muri diff`.
+    #[arg(long, value_name = "CSV")]
+    decisions: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -201,6 +218,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Diff(args) => return cli_diff::run_diff(&args),
         Command::Simulate(args) => run_simulate(args),
         Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
         Command::Calc(args) => cli_eval::run_compare(&args.compare),
@@ -217,20 +235,38 @@ fn main() -> ExitCode {
         Command::Tls { command } => cli_testbed::run_tls(command),
         Command::Data { command } => cli_workloads::run_data(command),
         Command::Profile(args) => cli_workloads::run_profile(args),
-        Command::Policies => {
-            for (name, what) in POLICIES {
-                println!("{name:<55} {what}");
-            }
-            Ok(())
-        }
+        Command::Policies => POLICIES
+            .iter()
+            .try_for_each(|(name, what)| outln!("{name:<55} {what}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a closed pipe: the reader (`head`) has what it wanted,
+/// so the command ends quietly with success.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|cause| {
+        // The csv writer wraps the write error without exposing it as a `source`.
+        let from_csv = cause
+            .downcast_ref::<csv::Error>()
+            .and_then(|c| match c.kind() {
+                csv::ErrorKind::Io(io) => Some(io),
+                _ => None,
+            });
+        cause
+            .downcast_ref::<std::io::Error>()
+            .or(from_csv)
+            .is_some_and(broken)
+    })
 }
 
 fn policy_list(arg: &str) -> anyhow::Result<Vec<String>> {
@@ -271,6 +307,9 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         None => ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
     };
     let policies = policy_list(&args.schedule)?;
+    if args.decisions.is_some() && policies.len() != 1 {
+        bail!("--decisions needs a single --schedule policy");
+    }
     let opts = PolicyOptions {
         packing_num: args.packing_num as usize,
         multi_resource: args.multi_resource as usize,
@@ -291,7 +330,10 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     for name in &policies {
-        let result = simulate_with_progress(&trace, spec, name, opts)?;
+        let result = simulate_with_progress(&trace, spec, name, opts, args.decisions.is_some())?;
+        if let (Some(path), Some(log)) = (&args.decisions, &result.decisions) {
+            log.write(path)?;
+        }
         if let Some(dir) = &args.log_path {
             let dir = if policies.len() == 1 {
                 dir.clone()
@@ -309,11 +351,12 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     if results.len() == 1 {
-        let s = Summary::from_records(&results[0].jobs).context("no job finished")?;
-        println!("{}", s.calc_line());
-        print_extra(&s, &results[0]);
+        let s = Summary::from_records(&results[0].jobs)
+            .with_context(|| format!("{}: no job finished", trace.source))?;
+        outln!("{}", s.calc_line())?;
+        print_extra(&s, &results[0])?;
     } else {
-        print_comparison(&results);
+        print_comparison(&results)?;
     }
     Ok(())
 }
@@ -323,6 +366,7 @@ fn simulate_with_progress(
     spec: ClusterSpec,
     name: &str,
     opts: PolicyOptions,
+    decisions: bool,
 ) -> anyhow::Result<SimResult> {
     let bar =
         ProgressBar::with_draw_target(Some(trace.jobs.len() as u64), ProgressDrawTarget::hidden());
@@ -344,23 +388,23 @@ fn simulate_with_progress(
         }
         bar.set_position(done as u64);
     };
-    let result = simulate(trace, spec, name, opts, Some(&mut progress))?;
+    let result = simulate_logged(trace, spec, name, opts, Some(&mut progress), decisions)?;
     bar.finish_and_clear();
     Ok(result)
 }
 
-fn print_extra(s: &Summary, r: &SimResult) {
-    println!(
+fn print_extra(s: &Summary, r: &SimResult) -> std::io::Result<()> {
+    outln!(
         "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
         s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
-    );
+    )?;
     if let Some(u) = output::gpu_utilisation(&r.cluster) {
-        println!("GPU utilisation: {:.1} %", u * 100.0);
+        outln!("GPU utilisation: {:.1} %", u * 100.0)?;
     }
-    println!("events: {}, wall time: {:.3} s", r.events, r.wall_seconds);
+    outln!("events: {}, wall time: {:.3} s", r.events, r.wall_seconds)
 }
 
-fn print_comparison(results: &[SimResult]) {
+fn print_comparison(results: &[SimResult]) -> std::io::Result<()> {
     let summaries: Vec<Option<Summary>> = results
         .iter()
         .map(|r| Summary::from_records(&r.jobs))
@@ -369,7 +413,7 @@ fn print_comparison(results: &[SimResult]) {
         .iter()
         .position(|r| r.policy == BASELINE_POLICY)
         .and_then(|i| summaries[i]);
-    println!(
+    outln!(
         "{:<18} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7} {:>9}",
         "policy",
         "jobs",
@@ -380,17 +424,17 @@ fn print_comparison(results: &[SimResult]) {
         "99th JCT (s)",
         "×Muri-S",
         "wall (s)"
-    );
+    )?;
     for (r, s) in results.iter().zip(&summaries) {
         let Some(s) = s else {
-            println!("{:<18} no job finished", policy::display_name(&r.policy));
+            outln!("{:<18} no job finished", policy::display_name(&r.policy))?;
             continue;
         };
         let ratio = |v: f64, b: fn(&Summary) -> f64| match base {
             Some(bs) => format!("{:.3}", v / b(&bs)),
             None => "-".into(),
         };
-        println!(
+        outln!(
             "{:<18} {:>6} {:>14.1} {:>7} {:>14.1} {:>7} {:>14.1} {:>7} {:>9.3}",
             policy::display_name(&r.policy),
             s.jobs,
@@ -401,8 +445,9 @@ fn print_comparison(results: &[SimResult]) {
             s.p99_jct,
             ratio(s.p99_jct, |b| b.p99_jct),
             r.wall_seconds
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn run_calc(path: &Path) -> anyhow::Result<()> {
@@ -417,16 +462,16 @@ fn run_calc(path: &Path) -> anyhow::Result<()> {
     let records = output::read_job_csv(&job_csv)?;
     let s = Summary::from_records(&records)
         .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
-    println!("{}", s.calc_line());
-    println!(
+    outln!("{}", s.calc_line())?;
+    outln!(
         "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
         s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
-    );
+    )?;
     let cluster_csv = dir.join("cluster.csv");
     if cluster_csv.exists() {
         let rows = output::read_cluster_csv(&cluster_csv)?;
         if let Some(u) = output::gpu_utilisation(&rows) {
-            println!("GPU utilisation: {:.1} %", u * 100.0);
+            outln!("GPU utilisation: {:.1} %", u * 100.0)?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::engine::{ClusterRecord, JobRecord, SimResult};
-use crate::error::{csv_with_header, read_input, InputError};
+use crate::error::{csv_with_header, data_rows, read_input, InputError};
 use crate::float::py_repr;
 
 pub const JOB_HEADER: &str = "time,job_id,num_gpu,submit_time,start_time,end_time,executed_time,real_executed_time,JCT,duration,pending_time,preempt,promote";
@@ -70,7 +70,9 @@ pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<
     Ok(())
 }
 
-/// Reads a `job.csv` (ours or the reference's) back into records.
+/// Reads a `job.csv` (ours or the reference's) back into records. Rows must have one value
+/// per header column; ids, GPU counts and preemption counts must be non-negative integers and
+/// times finite and non-negative, so that the metrics never come out as NaN or infinite.
 pub fn read_job_csv(path: &Path) -> Result<Vec<JobRecord>, InputError> {
     let text = read_input(path)?;
     let (mut reader, headers) = csv_with_header(&text, path)?;
@@ -84,60 +86,109 @@ pub fn read_job_csv(path: &Path) -> Result<Vec<JobRecord>, InputError> {
                 expected: JOB_HEADER.into(),
             })
     };
-    let names = [
-        "job_id",
-        "num_gpu",
-        "submit_time",
-        "start_time",
-        "end_time",
-        "executed_time",
-        "real_executed_time",
-        "JCT",
-        "duration",
-        "pending_time",
-        "preempt",
-    ];
     let mut idx = [0usize; 11];
-    for (slot, name) in idx.iter_mut().zip(names) {
+    for (slot, name) in idx.iter_mut().zip(JOB_COLUMNS) {
         *slot = col(name)?;
     }
     let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| InputError::BadRow {
-            file: path.to_path_buf(),
-            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
-            message: e.to_string(),
-        })?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        let num = |k: usize| -> Result<f64, InputError> {
-            let raw = record.get(idx[k]).unwrap_or("");
-            raw.parse::<f64>().map_err(|_| InputError::BadField {
-                file: path.to_path_buf(),
-                line,
-                field: names[k].into(),
-                value: raw.into(),
-                message: "expected a number".into(),
-            })
+    for row in data_rows(&mut reader, &headers, path) {
+        let (line, record) = row?;
+        let field = |k: usize| LogField {
+            file: path,
+            line,
+            name: JOB_COLUMNS[k],
+            value: record.get(idx[k]).unwrap_or(""),
         };
         out.push(JobRecord {
-            job_id: num(0)? as u64,
-            num_gpu: num(1)? as u32,
-            submit_time: num(2)?,
-            start_time: num(3)?,
-            end_time: num(4)?,
-            executed_time: num(5)?,
-            real_executed_time: num(6)?,
-            jct: num(7)?,
-            duration: num(8)?,
-            pending_time: num(9)?,
-            preempt: num(10)? as u32,
+            job_id: field(0).integer(u64::MAX)?,
+            num_gpu: field(1).integer(u32::MAX.into())? as u32,
+            submit_time: field(2).seconds()?,
+            start_time: field(3).seconds()?,
+            end_time: field(4).seconds()?,
+            executed_time: field(5).seconds()?,
+            real_executed_time: field(6).seconds()?,
+            jct: field(7).seconds()?,
+            duration: field(8).seconds()?,
+            pending_time: field(9).seconds()?,
+            preempt: field(10).integer(u32::MAX.into())? as u32,
             promote: 0,
         });
     }
     Ok(out)
 }
 
-/// Average GPU utilisation over a run, weighted by time, from `cluster.csv` rows.
+/// The `job.csv` columns [`read_job_csv`] needs.
+const JOB_COLUMNS: [&str; 11] = [
+    "job_id",
+    "num_gpu",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "executed_time",
+    "real_executed_time",
+    "JCT",
+    "duration",
+    "pending_time",
+    "preempt",
+];
+
+/// One value of a log row, with where it came from for errors.
+struct LogField<'a> {
+    file: &'a Path,
+    line: usize,
+    name: &'a str,
+    value: &'a str,
+}
+
+impl LogField<'_> {
+    fn error(&self, message: &str) -> InputError {
+        InputError::BadField {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            field: self.name.into(),
+            value: self.value.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A whole number in `0..=max`. Python-written logs may spell it `3.0`, which is accepted;
+    /// `-1` or `2.5` are not.
+    fn integer(&self, max: u64) -> Result<u64, InputError> {
+        if let Ok(v) = self.value.parse::<u64>() {
+            return if v <= max {
+                Ok(v)
+            } else {
+                Err(self.error(&format!("must be at most {max}")))
+            };
+        }
+        let v: f64 = self
+            .value
+            .parse()
+            .map_err(|_| self.error("expected a non-negative integer"))?;
+        if !(v >= 0.0 && v.fract() == 0.0 && v <= max as f64) {
+            return Err(self.error(&format!("expected an integer in 0..={max}")));
+        }
+        Ok(v as u64)
+    }
+
+    /// A time or duration in seconds: finite and non-negative.
+    fn seconds(&self) -> Result<f64, InputError> {
+        let v: f64 = self
+            .value
+            .parse()
+            .map_err(|_| self.error("expected a number"))?;
+        if !v.is_finite() {
+            return Err(self.error("must be finite"));
+        }
+        if v < 0.0 {
+            return Err(self.error("must not be negative"));
+        }
+        Ok(v)
+    }
+}
+
+/// Average GPU utilisation over a run, weighted by time, from `cluster.csv` rows (`None` when
+/// no time passes or the sums overflow).
 pub fn gpu_utilisation(rows: &[ClusterRecord]) -> Option<f64> {
     let mut busy = 0.0;
     let mut total = 0.0;
@@ -147,37 +198,43 @@ pub fn gpu_utilisation(rows: &[ClusterRecord]) -> Option<f64> {
         busy += dt * pair[0].busy_gpu as f64;
         total += dt * gpus;
     }
-    (total > 0.0).then(|| busy / total)
+    // Absurd but finite times (1e308 s) overflow the sums: no figure rather than NaN.
+    (total > 0.0 && total.is_finite() && busy.is_finite()).then(|| busy / total)
 }
 
-/// Reads `cluster.csv` rows (ours; the reference writes zeros in the GPU columns).
+/// Reads `cluster.csv` rows (ours; the reference writes zeros in the GPU columns), with the
+/// same strictness as [`read_job_csv`].
 pub fn read_cluster_csv(path: &Path) -> Result<Vec<ClusterRecord>, InputError> {
     let text = read_input(path)?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = |field: &str, value: &str| InputError::BadField {
-            file: path.to_path_buf(),
-            line: i + 1,
-            field: field.into(),
-            value: value.into(),
-            message: "expected a number".into(),
-        };
-        if f.len() < 9 {
-            return Err(InputError::BadRow {
+    let (mut reader, headers) = csv_with_header(&text, path)?;
+    let columns: Vec<&str> = CLUSTER_HEADER.split(',').collect();
+    let mut idx = Vec::with_capacity(columns.len());
+    for name in &columns {
+        idx.push(headers.iter().position(|h| h == *name).ok_or_else(|| {
+            InputError::MissingColumn {
                 file: path.to_path_buf(),
-                line: i + 1,
-                message: format!("expected 9 fields, found {}", f.len()),
-            });
-        }
-        let int = |k: usize, name: &str| f[k].parse::<f64>().map_err(|_| bad(name, f[k]));
+                column: name.to_string(),
+                expected: CLUSTER_HEADER.into(),
+            }
+        })?);
+    }
+    let mut out = Vec::new();
+    for row in data_rows(&mut reader, &headers, path) {
+        let (line, record) = row?;
+        let field = |k: usize| LogField {
+            file: path,
+            line,
+            name: columns[k],
+            value: record.get(idx[k]).unwrap_or(""),
+        };
+        let count = |k: usize| field(k).integer(u32::MAX.into());
         out.push(ClusterRecord {
-            time: int(0, "time")?,
-            idle_gpu: int(4, "idle_gpu")? as u32,
-            busy_gpu: int(5, "busy_gpu")? as u32,
-            pending_job: int(6, "pending_job")? as usize,
-            running_job: int(7, "running_job")? as usize,
-            completed_job: int(8, "completed_job")? as usize,
+            time: field(0).seconds()?,
+            idle_gpu: count(4)? as u32,
+            busy_gpu: count(5)? as u32,
+            pending_job: count(6)? as usize,
+            running_job: count(7)? as usize,
+            completed_job: count(8)? as usize,
         });
     }
     Ok(out)

@@ -19,7 +19,7 @@ pub fn check_fits(trace: &Trace, spec: &ClusterSpec) -> anyhow::Result<()> {
             bail!(
                 "{}: line {}: field `num_gpu`: job {} needs {} GPUs, but the cluster ({} nodes × {} GPUs) can never place it",
                 trace.source,
-                row + 2,
+                trace.line_of(row),
                 job.job_id,
                 job.num_gpu,
                 spec.num_nodes(),
@@ -39,7 +39,24 @@ pub fn simulate(
     opts: PolicyOptions,
     progress: Option<Progress<'_>>,
 ) -> anyhow::Result<SimResult> {
+    simulate_logged(trace, spec, policy_name, opts, progress, false)
+}
+
+/// [`simulate`], keeping a decision log in [`SimResult::decisions`] when `decisions` is set.
+pub fn simulate_logged(
+    trace: &Trace,
+    spec: ClusterSpec,
+    policy_name: &str,
+    opts: PolicyOptions,
+    progress: Option<Progress<'_>>,
+    decisions: bool,
+) -> anyhow::Result<SimResult> {
     check_fits(trace, &spec)?;
     let policy = policy::build(policy_name, opts)?;
-    Ok(Simulation::new(&trace.jobs, spec, policy).run(progress))
+    let mut sim = Simulation::new(&trace.jobs, spec, policy);
+    if decisions {
+        sim = sim.with_decisions();
+    }
+    sim.run(progress)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))
 }

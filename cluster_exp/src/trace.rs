@@ -4,9 +4,17 @@
 //! interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority`.
 //! Times in the file are milliseconds; everything inside muri is seconds.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use crate::error::{csv_with_header, read_input, InputError};
+use crate::error::{csv_with_header, data_rows, read_input, InputError};
+
+/// Latest submit time and longest duration or solo run time a trace may give, in ms (about
+/// 31.7 years; the shipped traces stay below 1.1e10). Beyond this the simulated clock would
+/// lose the millisecond resolution the traces are written in.
+pub const MAX_TIME_MS: f64 = 1e12;
+/// Longest iteration or stage time a trace may give, in ms (about 11.6 days).
+pub const MAX_ITERATION_MS: f64 = 1e9;
 
 /// The columns a trace must have. `batch_size`, `interval` and `priority` are optional.
 pub const REQUIRED_COLUMNS: [&str; 10] = [
@@ -69,6 +77,9 @@ pub struct Trace {
     /// Where it was read from, for error messages.
     pub source: String,
     pub jobs: Vec<JobSpec>,
+    /// The file line of each job in `jobs` (jobs are sorted by submit time, so errors found
+    /// after parsing need this to point at the right line). Empty for generated traces.
+    pub lines: Vec<usize>,
 }
 
 impl Trace {
@@ -91,17 +102,21 @@ impl Trace {
             });
         }
         let cols = Columns::locate(&headers, file)?;
-        let mut jobs = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                bad_row(file, line, e.to_string())
-            })?;
-            let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-            if record.iter().all(|f| f.is_empty()) {
-                continue;
+        let mut jobs: Vec<(usize, JobSpec)> = Vec::new();
+        let mut first_line_of_id: HashMap<u64, usize> = HashMap::new();
+        for row in data_rows(&mut reader, &headers, file) {
+            let (line, record) = row?;
+            let job = cols.job(&record, file, line)?;
+            if let Some(first) = first_line_of_id.insert(job.job_id, line) {
+                return Err(InputError::BadField {
+                    file: file.to_path_buf(),
+                    line,
+                    field: "job_id".into(),
+                    value: job.job_id.to_string(),
+                    message: format!("duplicate: line {first} has the same job id"),
+                });
             }
-            jobs.push(cols.job(&record, file, line)?);
+            jobs.push((line, job));
         }
         if jobs.is_empty() {
             return Err(InputError::Empty {
@@ -109,12 +124,19 @@ impl Trace {
             });
         }
         // The reference stably sorts by submit time; shipped traces are already sorted.
-        jobs.sort_by(|a, b| a.submit_time.total_cmp(&b.submit_time));
+        jobs.sort_by(|a, b| a.1.submit_time.total_cmp(&b.1.submit_time));
+        let (lines, jobs) = jobs.into_iter().unzip();
         Ok(Trace {
             name,
             source: file.display().to_string(),
             jobs,
+            lines,
         })
+    }
+
+    /// The file line of the `row`-th job (in submit order), for error messages.
+    pub fn line_of(&self, row: usize) -> usize {
+        self.lines.get(row).copied().unwrap_or(row + 2)
     }
 
     /// Writes the trace in the reference format (times back in milliseconds).
@@ -155,18 +177,12 @@ fn fmt_ms(v: f64) -> String {
     }
 }
 
-fn bad_row(file: &Path, line: usize, message: String) -> InputError {
-    InputError::BadRow {
-        file: file.to_path_buf(),
-        line,
-        message,
-    }
-}
-
 /// Column positions, found once from the header.
 struct Columns {
     idx: [usize; 10],
     batch_size: Option<usize>,
+    /// Checked but not used: the simulator takes arrivals from `submit_time`.
+    interval: Option<usize>,
     priority: Option<usize>,
 }
 
@@ -184,70 +200,76 @@ impl Columns {
         Ok(Columns {
             idx,
             batch_size: find("batch_size"),
+            interval: find("interval"),
             priority: find("priority"),
         })
     }
 
     fn job(&self, r: &csv::StringRecord, file: &Path, line: usize) -> Result<JobSpec, InputError> {
         let field = |i: usize| -> Field<'_> {
-            let col = self.idx[i];
             Field {
                 name: REQUIRED_COLUMNS[i],
-                value: r.get(col).unwrap_or(""),
+                value: r.get(self.idx[i]).unwrap_or(""),
                 file,
                 line,
             }
         };
-        let num_gpu = field(1).integer()?;
-        if num_gpu == 0 {
-            return Err(field(1).error("must be a positive number of GPUs"));
-        }
-        let num_gpu = u32::try_from(num_gpu).map_err(|_| field(1).error("too large"))?;
-        let iteration_time_ms = field(6).non_negative()?;
-        if iteration_time_ms <= 0.0 {
-            return Err(field(6).error("must be positive"));
-        }
-        let model_name = field(4).value.to_string();
-        if model_name.is_empty() {
-            return Err(field(4).error("must not be empty"));
-        }
-        let optional = |col: Option<usize>, name: &'static str| -> Result<u64, InputError> {
-            match col.and_then(|c| r.get(c)).filter(|v| !v.is_empty()) {
-                None => Ok(0),
-                Some(value) => Field {
+        let optional = |col: Option<usize>, name: &'static str| {
+            col.and_then(|c| r.get(c))
+                .filter(|v| !v.is_empty())
+                .map(|value| Field {
                     name,
                     value,
                     file,
                     line,
-                }
-                .integer(),
-            }
+                })
         };
-        let priority = optional(self.priority, "priority")?;
-        if priority > 1 {
-            return Err(Field {
-                name: "priority",
-                value: r.get(self.priority.unwrap_or(0)).unwrap_or(""),
-                file,
-                line,
-            }
-            .error("must be 0 (guaranteed) or 1 (opportunistic)"));
+        let num_gpu = field(1).integer_in(1, u32::MAX as u64)? as u32;
+        let iterations = field(3).integer_in(1, u64::MAX)?;
+        let iteration_time_ms = field(6).time_ms(MAX_ITERATION_MS)?;
+        if iteration_time_ms == 0.0 {
+            return Err(field(6).error("must be positive"));
         }
+        if iterations as f64 * iteration_time_ms > MAX_TIME_MS {
+            return Err(field(3).error(&format!(
+                "the job would run longer than {MAX_TIME_MS:e} ms alone (iterations × iteration_time)"
+            )));
+        }
+        let resource_time_ms = [
+            field(7).time_ms(MAX_ITERATION_MS)?,
+            field(8).time_ms(MAX_ITERATION_MS)?,
+            field(9).time_ms(MAX_ITERATION_MS)?,
+        ];
+        if resource_time_ms.iter().all(|&t| t == 0.0) {
+            return Err(field(7).error(
+                "resource_time_0, resource_time_1 and resource_time_2 are all zero (the job has no stage to interleave)",
+            ));
+        }
+        let priority = match optional(self.priority, "priority") {
+            Some(f) => f
+                .integer_in(0, 1)
+                .map_err(|_| f.error("must be 0 (guaranteed) or 1 (opportunistic)"))?
+                as u8,
+            None => 0,
+        };
+        if let Some(f) = optional(self.interval, "interval") {
+            f.time_ms(MAX_TIME_MS)?;
+        }
+        let batch_size = match optional(self.batch_size, "batch_size") {
+            Some(f) => f.integer_in(0, u32::MAX as u64)? as u32,
+            None => 0,
+        };
         Ok(JobSpec {
-            job_id: field(0).integer()?,
+            job_id: field(0).integer_in(0, u64::MAX)?,
             num_gpu,
-            submit_time: field(2).non_negative()? / 1000.0,
-            iterations: field(3).integer()?,
-            model_name,
-            batch_size: optional(self.batch_size, "batch_size")? as u32,
-            duration: field(5).non_negative()?.trunc() / 1000.0,
+            submit_time: field(2).time_ms(MAX_TIME_MS)? / 1000.0,
+            iterations,
+            model_name: field(4).name()?,
+            batch_size,
+            duration: field(5).time_ms(MAX_TIME_MS)?.trunc() / 1000.0,
             iteration_time_ms,
-            resource_time_ms: [
-                field(7).non_negative()?,
-                field(8).non_negative()?,
-                field(9).non_negative()?,
-            ],
-            priority: priority as u8,
+            resource_time_ms,
+            priority,
         })
     }
 }
@@ -270,16 +292,30 @@ impl Field<'_> {
         }
     }
 
-    fn integer(&self) -> Result<u64, InputError> {
+    /// An integer in `min..=max`, parsed in full (never truncated to a narrower type).
+    fn integer_in(&self, min: u64, max: u64) -> Result<u64, InputError> {
         if self.value.starts_with('-') {
             return Err(self.error("must not be negative"));
         }
-        self.value
+        let v = self
+            .value
             .parse::<u64>()
-            .map_err(|_| self.error("expected a non-negative integer"))
+            .map_err(|_| self.error("expected a non-negative integer"))?;
+        if v < min {
+            return Err(self.error(&if min == 1 {
+                "must be positive".to_string()
+            } else {
+                format!("must be at least {min}")
+            }));
+        }
+        if v > max {
+            return Err(self.error(&format!("must be at most {max}")));
+        }
+        Ok(v)
     }
 
-    fn non_negative(&self) -> Result<f64, InputError> {
+    /// A time in milliseconds: a finite number in `0..=max`.
+    fn time_ms(&self, max: f64) -> Result<f64, InputError> {
         let v: f64 = self
             .value
             .parse()
@@ -290,6 +326,20 @@ impl Field<'_> {
         if v < 0.0 {
             return Err(self.error("must not be negative"));
         }
+        if v > max {
+            return Err(self.error(&format!("must be at most {max:e} ms")));
+        }
         Ok(v)
+    }
+
+    /// A model name: not empty, no control characters (they would corrupt logs and tables).
+    fn name(&self) -> Result<String, InputError> {
+        if self.value.is_empty() {
+            return Err(self.error("must not be empty"));
+        }
+        if self.value.chars().any(char::is_control) {
+            return Err(self.error("must not contain control characters"));
+        }
+        Ok(self.value.to_string())
     }
 }

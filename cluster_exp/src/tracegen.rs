@@ -148,5 +148,6 @@ pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
         name: name.to_string(),
         source: format!("generated:{name}"),
         jobs,
+        lines: Vec::new(),
     })
 }

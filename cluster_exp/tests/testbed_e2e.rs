@@ -116,10 +116,22 @@ fn start_scheduler(
     extra: &[&str],
     token: &str,
 ) -> Run {
+    let spec = Path::new(ROOT).join("cluster_spec/n2g4.csv");
+    start_scheduler_on(dir, &spec, trace, policy, extra, token)
+}
+
+fn start_scheduler_on(
+    dir: &Path,
+    spec: &Path,
+    trace: Option<&Path>,
+    policy: &str,
+    extra: &[&str],
+    token: &str,
+) -> Run {
     let log = dir.join("out");
     let mut cmd = Command::new(MURI);
     cmd.args(["scheduler", "--cluster_spec"])
-        .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
+        .arg(spec)
         .args(["--schedule", policy, "--log_path"])
         .arg(&log)
         .args(["--listen", "127.0.0.1:0", "--schedule_interval", "3600"])
@@ -436,4 +448,257 @@ fn wrong_token_is_refused_and_online_commands_work() {
     let _ = w.wait();
     assert!(err.contains("registration refused"), "{err}");
     drop(run);
+}
+
+// ---- jobs that span nodes: workers stand in for hosts on their own loopback addresses ----
+
+/// A cluster spec of `nodes` nodes × 4 GPUs.
+fn write_spec(dir: &Path, nodes: u32) -> PathBuf {
+    let path = dir.join("spec.csv");
+    std::fs::write(
+        &path,
+        format!("num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,{nodes},4,32,350\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Worker `node` on its own loopback host, 127.0.0.<node + 2>.
+fn start_host_worker(port: u16, node: u32, token: &str) -> Proc {
+    let listen = format!("127.0.0.{}:0", node + 2);
+    start_worker_with(port, node, token, &[], &["--listen", &listen])
+}
+
+/// Processes (pid, command line) whose environment holds `MURI_TOKEN=token`: everything a
+/// run started (scheduler, workers, mpirun, MPI daemons, trainers), and nothing else.
+fn processes_with_token(token: &str) -> Vec<(u32, String)> {
+    let needle = format!("MURI_TOKEN={token}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Waits until no process of the run is left; fails listing the survivors.
+fn assert_nothing_left(token: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let left = processes_with_token(token);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "processes left running: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// launches.csv as (job ids, node ids, hosts, ranks per host, status) per row.
+fn read_launches(log: &Path) -> Vec<[String; 5]> {
+    let text = std::fs::read_to_string(log.join("launches.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s"
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 10, "{l}");
+            [f[3], f[4], f[5], f[6], f[7]].map(str::to_string)
+        })
+        .collect()
+}
+
+fn multi_node_run(policy: &str, token: &str) {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 3);
+    let trace = Path::new(ROOT).join("trace-data/testbed-multinode.csv");
+    let jobs = muri::trace::Trace::from_path(&trace).unwrap().jobs;
+    let wide: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.num_gpu == 8)
+        .map(|j| j.job_id.to_string())
+        .collect();
+    assert!(wide.len() >= 2, "the trace has 8-GPU jobs");
+    let mut run = start_scheduler_on(dir.path(), &spec, Some(&trace), policy, &[], token);
+    let _workers: Vec<Proc> = (0..3)
+        .map(|n| start_host_worker(run.port, n, token))
+        .collect();
+    let err = wait_done(&mut run, Duration::from_secs(180));
+    assert!(
+        err.contains(&format!("{} jobs completed, 0 failed", jobs.len())),
+        "{err}"
+    );
+    check_job_csv(&run.log, jobs.len());
+    let launches = read_launches(&run.log);
+    for id in &wide {
+        let rows: Vec<_> = launches
+            .iter()
+            .filter(|r| r[0].split('+').any(|j| j == id) && r[4] == "ok")
+            .collect();
+        assert!(!rows.is_empty(), "job {id} was launched");
+        for r in rows {
+            let hosts: Vec<&str> = r[2].split('+').collect();
+            assert_eq!(hosts.len(), 2, "job {id} spans two hosts: {r:?}");
+            assert_ne!(hosts[0], hosts[1], "{r:?}");
+            assert!(hosts.iter().all(|h| h.starts_with("127.0.0.")), "{r:?}");
+            assert_eq!(r[3], "4+4", "four ranks on each host: {r:?}");
+        }
+    }
+    // Every launch kept its trainers' output, headed by the command that started them.
+    let logs: Vec<PathBuf> = std::fs::read_dir(run.log.join("trainer-logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), launches.len(), "one trainer log per launch");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.starts_with("# CUDA_VISIBLE_DEVICES=") && text.contains("--group-id"),
+            "{}: {text}",
+            log.display()
+        );
+        assert!(!text.contains(token), "the token stays out of the log");
+    }
+    assert_nothing_left(token, Duration::from_secs(10));
+}
+
+#[test]
+fn muri_s_runs_8_gpu_jobs_across_two_loopback_hosts() {
+    multi_node_run("multi-resource-blossom-same-gpu", "multi-muri-s");
+}
+
+#[test]
+fn srtf_runs_8_gpu_jobs_across_two_loopback_hosts() {
+    multi_node_run("shortest", "multi-srtf");
+}
+
+/// SIGKILL of the second node of a running 8-GPU launch: the ranks on the first node end
+/// too, the launch is recorded as lost, and the job runs again on the nodes left.
+#[test]
+fn losing_a_node_of_an_8_gpu_job_ends_its_ranks_everywhere_and_requeues_it() {
+    trainer_present();
+    let token = "multi-fault";
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 3);
+    // One 8-GPU job; each sample runs 30 iterations of 0.2 s.
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace,
+        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
+         0,8,0,2000,gpt2,4,400000,0,200,0.6,180,20,0\n",
+    )
+    .unwrap();
+    let mut run = start_scheduler_on(
+        dir.path(),
+        &spec,
+        Some(&trace),
+        "shortest",
+        &["--time_scale", "1", "--fast_forwarding", "30"],
+        token,
+    );
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|n| start_host_worker(run.port, n, token))
+        .collect();
+    // Launch 1's processes: its ranks, and the mpirun that started them (MPI builds).
+    let first_launch = |cmd: &str| cmd.contains("muri-trainer") && cmd.contains("--group-id 1 ");
+    let is_rank = |cmd: &str| {
+        cmd.split(' ')
+            .next()
+            .is_some_and(|p| p.ends_with("muri-trainer"))
+    };
+    let started = Instant::now();
+    while processes_with_token(token)
+        .iter()
+        .filter(|(_, c)| first_launch(c) && is_rank(c))
+        .count()
+        < 8
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the 8 ranks never started: {:#?}",
+            processes_with_token(token)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    workers[1].0.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    while processes_with_token(token)
+        .iter()
+        .any(|(_, c)| first_launch(c))
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(4),
+            "ranks of the lost launch still run (the sample alone takes 6 s): {:#?}",
+            processes_with_token(token)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = wait_done(&mut run, Duration::from_secs(60));
+    assert!(err.contains("worker 1 lost"), "{err}");
+    assert!(err.contains("1 jobs completed, 0 failed"), "{err}");
+    check_job_csv(&run.log, 1);
+    let launches = read_launches(&run.log);
+    assert_eq!(launches[0][1], "0+1", "{launches:?}");
+    assert!(launches[0][4].starts_with("lost: "), "{launches:?}");
+    let last = launches.last().unwrap();
+    assert_eq!(
+        (last[1].as_str(), last[4].as_str()),
+        ("0+2", "ok"),
+        "{launches:?}"
+    );
+    drop(workers.remove(1));
+    assert_nothing_left(token, Duration::from_secs(10));
+}
+
+#[test]
+fn a_daemon_listening_on_every_interface_must_advertise_an_address() {
+    let worker = muri(&[
+        "worker",
+        "--node-id",
+        "0",
+        "--listen",
+        "0.0.0.0:0",
+        "--allow-remote",
+        "--no_auth",
+    ]);
+    assert!(!worker.status.success());
+    let err = String::from_utf8_lossy(&worker.stderr);
+    assert!(err.contains("needs --advertise"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = Command::new(MURI)
+        .args(["scheduler", "--cluster_spec"])
+        .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-remote",
+            "--no_auth",
+            "--log_path",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!scheduler.status.success());
+    let err = String::from_utf8_lossy(&scheduler.stderr);
+    assert!(err.contains("needs --advertise"), "{err}");
 }

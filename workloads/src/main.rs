@@ -69,6 +69,10 @@ struct Args {
     /// Scheduler address rank 0 reports to; without it the trainer only prints its numbers.
     #[arg(long)]
     scheduler: Option<String>,
+    /// Address rank 0 serves `QueryStats` on (port chosen by the OS): the address its
+    /// worker advertises, so the scheduler can reach it from another machine.
+    #[arg(long = "stats-ip", default_value = "127.0.0.1")]
+    stats_ip: std::net::IpAddr,
     /// Emulated stage time = profiled time × this.
     #[arg(long = "time-scale", default_value_t = 1.0)]
     time_scale: f64,
@@ -543,7 +547,12 @@ impl Reporter {
             .enable_all()
             .build()
             .context("starting the trainer's runtime")?;
-        let stats_addr = rt.block_on(serve_stats(token.clone(), finished, started))?;
+        let stats_addr = rt.block_on(serve_stats(
+            SocketAddr::new(args.stats_ip, 0),
+            token.clone(),
+            finished,
+            started,
+        ))?;
         let tls = Tls::load(TlsFiles {
             ca: args.tls_ca.clone(),
             client_cert: args.tls_client_cert.clone(),
@@ -600,15 +609,16 @@ impl pb::scheduler_to_trainer_server::SchedulerToTrainer for Stats {
     }
 }
 
-/// Binds 127.0.0.1:0 and serves `QueryStats` until the process exits.
+/// Binds `bind` and serves `QueryStats` until the process exits.
 async fn serve_stats(
+    bind: SocketAddr,
     token: Token,
     finished: Arc<AtomicU64>,
     started: Instant,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .context("binding the QueryStats port")?;
+        .with_context(|| format!("binding the QueryStats port on {bind}"))?;
     let addr = listener.local_addr()?;
     let svc = pb::scheduler_to_trainer_server::SchedulerToTrainerServer::with_interceptor(
         Stats { finished, started },

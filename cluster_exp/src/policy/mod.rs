@@ -12,13 +12,15 @@ use crate::cluster::Cluster;
 use crate::job::{Job, JobIdx};
 
 mod antman;
+mod antman_fixed;
 mod fifo;
 mod muri;
 mod srtf;
 mod themis;
 mod tiresias;
 
-pub use antman::{AntMan, AntManAudit, SharedAudit};
+pub use antman::AntMan;
+pub use antman_fixed::{AntManAudit, AntManFixed, SharedAudit};
 pub use muri::{MuriOptions, MuriVariant};
 pub use themis::ThemisVariant;
 
@@ -38,8 +40,12 @@ pub enum EndEventRule {
     Coalesced,
     /// Only the earliest end (and exact ties) is kept (Tiresias).
     EarliestOnly,
-    /// As `Coalesced`, then every end within 1e-4 s of the earliest joins it (AntMan).
+    /// As `Coalesced`, then every end within 1e-4 s of the earliest joins it (`antman-fixed`).
     MergedWithin1e4,
+    /// The reference AntMan's rule: coalesce as `Coalesced`, sort by time, then merge the
+    /// events within 1e-4 s of the first by deleting them from the list while indexing it.
+    /// Where that raises IndexError in the reference, the simulation stops with an error.
+    ReferenceAntMan,
 }
 
 /// What a policy may read and change during one scheduling pass.
@@ -117,7 +123,7 @@ impl Default for PolicyOptions {
 }
 
 /// Every policy name `--schedule` accepts, with a one-line description.
-pub const POLICIES: [(&str, &str); 11] = [
+pub const POLICIES: [(&str, &str); 12] = [
     ("shortest", "SRTF: shortest remaining time first"),
     ("shortest-gpu", "SRSF: shortest remaining GPU-time first"),
     (
@@ -153,6 +159,10 @@ pub const POLICIES: [(&str, &str); 11] = [
         "antman",
         "AntMan: guaranteed + opportunistic GPU sharing, non-preemptive",
     ),
+    (
+        "antman-fixed",
+        "AntMan, corrected: one partial reservation at a time, close end events merged",
+    ),
 ];
 
 /// Short paper names for tables.
@@ -169,6 +179,7 @@ pub fn display_name(policy: &str) -> &str {
         "themis" => "Themis",
         "themis-fixed" => "Themis-fixed",
         "antman" => "AntMan",
+        "antman-fixed" => "AntMan-fixed",
         other => other,
     }
 }
@@ -202,6 +213,7 @@ pub fn build(name: &str, opts: PolicyOptions) -> Result<Box<dyn Policy>, Unknown
         "themis" => Box::new(themis::Themis::new(ThemisVariant::Reference)),
         "themis-fixed" => Box::new(themis::Themis::new(ThemisVariant::Fixed)),
         "antman" => Box::new(antman::AntMan::new()),
+        "antman-fixed" => Box::new(antman_fixed::AntManFixed::new()),
         "multi-resource-blossom-same-gpu" => muri(MuriVariant::MuriS),
         "multi-resource-blossom-same-gpu-unaware" => muri(MuriVariant::MuriL),
         "multi-resource-blossom-same-gpu-unaware-worstordering" => muri(MuriVariant::WorstOrdering),

@@ -15,7 +15,7 @@ pub mod scheduler;
 pub mod service;
 pub mod worker;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A daemon listens beyond loopback only over TLS, or in plaintext when `--insecure` says
 /// so explicitly (then the token crosses the network in clear text).
@@ -29,4 +29,15 @@ pub fn check_bind(addr: SocketAddr, tls: bool, insecure: bool) -> anyhow::Result
     );
     tracing::warn!(%addr, "--insecure: serving plaintext beyond loopback; the token travels in clear text");
     Ok(())
+}
+
+/// The IP a daemon tells its peers: `--advertise`, else the listen IP. A daemon listening on
+/// every interface (0.0.0.0) must say which address is its own.
+pub fn advertised_ip(listen: SocketAddr, advertise: Option<IpAddr>) -> anyhow::Result<IpAddr> {
+    let ip = advertise.unwrap_or(listen.ip());
+    anyhow::ensure!(
+        !ip.is_unspecified(),
+        "listening on {listen} needs --advertise ADDR: the address other machines reach this daemon at"
+    );
+    Ok(ip)
 }

@@ -1,17 +1,20 @@
 //! `muri scheduler`: the policy loop on a virtual clock with real executors.
 //!
-//! Each round (at virtual time `now`) does what the simulator's event loop does, in the same
-//! order — complete jobs whose predicted end has come, admit arrivals, credit progress, run
-//! the policy on an empty cluster — and then, instead of trusting the interleaving model,
-//! dispatches every new or moved group to the worker owning its GPUs. In fast-forward mode
+//! Each round (at virtual time `now`) is the simulator's [`Round`] — complete jobs whose
+//! predicted end has come, admit arrivals, credit progress, run the policy on an empty
+//! cluster, apply the transitions, predict the next completions — with the testbed's
+//! executor between the policy and the transitions: instead of trusting the interleaving
+//! model, it dispatches every new or moved group to the worker owning its GPUs (or, with
+//! `--executor model`, completes launches with the simulator's model). In fast-forward mode
 //! (`--fast_forwarding N`) a launch runs N iterations of every member; the measured group
 //! iteration time (scaled back by `--time_scale`) becomes the group's speed, and the virtual
-//! clock jumps to the next round: the next predicted completion, arrival, retry, or
-//! `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
+//! clock jumps to the next round: the next predicted completion, arrival, policy wake-up,
+//! retry, or `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -26,18 +29,21 @@ use tokio::task::JoinSet;
 
 use super::service::{Event, SchedulerService, Shared, Submission};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
-use crate::engine::{cluster_record, credit_progress, ClusterRecord, JobRecord};
+use crate::engine::{ClusterRecord, JobRecord};
 use crate::interleave::{InterleaveModel, StageProfile};
 use crate::job::{build_jobs, Job, JobIdx, Status};
 use crate::models;
 use crate::output;
-use crate::policy::{self, Policy, PolicyOptions, SchedulingContext};
+use crate::policy::{self, Policy, PolicyOptions};
+use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::{JobSpec, Trace};
 
 /// Everything `muri scheduler` is told.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub listen: SocketAddr,
+    /// The IP trainers report to; `None` = the listen IP (which then must not be 0.0.0.0).
+    pub advertise: Option<IpAddr>,
     pub spec: ClusterSpec,
     /// Jobs to replay; `None` = online submissions only.
     pub trace: Option<Trace>,
@@ -67,6 +73,32 @@ pub struct SchedulerConfig {
     /// Keep serving `muri submit` after the trace is done (online mode).
     pub keep_alive: bool,
     pub checkpoint_dir: Option<PathBuf>,
+    /// What completes a launch.
+    pub executor: Executor,
+    /// Where the decision log goes (`--decisions`), if anywhere.
+    pub decisions: Option<PathBuf>,
+}
+
+/// What completes a launch (`--executor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// Trainers on the workers run a sample; its measured speed is the group's speed.
+    Trainers,
+    /// The simulator's progress model: the policy's iteration times, no launch cost, no
+    /// trainer. Workers still register, and rounds follow the simulator's events only (no
+    /// interval tick), so the decision log equals `muri simulate --decisions`.
+    Model,
+}
+
+impl Executor {
+    /// Parses `--executor`.
+    pub fn parse(name: &str) -> anyhow::Result<Executor> {
+        match name {
+            "trainers" => Ok(Executor::Trainers),
+            "model" => Ok(Executor::Model),
+            other => bail!("--executor `{other}`: expected `trainers` or `model`"),
+        }
+    }
 }
 
 /// How a run ended.
@@ -88,33 +120,95 @@ struct JobExtra {
     failed: bool,
     cancelled: bool,
     error: String,
-    predicted_end: Option<f64>,
 }
 
 /// A group as dispatched: members (sorted), where, and its launch id.
 #[derive(Debug, Clone, PartialEq)]
 struct RunningGroup {
     members: Vec<JobIdx>,
-    /// (node id of the worker, GPU ids) per share.
+    /// (node id of the worker, GPU ids) per node, the head (rank 0) first.
     gpus: Vec<(u32, Vec<u32>)>,
 }
 
 /// Outcome of one launched sample.
 #[derive(Debug)]
 enum LaunchOutcome {
-    /// Seconds per group iteration, measured (real time).
-    Measured(f64),
+    /// The sample ran: its measured speed and startup (real time).
+    Measured(Sample),
     /// The trainer exited non-zero (or spawned nothing).
     TrainerFailed(String),
     /// The worker died or the sample timed out: not the job's fault.
     Lost(String),
 }
 
+/// A launch whose sample is under way: it is resolved when every node that started
+/// processes has reported Done, when one of them fails, or when any of its nodes is lost.
 struct PendingLaunch {
     members: Vec<JobIdx>,
-    node: u32,
-    done: Option<pb::DoneRequest>,
-    report: Option<f64>,
+    /// Every node of the launch, head first.
+    nodes: Vec<u32>,
+    /// Nodes that started processes and have not reported Done yet.
+    awaiting: BTreeSet<u32>,
+    /// Why the launch failed (a refused Execute, a non-zero exit), first cause only.
+    failure: Option<String>,
+    /// What rank 0 reported (ReportIterTime).
+    report: Option<Sample>,
+}
+
+/// What a launch's rank 0 reported, in real seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    /// Seconds per group iteration.
+    iter_s: f64,
+    /// Process start to first iteration: model build, checkpoint restore and warm-up.
+    startup_s: f64,
+}
+
+impl PendingLaunch {
+    /// Seconds per group iteration in the first phase (all members alive), if reported.
+    fn iteration_s(&self) -> Option<f64> {
+        self.report.map(|r| r.iter_s)
+    }
+}
+
+/// One row of launches.csv.
+struct LaunchRow {
+    launch_id: u64,
+    virtual_time: f64,
+    wall_time: f64,
+    job_ids: Vec<u64>,
+    nodes: Vec<u32>,
+    hosts: Vec<String>,
+    ranks: Vec<usize>,
+    status: String,
+    startup_s: Option<f64>,
+    iteration_s: Option<f64>,
+}
+
+impl LaunchRow {
+    const HEADER: &'static str =
+        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s\n";
+
+    /// Lists are `+`-separated, so every row has the header's ten fields.
+    fn to_csv(&self) -> String {
+        fn join<T: ToString>(items: &[T]) -> String {
+            items.iter().map(T::to_string).collect::<Vec<_>>().join("+")
+        }
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        format!(
+            "{},{:.3},{:.3},{},{},{},{},{},{},{}\n",
+            self.launch_id,
+            self.virtual_time,
+            self.wall_time,
+            join(&self.job_ids),
+            join(&self.nodes),
+            join(&self.hosts),
+            join(&self.ranks),
+            self.status.replace([',', '\n'], " "),
+            opt(self.startup_s),
+            opt(self.iteration_s)
+        )
+    }
 }
 
 /// Runs the scheduler until every job is done (or forever with `keep_alive`).
@@ -150,6 +244,7 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
 }
 
 fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
+    super::advertised_ip(cfg.listen, cfg.advertise)?;
     anyhow::ensure!(
         cfg.fast_forwarding >= 2,
         "--fast_forwarding must be at least 2 iterations"
@@ -223,8 +318,8 @@ struct Testbed {
     events: mpsc::UnboundedReceiver<Event>,
     jobs: Vec<Job>,
     extra: Vec<JobExtra>,
-    /// Not yet arrived, by submit time.
-    arrivals: VecDeque<JobIdx>,
+    /// Arrivals, the next predicted completion and the policy's wake-up.
+    queue: EventQueue,
     runnable: Vec<JobIdx>,
     /// Jobs waiting out a retry back-off: (job, virtual time it may run again).
     held: Vec<(JobIdx, f64)>,
@@ -236,11 +331,21 @@ struct Testbed {
     running: Vec<RunningGroup>,
     /// Measured seconds (virtual) per group iteration, by sorted member list.
     measured: HashMap<Vec<JobIdx>, f64>,
+    /// Virtual seconds of startup measured this round, by the sorted member list of each
+    /// group launched this round: the restart overhead its members are charged.
+    startup_now: HashMap<Vec<JobIdx>, f64>,
+    /// Largest startup measured per model (real seconds): what the sample timeout expects.
+    startup_seen: HashMap<String, f64>,
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
+    /// launches.csv, created (with its header) at the first launch of the run.
+    launch_log: Option<std::fs::File>,
     next_group_id: u64,
     rounds: usize,
     launches: usize,
+    decisions: Option<DecisionLog>,
+    /// Decisions already in the file.
+    decisions_written: usize,
 }
 
 impl Testbed {
@@ -262,19 +367,11 @@ impl Testbed {
                 profiles.push(key);
             }
         }
-        let mut arrivals: Vec<JobIdx> = (0..jobs.len()).collect();
-        arrivals.sort_by(|&a, &b| {
-            jobs[a]
-                .spec
-                .submit_time
-                .total_cmp(&jobs[b].spec.submit_time)
-        });
         Ok(Testbed {
             policy: policy::build(&cfg.policy, cfg.opts)?,
             extra: vec![JobExtra::default(); jobs.len()],
-            arrivals: arrivals.into(),
+            queue: EventQueue::new(&jobs),
             jobs,
-            cfg,
             shared,
             events,
             runnable: Vec::new(),
@@ -284,21 +381,24 @@ impl Testbed {
             started: Instant::now(),
             running: Vec::new(),
             measured: HashMap::new(),
+            startup_now: HashMap::new(),
+            startup_seen: HashMap::new(),
             records: Vec::new(),
             cluster_log: Vec::new(),
+            launch_log: None,
             next_group_id: 1,
             rounds: 0,
             launches: 0,
+            decisions: cfg.decisions.as_ref().map(|_| DecisionLog::new()),
+            decisions_written: 0,
+            cfg,
         })
     }
 
     async fn run(&mut self) -> anyhow::Result<RunSummary> {
         self.wait_for_workers().await?;
         self.started = Instant::now();
-        self.now = self
-            .arrivals
-            .front()
-            .map_or(0.0, |&j| self.jobs[j].spec.submit_time);
+        self.now = self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0);
         loop {
             self.round().await?;
             self.write_logs()?;
@@ -345,12 +445,14 @@ impl Testbed {
         self.take_submissions();
         self.take_cancels();
         self.reap_dead_workers();
-        self.complete_due();
-        self.admit_due();
-        self.advance();
+        self.open();
+        self.release_held();
+        let now = self.now;
+        self.round_state().credit(now);
         self.schedule();
         self.dispatch().await?;
-        self.predict_ends();
+        self.apply_transitions();
+        self.round_state().predict_ends(now)?;
         self.log_cluster();
         self.publish_status();
         Ok(())
@@ -382,7 +484,7 @@ impl Testbed {
             let mut job = Job::new(self.jobs.len(), spec);
             job.profile_id = self.profile_id(&job);
             tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
-            self.arrivals.push_back(job.idx);
+            self.queue.add_arrival(&job);
             self.jobs.push(job);
             self.extra.push(JobExtra::default());
         }
@@ -423,7 +525,7 @@ impl Testbed {
         job.status = Status::Done;
         job.placement = None;
         self.runnable.retain(|&r| r != j);
-        self.arrivals.retain(|&r| r != j);
+        self.queue.remove_job(j);
         self.held.retain(|&(r, _)| r != j);
         self.running.retain(|g| !g.members.contains(&j));
     }
@@ -466,68 +568,41 @@ impl Testbed {
         }
     }
 
-    // ---- the simulator's steps, on the virtual clock -------------------------------------
+    // ---- the round's steps, on the virtual clock -----------------------------------------
 
-    fn complete_due(&mut self) {
+    /// The round's state, borrowed for one of [`Round`]'s steps.
+    fn round_state(&mut self) -> Round<'_> {
+        Round {
+            jobs: &mut self.jobs,
+            runnable: &mut self.runnable,
+            policy: self.policy.as_mut(),
+            events: &mut self.queue,
+            records: &mut self.records,
+            decisions: self.decisions.as_mut(),
+        }
+    }
+
+    /// Takes the event due now (completions, arrivals); groups with a completed member stop.
+    fn open(&mut self) {
         let now = self.now;
-        let due: Vec<JobIdx> = self
-            .runnable
-            .iter()
-            .copied()
-            .filter(|&j| self.jobs[j].is_running())
-            .filter(|&j| {
-                self.extra[j]
-                    .predicted_end
-                    .is_some_and(|t| t <= now + 1e-6 * now.abs().max(1.0))
-            })
-            .collect();
-        for j in due {
-            let job = &mut self.jobs[j];
-            job.total_executed_time += now - job.last_check_time;
-            job.last_check_time = now;
-            job.remaining_iteration = 0.0;
-            job.status = Status::Done;
-            job.end_time = Some(now);
-            job.placement = None;
-            self.policy.on_completion(job);
-            self.records.push(JobRecord::finished(job, now));
-            tracing::info!(job = job.spec.job_id, now, "completed");
+        let before = self.records.len();
+        self.round_state().open(now);
+        for r in &self.records[before..] {
+            tracing::info!(job = r.job_id, now, "completed");
         }
         let jobs = &self.jobs;
-        self.runnable.retain(|&j| jobs[j].status != Status::Done);
         self.running
             .retain(|g| g.members.iter().all(|&m| jobs[m].status != Status::Done));
     }
 
-    fn admit_due(&mut self) {
-        while let Some(&j) = self.arrivals.front() {
-            if self.jobs[j].spec.submit_time > self.now {
-                break;
-            }
-            self.arrivals.pop_front();
-            let job = &mut self.jobs[j];
-            job.status = Status::Pending;
-            job.last_check_time = job.spec.submit_time;
-            self.policy.on_arrival(job);
-            self.runnable.push(j);
-        }
+    /// Jobs whose retry back-off is over become runnable again.
+    fn release_held(&mut self) {
         let now = self.now;
         let (ready, waiting): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|&(_, t)| t <= now);
         self.held = waiting;
         for (j, _) in ready {
             self.runnable.push(j);
         }
-    }
-
-    /// Credits progress since each job's last check, exactly as the simulator does (the
-    /// rate is the group's measured iteration time).
-    fn advance(&mut self) {
-        credit_progress(
-            &mut self.jobs,
-            &self.runnable,
-            self.policy.as_mut(),
-            self.now,
-        );
     }
 
     /// Node ids of live workers, in order: the policy's node i is `alive[i]`.
@@ -540,28 +615,28 @@ impl Testbed {
             .unwrap_or_default()
     }
 
+    /// Runs the policy on a cluster of the live workers (the spec itself while all live).
     fn schedule(&mut self) {
-        for &j in &self.runnable {
-            self.jobs[j].placement = None;
-            self.jobs[j].group.clear();
-        }
         let alive = self.alive_nodes();
         if alive.is_empty() {
+            for &j in &self.runnable {
+                self.jobs[j].placement = None;
+                self.jobs[j].group.clear();
+            }
             return;
         }
-        let spec = ClusterSpec {
-            num_switch: 1,
-            num_node_p_switch: alive.len() as u32,
-            ..self.cfg.spec
+        let spec = if alive.len() == self.cfg.spec.num_nodes() as usize {
+            self.cfg.spec
+        } else {
+            ClusterSpec {
+                num_switch: 1,
+                num_node_p_switch: alive.len() as u32,
+                ..self.cfg.spec
+            }
         };
         let mut cluster = Cluster::new(spec);
-        let mut ctx = SchedulingContext {
-            now: self.now,
-            jobs: &mut self.jobs,
-            runnable: &mut self.runnable,
-            cluster: &mut cluster,
-        };
-        self.policy.schedule(&mut ctx);
+        let now = self.now;
+        self.round_state().schedule(now, &mut cluster);
     }
 
     // ---- dispatch ----------------------------------------------------------------------
@@ -569,6 +644,10 @@ impl Testbed {
     /// Turns the policy's placements into groups, launches the new ones, measures them,
     /// and applies the state transitions (run, preempt, retry, fail).
     async fn dispatch(&mut self) -> anyhow::Result<()> {
+        if self.cfg.executor == Executor::Model {
+            self.dispatch_modelled();
+            return Ok(());
+        }
         let alive = self.alive_nodes();
         let planned = self.planned_groups(&alive);
         let to_launch: Vec<RunningGroup> = planned
@@ -578,15 +657,10 @@ impl Testbed {
             .collect();
         let outcomes = self.launch_all(&to_launch).await;
         let mut failed_members: HashSet<JobIdx> = HashSet::new();
+        self.startup_now.clear();
         for (group, outcome) in to_launch.iter().zip(outcomes) {
             match outcome {
-                LaunchOutcome::Measured(real_s) => {
-                    let virtual_s = real_s / self.cfg.time_scale;
-                    self.measured.insert(group.members.clone(), virtual_s);
-                    for &m in &group.members {
-                        self.extra[m].attempts = 0;
-                    }
-                }
+                LaunchOutcome::Measured(sample) => self.sample_measured(group, sample),
                 LaunchOutcome::TrainerFailed(why) => {
                     failed_members.extend(&group.members);
                     self.trainer_failed(group, &why);
@@ -594,6 +668,7 @@ impl Testbed {
                 LaunchOutcome::Lost(why) => {
                     tracing::warn!(members = ?self.ids(&group.members), "launch lost: {why}");
                     failed_members.extend(&group.members);
+                    self.launch_lost(group, &why);
                 }
             }
         }
@@ -601,8 +676,104 @@ impl Testbed {
             .into_iter()
             .filter(|g| g.members.iter().all(|m| !failed_members.contains(m)))
             .collect();
-        self.apply_transitions();
         Ok(())
+    }
+
+    /// A sample's speed becomes its group's, and its startup the restart overhead charged
+    /// to its members (virtual seconds = real ÷ `--time_scale`).
+    fn sample_measured(&mut self, group: &RunningGroup, sample: Sample) {
+        let scale = self.cfg.time_scale;
+        self.measured
+            .insert(group.members.clone(), sample.iter_s / scale);
+        self.startup_now
+            .insert(group.members.clone(), sample.startup_s / scale);
+        for &m in &group.members {
+            self.extra[m].attempts = 0;
+            let seen = self
+                .startup_seen
+                .entry(self.jobs[m].spec.model_name.clone())
+                .or_insert(0.0);
+            *seen = seen.max(sample.startup_s);
+        }
+    }
+
+    /// A lost launch (its worker died, or the sample timed out) is not the trainer's fault,
+    /// so the job stays runnable without a back-off; but it counts as an attempt, so a job
+    /// that can never finish its sample ends up failed instead of relaunched forever.
+    fn launch_lost(&mut self, group: &RunningGroup, why: &str) {
+        for &m in &group.members {
+            let extra = &mut self.extra[m];
+            extra.attempts += 1;
+            extra.error = why.to_string();
+            if extra.attempts >= self.cfg.max_attempts {
+                extra.failed = true;
+                let id = self.jobs[m].spec.job_id;
+                tracing::error!(job = id, attempts = extra.attempts, "job FAILED: {why}");
+                eprintln!("job {id} failed after {} attempts: {why}", extra.attempts);
+                self.finish_without_record(m);
+            }
+        }
+    }
+
+    /// Real seconds a round's samples may take: `--sample_timeout` plus the slowest launch's
+    /// expected startup and sample. The expected startup of a model is the largest measured
+    /// so far, else its restart overhead in the reference's table (a GPU model can take more
+    /// than 30 s to build and restore); the sample is `--fast_forwarding` iterations at twice
+    /// the members' solo times back to back.
+    fn sample_timeout_for(&self, pending: &BTreeMap<u64, PendingLaunch>) -> Duration {
+        let expected = |launch: &PendingLaunch| {
+            let jobs = launch.members.iter().map(|&m| &self.jobs[m]);
+            let startup = jobs
+                .clone()
+                .map(|j| match self.startup_seen.get(&j.spec.model_name) {
+                    Some(&s) => s,
+                    None => models::restart_overhead(j.num_gpu(), &j.spec.model_name),
+                })
+                .fold(0.0, f64::max);
+            let period: f64 = jobs.map(|j| j.iteration_time).sum();
+            startup + 2.0 * self.cfg.fast_forwarding as f64 * period * self.cfg.time_scale
+        };
+        let slowest = pending.values().map(expected).fold(0.0, f64::max);
+        self.cfg.sample_timeout + Duration::from_secs_f64(slowest.min(86_400.0))
+    }
+
+    /// The model executor: every planned group runs at the policy's modelled speed, with no
+    /// trainer and no launch cost. Placements without GPU ids (Tiresias places by count only)
+    /// run too, as in the simulator.
+    fn dispatch_modelled(&mut self) {
+        let alive = self.alive_nodes();
+        let workers = self
+            .shared
+            .workers
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        let mut next_gpu: HashMap<u32, usize> = HashMap::new();
+        let mut seen: HashSet<JobIdx> = HashSet::new();
+        let mut groups = Vec::new();
+        for &j in &self.runnable {
+            let Some(placement) = &self.jobs[j].placement else {
+                continue;
+            };
+            if !seen.insert(j) {
+                continue;
+            }
+            let mut members: Vec<JobIdx> = std::iter::once(j)
+                .chain(self.jobs[j].group.iter().copied())
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            seen.extend(&members);
+            let gpus = assign_gpus(placement, &alive, &workers, &mut next_gpu).unwrap_or_default();
+            groups.push(RunningGroup { members, gpus });
+        }
+        self.launches += groups.iter().filter(|g| !self.running.contains(g)).count();
+        for g in &groups {
+            for &m in &g.members {
+                self.extra[m].attempts = 0;
+            }
+        }
+        self.running = groups;
     }
 
     fn ids(&self, members: &[JobIdx]) -> Vec<u64> {
@@ -646,19 +817,23 @@ impl Testbed {
         out
     }
 
+    /// Sends every group's Execute to every node of its placement, collects the samples,
+    /// and writes one launches.csv row per launch.
     async fn launch_all(&mut self, groups: &[RunningGroup]) -> Vec<LaunchOutcome> {
         let mut pending: BTreeMap<u64, PendingLaunch> = BTreeMap::new();
         let mut outcomes: BTreeMap<u64, LaunchOutcome> = BTreeMap::new();
         let mut ids = Vec::with_capacity(groups.len());
         let mut calls = JoinSet::new();
+        let launched_at = (self.now, self.started.elapsed().as_secs_f64());
         for group in groups {
             let id = self.next_group_id;
             self.next_group_id += 1;
             self.launches += 1;
             ids.push(id);
-            let node = group.gpus[0].0;
-            let Some(mut client) = self.worker_client(node) else {
-                outcomes.insert(id, LaunchOutcome::Lost(format!("worker {node} is gone")));
+            let nodes: Vec<u32> = group.gpus.iter().map(|(n, _)| *n).collect();
+            let clients: Option<Vec<_>> = nodes.iter().map(|&n| self.worker_client(n)).collect();
+            let Some(clients) = clients else {
+                outcomes.insert(id, LaunchOutcome::Lost("a worker is gone".into()));
                 continue;
             };
             let req = self.execute_request(id, group);
@@ -666,34 +841,115 @@ impl Testbed {
                 id,
                 PendingLaunch {
                     members: group.members.clone(),
-                    node,
-                    done: None,
+                    nodes: nodes.clone(),
+                    awaiting: BTreeSet::new(),
+                    failure: None,
                     report: None,
                 },
             );
-            calls.spawn(async move { (id, client.execute(req).await) });
-        }
-        while let Some(joined) = calls.join_next().await {
-            let Ok((id, result)) = joined else { continue };
-            if let Err(status) = result {
-                pending.remove(&id);
-                let why = format!("Execute refused: {}", status.message());
-                let outcome = if status.code() == tonic::Code::Unavailable {
-                    LaunchOutcome::Lost(why)
-                } else {
-                    LaunchOutcome::TrainerFailed(why)
-                };
-                outcomes.insert(id, outcome);
+            for (node, mut client) in nodes.into_iter().zip(clients) {
+                let req = req.clone();
+                calls.spawn(async move { (id, node, client.execute(req).await) });
             }
         }
-        self.await_samples(&mut pending, &mut outcomes).await;
-        ids.into_iter()
+        while let Some(joined) = calls.join_next().await {
+            let Ok((id, node, result)) = joined else {
+                continue;
+            };
+            let Some(launch) = pending.get_mut(&id) else {
+                continue;
+            };
+            match result {
+                Ok(reply) if reply.get_ref().local_processes > 0 => {
+                    launch.awaiting.insert(node);
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    let why = format!("node {node}: Execute refused: {}", status.message());
+                    if status.code() == tonic::Code::Unavailable {
+                        launch.failure.get_or_insert(format!("lost: {why}"));
+                    } else {
+                        launch.failure.get_or_insert(why);
+                    }
+                }
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        self.await_samples(&mut pending, &mut outcomes, &mut resolved)
+            .await;
+        let outcomes: Vec<LaunchOutcome> = ids
+            .iter()
             .map(|id| {
                 outcomes
-                    .remove(&id)
+                    .remove(id)
                     .unwrap_or(LaunchOutcome::Lost("no outcome".into()))
             })
-            .collect()
+            .collect();
+        let rows: Vec<LaunchRow> = ids
+            .iter()
+            .zip(groups)
+            .zip(&outcomes)
+            .map(|((&id, group), outcome)| {
+                self.launch_row(id, group, outcome, resolved.get(&id), launched_at)
+            })
+            .collect();
+        if let Err(e) = self.append_launch_rows(&rows) {
+            tracing::error!("launches.csv: {e:#}");
+        }
+        outcomes
+    }
+
+    fn launch_row(
+        &self,
+        launch_id: u64,
+        group: &RunningGroup,
+        outcome: &LaunchOutcome,
+        launch: Option<&PendingLaunch>,
+        (virtual_time, wall_time): (f64, f64),
+    ) -> LaunchRow {
+        let status = match outcome {
+            LaunchOutcome::Measured(_) => "ok".to_string(),
+            LaunchOutcome::TrainerFailed(why) => format!("failed: {why}"),
+            LaunchOutcome::Lost(why) => format!("lost: {why}"),
+        };
+        LaunchRow {
+            launch_id,
+            virtual_time,
+            wall_time,
+            job_ids: self.ids(&group.members),
+            nodes: group.gpus.iter().map(|(n, _)| *n).collect(),
+            hosts: group
+                .gpus
+                .iter()
+                .map(|(n, _)| self.worker_ip(*n).unwrap_or_else(|| "?".into()))
+                .collect(),
+            ranks: group.gpus.iter().map(|(_, g)| g.len()).collect(),
+            status,
+            startup_s: launch.and_then(|l| l.report).map(|r| r.startup_s),
+            iteration_s: launch.and_then(PendingLaunch::iteration_s),
+        }
+    }
+
+    /// Appends rows to `<log_path>/launches.csv`, which the run's first call creates.
+    fn append_launch_rows(&mut self, rows: &[LaunchRow]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.cfg.log_path.join("launches.csv");
+        if self.launch_log.is_none() {
+            std::fs::create_dir_all(&self.cfg.log_path)
+                .with_context(|| format!("creating {}", self.cfg.log_path.display()))?;
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(LaunchRow::HEADER.as_bytes())?;
+            self.launch_log = Some(file);
+        }
+        let text: String = rows.iter().map(LaunchRow::to_csv).collect();
+        if let Some(file) = &mut self.launch_log {
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     fn worker_client(&self, node: u32) -> Option<muri_runtime::client::WorkerClient> {
@@ -703,6 +959,13 @@ impl Testbed {
             .ok()?
             .get(&node)
             .map(|w| w.client.clone())
+    }
+
+    /// The IP a worker registered with (its advertised address, the MPI host name).
+    fn worker_ip(&self, node: u32) -> Option<String> {
+        let workers = self.shared.workers.lock().ok()?;
+        let addr: SocketAddr = workers.get(&node)?.addr.parse().ok()?;
+        Some(addr.ip().to_string())
     }
 
     fn execute_request(&self, group_id: u64, group: &RunningGroup) -> pb::ExecuteRequest {
@@ -733,40 +996,64 @@ impl Testbed {
                 }
             })
             .collect();
+        let hosts = group
+            .gpus
+            .iter()
+            .map(|(node, ids)| pb::HostShare {
+                node_id: *node,
+                addr: self.worker_ip(*node).unwrap_or_default(),
+                gpu_ids: ids.clone(),
+            })
+            .collect();
+        let log_file = self
+            .cfg
+            .log_path
+            .join("trainer-logs")
+            .join(format!("launch-{group_id}.log"));
         pb::ExecuteRequest {
             group_id,
             jobs,
-            gpu_ids: group
-                .gpus
-                .iter()
-                .flat_map(|(_, g)| g.iter().copied())
-                .collect(),
+            gpu_ids: group.gpus[0].1.clone(),
             num_gpu: self.jobs[group.members[0]].num_gpu(),
             scheduler_addr: self.scheduler_addr(),
             time_scale: self.cfg.time_scale,
+            hosts,
+            log_file: std::path::absolute(&log_file)
+                .unwrap_or(log_file)
+                .display()
+                .to_string(),
         }
     }
 
+    /// Where trainers report: the advertised IP (checked at start-up: never 0.0.0.0) and
+    /// the port bound.
     fn scheduler_addr(&self) -> String {
-        let l = self.cfg.listen;
-        if l.ip().is_unspecified() {
-            format!("127.0.0.1:{}", l.port())
-        } else {
-            l.to_string()
-        }
+        let ip = self.cfg.advertise.unwrap_or(self.cfg.listen.ip());
+        SocketAddr::new(ip, self.cfg.listen.port()).to_string()
     }
 
     /// Collects Done and ReportIterTime for the launched groups until all are resolved,
-    /// their worker dies, or the sample timeout passes (then they are killed).
+    /// one of their workers dies, or the sample timeout passes. A launch resolved before all
+    /// its processes exited (a failed rank, a lost node, the timeout) is killed on every
+    /// node it still has, so none of its ranks keeps running.
     async fn await_samples(
         &mut self,
         pending: &mut BTreeMap<u64, PendingLaunch>,
         outcomes: &mut BTreeMap<u64, LaunchOutcome>,
+        resolved: &mut BTreeMap<u64, PendingLaunch>,
     ) {
-        let deadline = Instant::now() + self.cfg.sample_timeout;
-        while !pending.is_empty() {
+        let timeout = self.sample_timeout_for(pending);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let alive = self.alive_nodes();
+            for (id, launch) in resolve(pending, outcomes, &alive) {
+                if !launch.awaiting.is_empty() {
+                    self.kill_launch(&launch.nodes, id).await;
+                }
+                resolved.insert(id, launch);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if pending.is_empty() || left.is_zero() {
                 break;
             }
             match tokio::time::timeout(left.min(Duration::from_millis(100)), self.events.recv())
@@ -777,27 +1064,26 @@ impl Testbed {
                 Err(_) => {}
             }
             self.reap_dead_workers();
-            let alive = self.alive_nodes();
-            resolve(pending, outcomes, &alive);
         }
         for (id, launch) in std::mem::take(pending) {
-            self.kill_group(launch.node, id).await;
+            self.kill_launch(&launch.nodes, id).await;
             outcomes.insert(
                 id,
-                LaunchOutcome::Lost(format!(
-                    "sample did not finish within {:?}",
-                    self.cfg.sample_timeout
-                )),
+                LaunchOutcome::Lost(format!("sample did not finish within {timeout:.1?}")),
             );
+            resolved.insert(id, launch);
         }
     }
 
-    async fn kill_group(&self, node: u32, group_id: u64) {
-        if let Some(mut client) = self.worker_client(node) {
-            if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
-                tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+    /// Kills a launch on every one of its nodes that is still registered, concurrently.
+    async fn kill_launch(&self, nodes: &[u32], group_id: u64) {
+        let mut kills = JoinSet::new();
+        for &node in nodes {
+            if let Some(client) = self.worker_client(node) {
+                kills.spawn(kill_group(client, node, group_id));
             }
         }
+        while kills.join_next().await.is_some() {}
     }
 
     fn trainer_failed(&mut self, group: &RunningGroup, why: &str) {
@@ -830,40 +1116,27 @@ impl Testbed {
         }
     }
 
-    /// Pending → running for jobs in a launched (or kept) group; running → pending (a
-    /// preemption) for the rest. Measured speeds replace the model's.
+    /// The round's transitions for what was actually dispatched: a job outside every
+    /// running group (its launch failed, or no worker holds its GPUs) does not run whatever
+    /// the policy planned, and a held job that ran is preempted. Measured speeds then replace
+    /// the model's.
     fn apply_transitions(&mut self) {
-        let mut in_group: HashMap<JobIdx, usize> = HashMap::new();
-        for (gi, g) in self.running.iter().enumerate() {
-            for &m in &g.members {
-                in_group.insert(m, gi);
-            }
-        }
-        let now = self.now;
-        let mut preempted = Vec::new();
+        let in_group: HashSet<JobIdx> = self
+            .running
+            .iter()
+            .flat_map(|g| g.members.iter().copied())
+            .collect();
+        let mut was_running = Vec::new();
         for &j in &self.runnable {
             let job = &mut self.jobs[j];
-            match (in_group.get(&j), job.status) {
-                (Some(&gi), status) => {
-                    let members = &self.running[gi].members;
-                    if let Some(&t) = self.measured.get(members) {
-                        job.iteration_time_cur = t;
-                    }
-                    if status == Status::Pending {
-                        job.status = Status::Running;
-                        job.resume += 1;
-                        job.start_time.get_or_insert(now);
-                    }
-                }
-                (None, Status::Running) => {
-                    job.status = Status::Pending;
-                    job.preempt += 1;
-                    job.placement = None;
-                    preempted.push(job.spec.job_id);
-                }
-                (None, _) => job.placement = None,
+            if !in_group.contains(&j) {
+                job.placement = None;
+            }
+            if job.is_running() {
+                was_running.push(j);
             }
         }
+        let mut preempted = Vec::new();
         for &(j, _) in &self.held {
             let job = &mut self.jobs[j];
             if job.status == Status::Running {
@@ -872,33 +1145,52 @@ impl Testbed {
                 preempted.push(job.spec.job_id);
             }
         }
+        let now = self.now;
+        let alive = self.alive_nodes();
+        self.round_state().transitions(now, Some(&alive));
+        if self.cfg.executor == Executor::Trainers {
+            self.charge_measured();
+        }
+        preempted.extend(
+            was_running
+                .into_iter()
+                .filter(|&j| !self.jobs[j].is_running())
+                .map(|j| self.jobs[j].spec.job_id),
+        );
         if !preempted.is_empty() {
             tracing::info!(now, jobs = ?preempted, "preempted");
         }
     }
 
-    fn predict_ends(&mut self) {
-        for &j in &self.runnable {
-            let job = &self.jobs[j];
-            self.extra[j].predicted_end = job.is_running().then(|| self.now + job.time_to_finish());
+    /// Measured speeds replace the model's, and measured startups the restart table: a group
+    /// launched this round is charged its startup, a kept group nothing (nothing restarted).
+    /// The sampled iterations count as progress at the measured speed from the end of the
+    /// startup on, so the virtual clock is charged for them once, in the next credit.
+    fn charge_measured(&mut self) {
+        for g in &self.running {
+            let speed = self.measured.get(&g.members).copied();
+            let startup = self.startup_now.get(&g.members).copied().unwrap_or(0.0);
+            for &m in &g.members {
+                let job = &mut self.jobs[m];
+                if let Some(t) = speed {
+                    job.iteration_time_cur = t;
+                }
+                job.overhead = startup;
+            }
         }
     }
 
     /// The next virtual instant something happens: a predicted end, an arrival, a retry,
     /// or the interval tick (only while jobs are runnable).
     fn next_round_time(&self) -> Option<f64> {
-        let ends = self
-            .runnable
-            .iter()
-            .filter_map(|&j| self.extra[j].predicted_end);
-        let arrival = self
-            .arrivals
-            .front()
-            .map(|&j| self.jobs[j].spec.submit_time);
+        let event = self.queue.next_time(self.policy.as_ref());
         let retries = self.held.iter().map(|&(_, t)| t);
-        let tick = (!self.runnable.is_empty() && self.shared.worker_count() > 0)
+        let tick = (self.cfg.executor == Executor::Trainers
+            && !self.runnable.is_empty()
+            && self.shared.worker_count() > 0)
             .then_some(self.now + self.cfg.schedule_interval);
-        ends.chain(arrival)
+        event
+            .into_iter()
             .chain(retries)
             .chain(tick)
             .reduce(f64::min)
@@ -907,21 +1199,22 @@ impl Testbed {
     // ---- outputs -----------------------------------------------------------------------
 
     fn log_cluster(&mut self) {
-        let row = cluster_record(
-            &self.jobs,
-            &self.runnable,
-            self.records.len(),
-            self.cfg.spec.num_gpus(),
-            self.now,
-        );
+        let (now, total) = (self.now, self.cfg.spec.num_gpus());
+        let row = self.round_state().cluster_row(now, total);
         self.cluster_log.push(row);
     }
 
-    fn write_logs(&self) -> anyhow::Result<()> {
+    fn write_logs(&mut self) -> anyhow::Result<()> {
         let dir = &self.cfg.log_path;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         output::write_job_csv(&dir.join("job.csv"), &self.records)?;
         output::write_cluster_csv(&dir.join("cluster.csv"), &self.cluster_log)?;
+        if let (Some(path), Some(log)) = (&self.cfg.decisions, &self.decisions) {
+            if log.len() != self.decisions_written || self.rounds == 1 {
+                log.write(path)?;
+                self.decisions_written = log.len();
+            }
+        }
         self.write_failed_csv()
     }
 
@@ -1041,22 +1334,27 @@ fn profile_key(job: &Job) -> ([u64; 3], u64) {
     )
 }
 
-/// GPU ids for each share of a placement: node i of the policy's cluster is the i-th live
-/// worker; GPUs are handed out per node in placement order.
+/// GPU ids for each node of a placement: node i of the policy's cluster is the i-th live
+/// worker; GPUs are handed out per node in placement order; the first share's node is the
+/// launch's head (rank 0).
 fn assign_gpus(
     placement: &Placement,
     alive: &[u32],
     workers: &BTreeMap<u32, super::service::WorkerEntry>,
     next_gpu: &mut HashMap<u32, usize>,
 ) -> Option<Vec<(u32, Vec<u32>)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
     for share in &placement.shares {
         let node = *alive.get(share.node as usize)?;
         let gpus = &workers.get(&node)?.gpus;
         let from = next_gpu.entry(node).or_insert(0);
-        let ids = gpus.get(*from..*from + share.gpus as usize)?.to_vec();
+        let ids = gpus.get(*from..*from + share.gpus as usize)?;
         *from += share.gpus as usize;
-        out.push((node, ids));
+        // One host entry per node: two shares on a node are one MPI host with both's ranks.
+        match out.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, held)) => held.extend_from_slice(ids),
+            None => out.push((node, ids.to_vec())),
+        }
     }
     (!out.is_empty()).then_some(out)
 }
@@ -1097,52 +1395,78 @@ fn permutations(items: &[JobIdx]) -> Vec<Vec<JobIdx>> {
 fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
     match event {
         Event::Done(d) => {
-            if let Some(p) = pending.get_mut(&d.group_id) {
-                p.done = Some(d);
+            let Some(p) = pending.get_mut(&d.group_id) else {
+                return;
+            };
+            p.awaiting.remove(&d.node_id);
+            if d.exit_code != 0 || d.signal != 0 {
+                p.failure.get_or_insert(format!(
+                    "node {}: exit code {}, signal {}{}{}",
+                    d.node_id,
+                    d.exit_code,
+                    d.signal,
+                    if d.error.is_empty() { "" } else { ": " },
+                    d.error
+                ));
             }
         }
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
-                p.report = r.phase_iter_s.first().copied().filter(|t| *t > 0.0);
+                let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);
+                p.report = r
+                    .phase_iter_s
+                    .first()
+                    .copied()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(|iter_s| Sample {
+                        iter_s,
+                        startup_s: startup_s.unwrap_or(0.0),
+                    });
             }
         }
     }
 }
 
-/// Moves launches whose fate is known from `pending` to `outcomes`.
+async fn kill_group(mut client: muri_runtime::client::WorkerClient, node: u32, group_id: u64) {
+    if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
+        tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+    }
+}
+
+/// Moves launches whose fate is known from `pending` to `outcomes`; returns them.
 fn resolve(
     pending: &mut BTreeMap<u64, PendingLaunch>,
     outcomes: &mut BTreeMap<u64, LaunchOutcome>,
     alive: &[u32],
-) {
+) -> Vec<(u64, PendingLaunch)> {
     let ids: Vec<u64> = pending.keys().copied().collect();
+    let mut out = Vec::new();
     for id in ids {
         let p = &pending[&id];
-        let outcome = match (&p.done, p.report) {
-            (Some(d), _) if d.exit_code != 0 || d.signal != 0 => {
-                Some(LaunchOutcome::TrainerFailed(format!(
-                    "exit code {}, signal {}{}{}",
-                    d.exit_code,
-                    d.signal,
-                    if d.error.is_empty() { "" } else { ": " },
-                    d.error
-                )))
-            }
-            (Some(_), Some(t)) => Some(LaunchOutcome::Measured(t)),
-            (Some(_), None) => Some(LaunchOutcome::TrainerFailed(
-                "exited 0 without reporting iteration times".into(),
-            )),
-            (None, _) if !alive.contains(&p.node) => {
-                Some(LaunchOutcome::Lost(format!("worker {} died", p.node)))
-            }
-            (None, _) => None,
+        let lost_node = p.nodes.iter().find(|n| !alive.contains(n));
+        let outcome = match (lost_node, &p.failure, p.awaiting.is_empty()) {
+            (Some(n), _, _) => Some(LaunchOutcome::Lost(format!("worker {n} died"))),
+            (None, Some(why), _) => Some(match why.strip_prefix("lost: ") {
+                Some(why) => LaunchOutcome::Lost(why.to_string()),
+                None => LaunchOutcome::TrainerFailed(why.clone()),
+            }),
+            (None, None, true) => Some(match p.report {
+                Some(sample) => LaunchOutcome::Measured(sample),
+                None => LaunchOutcome::TrainerFailed(
+                    "exited 0 without reporting iteration times".into(),
+                ),
+            }),
+            (None, None, false) => None,
         };
         if let Some(o) = outcome {
             tracing::debug!(group = id, members = ?p.members, ?o, "launch resolved");
-            pending.remove(&id);
             outcomes.insert(id, o);
+            if let Some(launch) = pending.remove(&id) {
+                out.push((id, launch));
+            }
         }
     }
+    out
 }
 
 /// Parses the scheduler's `--listen` value.

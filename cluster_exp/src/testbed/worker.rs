@@ -5,10 +5,16 @@
 //! A group runs as `mpirun -n <gpus> muri-trainer …` when built with the `mpi` feature;
 //! otherwise the trainer is started once per rank (`--rank r --world G`). Every launch gets
 //! its own process group so a kill reaches all of its processes and nothing is orphaned.
+//!
+//! A launch spanning several nodes is sent to every one of them with the host list. Each
+//! worker checks its own share (it refuses GPU ids it does not own). Under MPI the head
+//! (the first host, rank 0) starts one `mpirun` over all hosts and the others start nothing;
+//! without MPI each worker starts its own share of the ranks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +36,9 @@ pub struct WorkerConfig {
     pub gpus: Vec<u32>,
     pub cpus: u32,
     pub listen: SocketAddr,
+    /// The IP the scheduler, the other nodes' MPI daemons and the trainers' peers reach this
+    /// node at; `None` = the listen IP (which then must not be unspecified).
+    pub advertise: Option<IpAddr>,
     pub token: Token,
     /// Served to the scheduler and used to dial it.
     pub tls: Tls,
@@ -55,6 +64,10 @@ struct Task {
 
 struct WorkerState {
     cfg: WorkerConfig,
+    /// The advertised IP (see [`super::advertised_ip`]).
+    ip: IpAddr,
+    /// Open MPI's launch agent for loopback hosts, written at start-up (MPI builds only).
+    agent: Option<LaunchAgent>,
     tasks: Mutex<HashMap<u64, Task>>,
     scheduler: tokio::sync::Mutex<Option<SchedulerClient>>,
     shutdown: Notify,
@@ -65,15 +78,49 @@ struct WorkerService {
     state: Arc<WorkerState>,
 }
 
+/// The loopback launch agent as an executable file in the temp directory. Its name holds a
+/// hash of its text, so workers on one machine share it and a changed agent gets a new
+/// file; it is written under a temporary name and renamed, so no worker sees it half-written.
+struct LaunchAgent(PathBuf);
+
+impl LaunchAgent {
+    fn write() -> anyhow::Result<LaunchAgent> {
+        use std::hash::{Hash, Hasher};
+        use std::os::unix::fs::PermissionsExt;
+        let text = muri_workloads::launch::LOOPBACK_AGENT;
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hash);
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("muri-loopback-agent-{:016x}.sh", hash.finish()));
+        if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+            return Ok(LaunchAgent(path));
+        }
+        let tmp = dir.join(format!("muri-loopback-agent.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing the launch agent {}", path.display()))?;
+        Ok(LaunchAgent(path))
+    }
+}
+
 /// Runs the worker until the scheduler sends Exit (or the process is killed).
 pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     anyhow::ensure!(!cfg.gpus.is_empty(), "--gpus must list at least one GPU id");
+    let ip = super::advertised_ip(cfg.listen, cfg.advertise)?;
+    let agent = if cfg.use_mpi {
+        Some(LaunchAgent::write()?)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the worker to {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = SocketAddr::new(ip, listener.local_addr()?.port());
     let state = Arc::new(WorkerState {
         cfg,
+        ip,
+        agent,
         tasks: Mutex::new(HashMap::new()),
         scheduler: tokio::sync::Mutex::new(None),
         shutdown: Notify::new(),
@@ -304,7 +351,8 @@ async fn heartbeat(state: &WorkerState) -> bool {
     }
 }
 
-fn validate_execute(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Result<(), Status> {
+/// Checks a request and returns this node's part of it.
+fn validate_execute(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Result<LocalPart, Status> {
     if req.jobs.is_empty() || req.jobs.len() > 4 {
         return Err(Status::invalid_argument("a group has 1 to 4 jobs"));
     }
@@ -343,20 +391,86 @@ fn validate_execute(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Result<(), 
             "time_scale must be finite and ≥ 0",
         ));
     }
-    if let Some(g) = req.gpu_ids.iter().find(|g| !cfg.gpus.contains(g)) {
-        // Multi-node groups list other nodes' GPUs too; only a local id outside ours is wrong
-        // when the group fits on this node.
-        if req.num_gpu as usize <= cfg.gpus.len() {
-            return Err(Status::out_of_range(format!(
-                "GPU {g} is not on this worker"
-            )));
-        }
+    let part = local_part(cfg, req)?;
+    let mut ids = part.gpu_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() || ids.len() != part.gpu_ids.len() {
+        return Err(Status::invalid_argument(format!(
+            "node {}: its share needs distinct GPU ids",
+            cfg.node_id
+        )));
     }
-    Ok(())
+    if let Some(g) = part.gpu_ids.iter().find(|g| !cfg.gpus.contains(g)) {
+        return Err(Status::out_of_range(format!(
+            "GPU {g} is not on this worker (node {} owns {:?})",
+            cfg.node_id, cfg.gpus
+        )));
+    }
+    Ok(part)
 }
 
-/// The trainer's arguments for one rank (or for all ranks under mpirun).
-fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
+/// This node's part of a launch.
+#[derive(Debug, Clone, PartialEq)]
+struct LocalPart {
+    /// This node's GPUs, one rank each.
+    gpu_ids: Vec<u32>,
+    /// Global rank of this node's first rank.
+    first_rank: u32,
+    /// The first host: it runs rank 0 (and, under MPI, the launch's `mpirun`).
+    head: bool,
+}
+
+/// Finds this node in the host list (a request without one is a single-node launch here).
+fn local_part(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Result<LocalPart, Status> {
+    if req.hosts.is_empty() {
+        return Ok(LocalPart {
+            gpu_ids: req.gpu_ids.clone(),
+            first_rank: 0,
+            head: true,
+        });
+    }
+    let mut rank = 0u32;
+    let mut mine = None;
+    for (i, host) in req.hosts.iter().enumerate() {
+        if host.node_id == cfg.node_id {
+            if mine.is_some() {
+                return Err(Status::invalid_argument(format!(
+                    "node {} is listed twice in the host list",
+                    cfg.node_id
+                )));
+            }
+            mine = Some(LocalPart {
+                gpu_ids: host.gpu_ids.clone(),
+                first_rank: rank,
+                head: i == 0,
+            });
+        }
+        if host.addr.parse::<IpAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "host {} of node {}: not an IP address",
+                host.addr, host.node_id
+            )));
+        }
+        rank += host.gpu_ids.len() as u32;
+    }
+    if rank != req.num_gpu {
+        return Err(Status::invalid_argument(format!(
+            "the host list has {rank} GPUs, the group {}",
+            req.num_gpu
+        )));
+    }
+    mine.ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "node {} is not a host of group {}",
+            cfg.node_id, req.group_id
+        ))
+    })
+}
+
+/// The trainer's arguments for one rank (or for all ranks under mpirun). Rank 0 runs on
+/// the head, this worker or the one that launches: it serves QueryStats on `ip`.
+fn trainer_args(cfg: &WorkerConfig, ip: IpAddr, req: &pb::ExecuteRequest) -> Vec<String> {
     let mut args = vec![
         "--group-id".to_string(),
         req.group_id.to_string(),
@@ -364,6 +478,8 @@ fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
         req.scheduler_addr.clone(),
         "--time-scale".into(),
         req.time_scale.to_string(),
+        "--stats-ip".into(),
+        ip.to_string(),
     ];
     for j in &req.jobs {
         let ms = &j.stage_ms;
@@ -391,14 +507,40 @@ fn trainer_args(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Vec<String> {
 
 /// The loopback `mpirun` flags (shared with `muri profile` and the trainer's tests).
 pub use muri_workloads::launch::mpirun_local_args;
+use muri_workloads::launch::{mpirun_multi_host_args, HostRanks};
 
-fn mpirun_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> Command {
+/// Environment variables every rank gets from `mpirun`.
+const RANK_ENV: [&str; 3] = ["MURI_TOKEN", "MURI_FAIL_JOBS", "RUST_LOG"];
+
+fn mpirun_command(state: &WorkerState, req: &pb::ExecuteRequest) -> Command {
+    let cfg = &state.cfg;
+    let args = trainer_args(cfg, state.ip, req);
     let mut cmd = Command::new("mpirun");
-    cmd.args(mpirun_local_args(req.num_gpu))
-        .args(["-x", "MURI_TOKEN", "-x", "MURI_FAIL_JOBS", "-x", "RUST_LOG"])
-        .arg(&cfg.trainer)
-        .args(trainer_args(cfg, req))
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    if req.hosts.len() > 1 {
+        let hosts: Vec<HostRanks<'_>> = req
+            .hosts
+            .iter()
+            .map(|h| HostRanks {
+                addr: &h.addr,
+                gpu_ids: &h.gpu_ids,
+            })
+            .collect();
+        let agent = state.agent.as_ref().map_or(Path::new("ssh"), |a| &a.0);
+        cmd.args(mpirun_multi_host_args(
+            &hosts,
+            agent,
+            &cfg.trainer,
+            &args,
+            &RANK_ENV,
+        ));
+    } else {
+        cmd.args(mpirun_local_args(req.num_gpu));
+        for name in RANK_ENV {
+            cmd.args(["-x", name]);
+        }
+        cmd.arg(&cfg.trainer).args(args);
+    }
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("MURI_TOKEN", token_env(cfg))
         .env(
@@ -416,9 +558,10 @@ fn token_env(cfg: &WorkerConfig) -> String {
     cfg.token.secret().unwrap_or_default().to_string()
 }
 
-fn rank_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest, rank: u32) -> Command {
+fn rank_command(state: &WorkerState, req: &pb::ExecuteRequest, rank: u32) -> Command {
+    let cfg = &state.cfg;
     let mut cmd = Command::new(&cfg.trainer);
-    cmd.args(trainer_args(cfg, req))
+    cmd.args(trainer_args(cfg, state.ip, req))
         .args([
             "--rank",
             &rank.to_string(),
@@ -429,12 +572,41 @@ fn rank_command(cfg: &WorkerConfig, req: &pb::ExecuteRequest, rank: u32) -> Comm
     cmd
 }
 
-fn spawn_tree(mut cmd: Command, gpu_ids: &[u32]) -> std::io::Result<Child> {
+/// Where a launch's stdout and stderr go: its log file, else nowhere / the worker's stderr.
+fn output_streams(log: Option<&File>) -> std::io::Result<(Stdio, Stdio)> {
+    Ok(match log {
+        Some(f) => (Stdio::from(f.try_clone()?), Stdio::from(f.try_clone()?)),
+        None => (Stdio::null(), Stdio::inherit()),
+    })
+}
+
+/// Heads a launch's log with the command it runs (program and arguments only: the token
+/// travels in the environment and stays out of the log).
+fn log_command(mut log: &File, cmd: &Command, gpu_ids: &[u32]) -> std::io::Result<()> {
+    use std::io::Write;
+    let std_cmd = cmd.as_std();
+    let mut line = format!(
+        "# CUDA_VISIBLE_DEVICES={gpu_ids:?} {}",
+        std_cmd.get_program().to_string_lossy()
+    );
+    for arg in std_cmd.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    line.push('\n');
+    log.write_all(line.as_bytes())
+}
+
+fn spawn_tree(mut cmd: Command, gpu_ids: &[u32], log: Option<&File>) -> std::io::Result<Child> {
     let visible: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
+    if let Some(log) = log {
+        log_command(log, &cmd, gpu_ids)?;
+    }
+    let (stdout, stderr) = output_streams(log)?;
     cmd.env("CUDA_VISIBLE_DEVICES", visible.join(","))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
     // SAFETY: prctl is async-signal-safe; the closure runs between fork and exec.
@@ -449,15 +621,43 @@ fn spawn_tree(mut cmd: Command, gpu_ids: &[u32]) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-fn launch(cfg: &WorkerConfig, req: &pb::ExecuteRequest) -> anyhow::Result<Vec<Child>> {
+/// Opens (appending) the trainer log the scheduler asked for, creating its directory.
+fn open_log(path: &str) -> anyhow::Result<Option<File>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let path = Path::new(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the trainer log {}", path.display()))?;
+    Ok(Some(file))
+}
+
+/// Starts this node's part of a launch; an empty list when the head's `mpirun` runs it.
+fn launch(
+    state: &WorkerState,
+    req: &pb::ExecuteRequest,
+    part: &LocalPart,
+) -> anyhow::Result<Vec<Child>> {
+    let cfg = &state.cfg;
+    if cfg.use_mpi && req.hosts.len() > 1 && !part.head {
+        return Ok(Vec::new());
+    }
+    let log = open_log(&req.log_file)?;
     if cfg.use_mpi && req.num_gpu > 1 {
-        let child =
-            spawn_tree(mpirun_command(cfg, req), &req.gpu_ids).context("spawning mpirun")?;
+        let child = spawn_tree(mpirun_command(state, req), &part.gpu_ids, log.as_ref())
+            .context("spawning mpirun")?;
         return Ok(vec![child]);
     }
-    (0..req.num_gpu)
+    let ranks = part.first_rank..part.first_rank + part.gpu_ids.len() as u32;
+    ranks
         .map(|rank| {
-            spawn_tree(rank_command(cfg, req, rank), &req.gpu_ids)
+            spawn_tree(rank_command(state, req, rank), &part.gpu_ids, log.as_ref())
                 .with_context(|| format!("spawning {}", cfg.trainer.display()))
         })
         .collect()
@@ -580,7 +780,7 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
     ) -> Result<Response<pb::ExecuteReply>, Status> {
         let req = req.into_inner();
         let cfg = &self.state.cfg;
-        validate_execute(cfg, &req)?;
+        let part = validate_execute(cfg, &req)?;
         let mut tasks = self
             .state
             .tasks
@@ -592,8 +792,13 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
                 req.group_id
             )));
         }
-        let children =
-            launch(cfg, &req).map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        let children = launch(&self.state, &req, &part)
+            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+        if children.is_empty() {
+            tracing::info!(group = req.group_id, head = req.hosts[0].node_id, gpus = ?part.gpu_ids, "share run by the head's mpirun");
+            return Ok(Response::new(pb::ExecuteReply { local_processes: 0 }));
+        }
+        let local_processes = children.len() as u32;
         let pgids = children
             .iter()
             .filter_map(|c| c.id())
@@ -608,14 +813,14 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
             },
         );
         drop(tasks);
-        tracing::info!(group = req.group_id, jobs = req.jobs.len(), gpus = ?req.gpu_ids, "launched");
+        tracing::info!(group = req.group_id, jobs = req.jobs.len(), gpus = ?part.gpu_ids, first_rank = part.first_rank, "launched");
         tokio::spawn(watch_launch(
             self.state.clone(),
             req.group_id,
             children,
             Instant::now(),
         ));
-        Ok(Response::new(pb::ExecuteReply {}))
+        Ok(Response::new(pb::ExecuteReply { local_processes }))
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::KillReply>, Status> {
@@ -672,5 +877,109 @@ mod tests {
         assert_eq!(r.next_wait(Duration::ZERO), None);
         let why = r.give_up(3, "missing or wrong x-muri-token").to_string();
         assert!(why.contains("worker 3") && why.contains("8 times"), "{why}");
+    }
+
+    fn config(node_id: u32, gpus: Vec<u32>) -> WorkerConfig {
+        WorkerConfig {
+            scheduler: String::new(),
+            node_id,
+            gpus,
+            cpus: 8,
+            listen: "127.0.0.2:0".parse().unwrap(),
+            advertise: None,
+            token: Token::default(),
+            tls: Tls::plaintext(),
+            register_timeout: Duration::from_secs(60),
+            trainer: PathBuf::from("muri-trainer"),
+            use_mpi: false,
+            kill_grace: Duration::from_secs(1),
+            checkpoint_dir: None,
+            trainer_flags: Vec::new(),
+        }
+    }
+
+    /// A 6-GPU launch: node 3 holds ranks 0–3 (its GPUs 0–3), node 5 ranks 4–5 (GPUs 2, 3).
+    fn two_node_request() -> pb::ExecuteRequest {
+        let host = |node_id, addr: &str, gpu_ids: Vec<u32>| pb::HostShare {
+            node_id,
+            addr: addr.into(),
+            gpu_ids,
+        };
+        pb::ExecuteRequest {
+            group_id: 9,
+            jobs: vec![pb::JobSlot {
+                slot: 0,
+                job_id: 1,
+                model: "gpt2".into(),
+                batch_size: 4,
+                iterations: 10,
+                stage_ms: vec![1.0, 2.0, 3.0],
+                checkpoint_path: String::new(),
+                attempt: 0,
+            }],
+            gpu_ids: vec![0, 1, 2, 3],
+            num_gpu: 6,
+            scheduler_addr: "127.0.0.1:1".into(),
+            time_scale: 1.0,
+            hosts: vec![
+                host(3, "127.0.0.2", vec![0, 1, 2, 3]),
+                host(5, "127.0.0.3", vec![2, 3]),
+            ],
+            log_file: String::new(),
+        }
+    }
+
+    #[test]
+    fn each_node_finds_its_own_share_and_first_rank() {
+        let req = two_node_request();
+        let head = validate_execute(&config(3, vec![0, 1, 2, 3]), &req).unwrap();
+        assert_eq!(
+            head,
+            LocalPart {
+                gpu_ids: vec![0, 1, 2, 3],
+                first_rank: 0,
+                head: true
+            }
+        );
+        let other = validate_execute(&config(5, vec![0, 1, 2, 3]), &req).unwrap();
+        assert_eq!(
+            other,
+            LocalPart {
+                gpu_ids: vec![2, 3],
+                first_rank: 4,
+                head: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_worker_refuses_gpu_ids_it_does_not_own() {
+        let req = two_node_request();
+        let err = validate_execute(&config(5, vec![0, 1]), &req).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(
+            err.message().contains("GPU 2 is not on this worker"),
+            "{err}"
+        );
+        let mut single = req.clone();
+        single.hosts.clear();
+        single.gpu_ids = vec![0, 7];
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &single).unwrap_err();
+        assert!(err.message().contains("GPU 7"), "{err}");
+    }
+
+    #[test]
+    fn a_host_list_must_name_this_node_and_add_up() {
+        let req = two_node_request();
+        let err = validate_execute(&config(4, vec![0, 1, 2, 3]), &req).unwrap_err();
+        assert!(err.message().contains("node 4 is not a host"), "{err}");
+        let mut short = req.clone();
+        short.num_gpu = 8;
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &short).unwrap_err();
+        assert!(err.message().contains("6 GPUs"), "{err}");
+        let mut bad_addr = req;
+        bad_addr.hosts[1].addr = "node-b".into();
+        let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &bad_addr).unwrap_err();
+        assert!(err.message().contains("not an IP address"), "{err}");
     }
 }

@@ -1,0 +1,132 @@
+//! The testbed's fast-forward clock with real processes on loopback: a launch whose sample
+//! never finishes is lost after a timeout that follows the model's expected startup, and
+//! each lost launch counts as an attempt, so the job ends up failed instead of relaunched
+//! forever.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MURI: &str = env!("CARGO_BIN_EXE_muri");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// A child process killed when the test ends, so nothing outlives a failed test.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    let out = Command::new(MURI)
+        .args(["trace", "gen", "--jobs", "1", "--models", "dqn"])
+        .args([
+            "--gpu-mix",
+            "1:1",
+            "--median-hours",
+            "1",
+            "--seed",
+            "1",
+            "-o",
+        ])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A trainer that starts and never reports.
+    let hang = dir.path().join("hanging-trainer");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("out");
+    let mut scheduler = Command::new(MURI)
+        .args(["scheduler", "--schedule", "shortest", "--cluster_spec"])
+        .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
+        .arg("--trace_file")
+        .arg(&trace)
+        .arg("--log_path")
+        .arg(&log)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--sample_timeout", "0.5", "--max_attempts", "2"])
+        .arg("--no_auth")
+        .env_remove("MURI_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Proc)
+        .unwrap();
+    let stderr = scheduler.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("scheduler listening on ")
+                .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+        })
+        .expect("the scheduler reports its port");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let _worker = Command::new(MURI)
+        .args(["worker", "--scheduler", &format!("127.0.0.1:{port}")])
+        .args([
+            "--node-id",
+            "0",
+            "--gpus",
+            "4",
+            "--kill_grace",
+            "0.2",
+            "--trainer",
+        ])
+        .arg(&hang)
+        .arg("--no_auth")
+        .env_remove("MURI_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = scheduler.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the scheduler did not give up on the hanging job"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rest = rest.join().unwrap().join("\n");
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("0 jobs completed, 1 failed"), "{rest}");
+    assert!(rest.contains("failed after 2 attempts"), "{rest}");
+    // dqn on one GPU is expected to start in 5 s (the restart table): each sample waits
+    // --sample_timeout 0.5 s plus that, not 0.5 s alone.
+    assert!(
+        started.elapsed() >= Duration::from_secs(11),
+        "two lost samples took only {:?}",
+        started.elapsed()
+    );
+    let failed = std::fs::read_to_string(log.join("failed.csv")).unwrap();
+    assert!(failed.contains(",failed,2,"), "{failed}");
+    let waited: f64 = failed
+        .split("sample did not finish within ")
+        .nth(1)
+        .and_then(|t| t.trim().strip_suffix('s')?.parse().ok())
+        .unwrap_or_else(|| panic!("failed.csv names the timeout: {failed}"));
+    assert!(
+        waited >= 5.5,
+        "the timeout includes the expected startup: {failed}"
+    );
+}

@@ -4,12 +4,12 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/muri-rs/target
 export CARGO_TARGET_DIR
 MURI := $(CARGO_TARGET_DIR)/release/muri
 
-.PHONY: simulate test build bench fmt clippy trace-data clean rpc
+.PHONY: simulate test build bench fmt clippy trace-data clean rpc gpu gpu-check
 
 simulate:            ## default trace, every policy, comparison table
 	scripts/simulate.sh
 
-test:                ## fmt + clippy + every test (release)
+test:                ## fmt + clippy + every test (release), docs, debug-assertion subset
 	scripts/test.sh
 
 build:
@@ -17,6 +17,12 @@ build:
 
 rpc:                 ## (re)generate the testbed's gRPC code (runtime/proto, protox) and build it
 	touch runtime/proto/muri.proto && cargo build --release -p muri-runtime -p muri-workloads -p muri
+
+gpu:                 ## GPU binaries into gpu-bin/ against the GPU machine's libtorch (docs/testbed.md)
+	scripts/gpu-build.sh $(TORCH_VERSION)
+
+gpu-check:           ## the GPU check (CPU fallback without a GPU) into results/gpu-check.txt
+	scripts/gpu-check.sh
 
 bench: build         ## the BENCHMARKS.md figures
 	scripts/bench.sh

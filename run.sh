@@ -76,7 +76,7 @@ if [ "$workload" = real ]; then
   rm -rf "$out/ckpt"
 fi
 if [ "$hosts" = loopback ] && command -v mpirun >/dev/null; then
-  mpi_features=muri/mpi,muri-workloads/mpi
+  mpi_features=muri/mpi,muri-workloads/mpi,muri-workloads/nccl   # as scripts/test.sh
   if [ ${#features[@]} -gt 0 ]; then
     case ${features[1]} in *mpi*) ;; *) features[1]=${features[1]},$mpi_features ;; esac
   else

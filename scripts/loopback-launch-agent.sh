@@ -26,6 +26,12 @@ esac
 # The host this daemon stands in for, for the ranks' logs.
 MURI_HOST=$host
 export MURI_HOST
+# Each daemon keeps its own Open MPI session directory, as a real host has its own /tmp:
+# daemons on one machine would otherwise race to create the same one. Named after the host
+# and the launching mpirun ($PPID); the worker removes it when that mpirun has exited.
+OMPI_MCA_orte_tmpdir_base=${TMPDIR:-/tmp}/muri-loopback-hosts/$host-$PPID
+export OMPI_MCA_orte_tmpdir_base
+mkdir -p "$OMPI_MCA_orte_tmpdir_base" || exit 255
 # The daemon replaces this process, so mpirun is its parent; it gets SIGTERM (and then ends
 # its ranks) the moment mpirun dies, as a real node's daemon loses its ssh session.
 if command -v setpriv >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: formatting, lints, then every test in release
-# mode (the fidelity tests replay full paper traces), then again with the heavy features
+# mode (the fidelity tests replay full paper traces), the doc build, the matching and a
+# fidelity subset with debug assertions (`ci` profile), then again with the heavy features
 # (mpi, nccl, torch: real tch training). Reads ../shared (traces, goldens). Installs Open MPI
 # (apt) and libtorch (pip, project-local .venv-torch) when missing.
 # Builds go to $CARGO_TARGET_DIR (default: ~/.cache/muri-rs/target) so reruns are incremental.
@@ -8,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muri-rs/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Traces whose reference rows run with debug assertions (the full set takes too long there).
+CI_FIDELITY_TRACES="${CI_FIDELITY_TRACES:-trace1_first100,trace1_pr_first50,trace3_first400,trace3_pr_first100}"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 if [ ! -f ../shared/reference/goldens.csv ]; then
   echo "error: ../shared (traces and reference numbers) must sit next to this repository" >&2
@@ -30,6 +33,14 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 echo "== cargo test --release"
 cargo test --release --all-targets
+echo "== cargo doc --no-deps (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+# The matching's self-checks (cfg(debug_assertions)) and overflow checks, in the optimised
+# `ci` profile: the matching's tests, then the reference rows of a fidelity subset.
+echo "== cargo test --profile ci (debug assertions): matching + fidelity subset"
+cargo test --profile ci -p muri --lib
+cargo test --profile ci -p muri --test matching
+MURI_FIDELITY_TRACES="$CI_FIDELITY_TRACES" cargo test --profile ci -p muri --test fidelity reference_rows
 # Every feature this machine can build: MPI (Open MPI above), NCCL (cudarc loads CUDA/NCCL at
 # run time, so it builds anywhere; its GPU path needs a GPU to run) and torch (libtorch 2.13.0
 # from pip into the project-local .venv-torch, no system packages).

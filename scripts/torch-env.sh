@@ -17,9 +17,10 @@ if [ -z "$LIBTORCH" ] || [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
 fi
 export LIBTORCH
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The feature set every script builds with (one shared build): torch, plus MPI and NCCL where
-# Open MPI is installed.
-MURI_FEATURES=muri/torch,muri-workloads/torch
+# The feature set every script builds with (one shared build): torch and cuda (GPU placement;
+# cudarc loads CUDA at run time, so it builds and runs on the CPU anywhere), plus MPI and NCCL
+# where Open MPI is installed.
+MURI_FEATURES=muri/torch,muri-workloads/torch,muri-workloads/cuda
 if command -v mpirun >/dev/null && command -v mpicc >/dev/null; then
   MURI_FEATURES=$MURI_FEATURES,muri/mpi,muri-workloads/mpi,muri-workloads/nccl
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -1,6 +1,7 @@
 //! Evaluation commands: `muri sweep` (a grid of simulations in parallel) and
 //! `muri calc --compare` (several runs in one table) and `muri plot` (figures from logs).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,7 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use muri::metrics::Summary;
 use muri::output;
 use muri::plot;
-use muri::sweep;
+use muri::policy::PolicyKind;
+use muri::report::{Report, ReportFormat, RunFigures};
+use muri::runinfo::{self, RunInfo, RunOrigin};
+use muri::sweep::{self, SweepRecord};
 
 #[derive(Args)]
 pub struct SweepArgs {
@@ -26,7 +30,10 @@ pub struct SweepArgs {
     pub trace_dir: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long)]
-    pub jobs: Option<usize>,
+    pub threads: Option<usize>,
+    /// Overwrite runs already in the output directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
@@ -34,11 +41,12 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Some(out) = args.out {
         sweep.out = out;
     }
-    if let Some(n) = args.jobs {
+    sweep.force = args.force;
+    if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global()
-            .context("--jobs: starting the thread pool")?;
+            .context("--threads: starting the thread pool")?;
     }
     let bar = ProgressBar::new(sweep.runs.len() as u64);
     bar.set_style(
@@ -65,50 +73,151 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `muri calc --compare DIR...`: one table, ratios to the first run.
-pub fn run_compare(dirs: &[PathBuf]) -> anyhow::Result<()> {
-    let mut rows: Vec<(String, Summary)> = Vec::new();
-    for d in dirs {
-        let job_csv = if d.is_dir() {
-            d.join("job.csv")
+/// `muri calc --compare DIR...` (and `muri calc DIR` on a directory of runs): one table,
+/// ratios to the baseline (Muri-S when present). Runs whose run.json shows another trace or
+/// cluster are refused unless `allow_mixed`.
+pub fn run_compare(
+    dirs: &[PathBuf],
+    allow_mixed: bool,
+    format: ReportFormat,
+) -> anyhow::Result<()> {
+    if dirs.is_empty() {
+        anyhow::bail!("--compare needs at least one run directory");
+    }
+    let labels = run_labels(dirs);
+    let mut figures = Vec::new();
+    let mut origins = Vec::new();
+    for (d, label) in dirs.iter().zip(labels) {
+        let (dir, job_csv) = if d.is_dir() {
+            (d.clone(), d.join("job.csv"))
         } else {
-            d.clone()
+            (
+                d.parent().map(Path::to_path_buf).unwrap_or_default(),
+                d.clone(),
+            )
         };
         let records = output::read_job_csv(&job_csv)?;
         let s = Summary::from_records(&records)
             .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
-        rows.push((label(d), s));
+        origins.push(RunOrigin {
+            label: d.display().to_string(),
+            info: RunInfo::read(&dir)?,
+            job_rows: records.len(),
+        });
+        let cluster_csv = dir.join("cluster.csv");
+        let utilisation = if cluster_csv.exists() {
+            output::gpu_utilisation(&output::read_cluster_csv(&cluster_csv)?)
+        } else {
+            None
+        };
+        let mut f = run_figures(&dir, &job_csv, s, utilisation)?;
+        f.label = label;
+        figures.push(f);
     }
-    let Some((_, base)) = rows.first().cloned() else {
-        anyhow::bail!("--compare needs at least one run directory");
-    };
-    outln!(
-        "{:<40} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7}",
-        "run",
-        "jobs",
-        "avg JCT (s)",
-        "ratio",
-        "makespan (s)",
-        "ratio",
-        "99th JCT (s)",
-        "ratio"
+    for warning in runinfo::check_same_inputs(&origins, allow_mixed)? {
+        eprintln!("warning: {warning}");
+    }
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        Report::new(figures).render(format)
     )?;
-    for (name, s) in &rows {
-        outln!(
-            "{:<40} {:>6} {:>14.1} {:>7.3} {:>14.1} {:>7.3} {:>14.1} {:>7.3}",
-            name,
-            s.jobs,
-            s.avg_jct,
-            s.avg_jct / base.avg_jct,
-            s.makespan,
-            s.makespan / base.makespan,
-            s.p99_jct,
-            s.p99_jct / base.p99_jct
-        )?;
-    }
     Ok(())
 }
 
+/// The sub-directories of `dir` that hold a job.csv, sorted by name.
+pub fn run_subdirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if p.join("job.csv").is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One run's figures; its policy comes from run.json, else from the directory name.
+pub fn run_figures(
+    dir: &Path,
+    job_csv: &Path,
+    summary: Summary,
+    gpu_utilisation: Option<f64>,
+) -> anyhow::Result<RunFigures> {
+    let from_info = RunInfo::read(dir)?.and_then(|i| PolicyKind::parse(&i.policy).ok());
+    let policy = from_info.or_else(|| {
+        dir.file_name()
+            .and_then(|n| PolicyKind::parse(&n.to_string_lossy()).ok())
+    });
+    Ok(RunFigures {
+        label: policy.map_or_else(|| label(job_csv), |k| k.paper_name().to_string()),
+        policy,
+        summary,
+        gpu_utilisation,
+        wall_s: None,
+    })
+}
+
+/// Row labels: the policies' paper names (or the directory names) when they tell the runs
+/// apart, else the last two path components.
+fn run_labels(dirs: &[PathBuf]) -> Vec<String> {
+    let leaf = |d: &PathBuf| {
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        PolicyKind::parse(&name).map_or(name, |k| k.paper_name().to_string())
+    };
+    let leaves: Vec<String> = dirs.iter().map(leaf).collect();
+    let mut unique = leaves.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() == leaves.len() && !leaves.iter().any(|l| l == "job.csv" || l.is_empty()) {
+        leaves
+    } else {
+        dirs.iter().map(|d| label(d)).collect()
+    }
+}
+
+/// Runs drawn on one chart must share a trace, and runs with the same flags a cluster.
+fn check_plotted_runs(runs: &[plot::Run], allow_mixed: bool) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut traces: Vec<&str> = runs.iter().map(|r| r.trace.as_str()).collect();
+    traces.dedup();
+    for trace in traces {
+        let group: Vec<&plot::Run> = runs.iter().filter(|r| r.trace == trace).collect();
+        let origins = group
+            .iter()
+            .map(|r| {
+                Ok(RunOrigin {
+                    label: r.dir.display().to_string(),
+                    info: RunInfo::read(&r.dir)?,
+                    job_rows: r.jobs.len(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        warnings.extend(runinfo::check_same_trace(&origins, allow_mixed)?);
+        let mut flags: Vec<&str> = group.iter().map(|r| r.flags.as_str()).collect();
+        flags.sort_unstable();
+        flags.dedup();
+        for f in flags {
+            let same_flags: Vec<RunOrigin> = group
+                .iter()
+                .zip(&origins)
+                .filter(|(r, _)| r.flags == f)
+                .map(|(_, o)| o.clone())
+                .collect();
+            warnings.extend(runinfo::check_same_inputs(&same_flags, allow_mixed)?);
+        }
+    }
+    Ok(warnings)
+}
+
+/// The last two components of a run's path (`trace3/shortest`).
 fn label(d: &Path) -> String {
     let parts: Vec<String> = d
         .components()
@@ -139,6 +248,10 @@ pub struct PlotArgs {
     /// timelines). Default: one timeline per run.
     #[arg(long, value_name = "TRACE/POLICY")]
     pub timeline: Vec<String>,
+    /// Plot runs side by side even when their run.json files show different traces (or, for
+    /// runs with the same flags, different clusters).
+    #[arg(long = "allow_mixed", alias = "allow-mixed")]
+    pub allow_mixed: bool,
 }
 
 /// `muri plot DIR`: bar charts, CDFs and timelines from the logs under DIR.
@@ -153,13 +266,22 @@ pub fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
         )
     };
+    // A sweep's own baseline unless the command line names another.
+    let baseline = match args.baseline {
+        Some(b) => Some(b),
+        None => SweepRecord::read(&args.dir)?.map(|r| r.baseline),
+    };
     let opts = plot::PlotOptions {
         out: args.out.unwrap_or_else(|| args.dir.join("plots")),
         formats: plot::Format::parse_list(&args.format)?,
-        baseline: args.baseline,
+        baseline,
         timelines,
     };
-    let report = plot::plot_dir(&args.dir, &opts)?;
+    let runs = plot::discover_runs(&args.dir)?;
+    for warning in check_plotted_runs(&runs, args.allow_mixed)? {
+        eprintln!("warning: {warning}");
+    }
+    let report = plot::plot_runs(&runs, &opts)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

@@ -9,6 +9,7 @@ use clap::Args;
 
 use muri::cluster::ClusterSpec;
 use muri::policy::PolicyOptions;
+use muri::report::ReportFormat;
 use muri::testbed::{self, certs, control, scheduler, worker};
 use muri::trace::Trace;
 use muri_runtime::auth::Token;
@@ -61,6 +62,7 @@ pub struct SchedulerArgs {
     workers: Option<usize>,
     #[command(flatten)]
     auth: DaemonAuthArgs,
+    /// Milliseconds between heartbeats the scheduler asks of its workers.
     #[arg(long = "heartbeat_ms", alias = "heartbeat-ms", default_value_t = 300)]
     heartbeat_ms: u64,
     /// A worker silent this long is removed and its groups re-queued.
@@ -93,6 +95,7 @@ pub struct SchedulerArgs {
     /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
+    /// Most jobs interleaved in one group (1 to 4).
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
     packing_num: u8,
@@ -118,6 +121,7 @@ pub struct WorkerArgs {
     /// GPU ids this worker owns (`0,1,2,3`) or a count (`4`).
     #[arg(long, default_value = "4")]
     gpus: String,
+    /// CPU cores this worker offers.
     #[arg(long, default_value_t = 32)]
     cpus: u32,
     /// Address of this worker's service (port 0 = any free port).
@@ -143,6 +147,7 @@ pub struct WorkerArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long = "kill_grace", alias = "kill-grace", default_value_t = 2.0)]
     kill_grace: f64,
+    /// Checkpoint directory handed to the trainers.
     #[arg(long = "checkpoint_dir", alias = "checkpoint-dir")]
     checkpoint_dir: Option<PathBuf>,
     /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
@@ -159,12 +164,16 @@ pub struct WorkerArgs {
 
 #[derive(Args)]
 pub struct SubmitArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
+    /// Model of the job (see `muri trace gen --models`).
     #[arg(long)]
     model: String,
+    /// GPUs the job needs.
     #[arg(long)]
     gpus: u32,
+    /// Iterations the job runs.
     #[arg(long)]
     iterations: u64,
     #[command(flatten)]
@@ -173,16 +182,21 @@ pub struct SubmitArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
     #[command(flatten)]
     auth: ClientAuthArgs,
+    /// How the jobs are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
 }
 
 #[derive(Args)]
 pub struct CancelArgs {
     /// Job id printed by `muri submit`.
     id: u64,
+    /// Scheduler address (HOST:PORT).
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
     scheduler: String,
     #[command(flatten)]
@@ -396,6 +410,14 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         summary.virtual_seconds,
         args.log_path.display()
     );
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} job{} failed (see {})",
+            summary.failed,
+            if summary.failed == 1 { "" } else { "s" },
+            args.log_path.join("failed.csv").display()
+        );
+    }
     Ok(())
 }
 
@@ -404,6 +426,8 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let (token, tls) = args.auth.load()?;
     testbed::check_bind(listen, tls.is_server_tls(), args.auth.insecure)?;
     private_files();
+    let trainer = args.trainer.unwrap_or_else(worker::default_trainer);
+    worker::check_trainer(&trainer)?;
     let mut trainer_flags = trainer_tls_flags(&tls);
     trainer_flags.extend([
         "--workload".into(),
@@ -423,7 +447,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         token,
         tls,
         register_timeout: seconds(args.register_timeout, "--register_timeout")?,
-        trainer: args.trainer.unwrap_or_else(worker::default_trainer),
+        trainer,
         use_mpi: cfg!(feature = "mpi"),
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,
@@ -449,7 +473,13 @@ pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
 pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let (t, tls) = args.auth.load()?;
     let s = runtime()?.block_on(control::status(&args.scheduler, &t, &tls))?;
-    print!("{}", control::format_status(&s));
+    let text = match args.format {
+        ReportFormat::Table => control::format_status(&s),
+        ReportFormat::Csv => control::status_csv(&s),
+        ReportFormat::Json => control::status_json(&s),
+    };
+    // A closed pipe (`muri status | head -1`) ends quietly in `main`.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     Ok(())
 }
 

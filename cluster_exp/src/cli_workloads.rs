@@ -32,7 +32,7 @@ pub struct DataGenArgs {
     #[arg(long)]
     images: Option<usize>,
     /// Image height and width in pixels.
-    #[arg(long = "image-size")]
+    #[arg(long = "image-size", alias = "image_size")]
     image_size: Option<usize>,
     /// Number of image classes.
     #[arg(long)]
@@ -43,6 +43,7 @@ pub struct DataGenArgs {
     /// Vocabulary size.
     #[arg(long)]
     vocab: Option<usize>,
+    /// Random seed (same seed, same data).
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -97,59 +98,86 @@ pub struct ProfileArgs {
     /// Measured iterations (after the warm-up).
     #[arg(long, default_value_t = 20)]
     iterations: u64,
+    /// Warm-up iterations before measuring.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Also profile this job (MODEL:BATCH) and then run both as an interleaved pair: prints
-    /// the measured pair period next to the sum of solo times and the model's prediction.
+    /// Also profile this job (MODEL:BATCH; repeat for up to 3) and then run all of them as
+    /// one interleaved group: prints the measured group period next to the sum of solo
+    /// times and the model's prediction.
     #[arg(long, value_name = "MODEL:BATCH")]
-    with: Option<JobChoice>,
+    with: Vec<JobChoice>,
     /// Append the solo profile(s) to this catalogue CSV (use with `muri trace gen --catalogue`).
     #[arg(long, value_name = "CSV", num_args = 0..=1,
           default_missing_value = "workloads/catalogue.csv")]
     append: Option<PathBuf>,
-    #[arg(long = "data-dir", default_value = "data")]
+    /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).
+    #[arg(long = "data-dir", alias = "data_dir", default_value = "data")]
     data_dir: PathBuf,
     /// libtorch threads for compute (1 leaves the second core to the data stage).
-    #[arg(long = "torch-threads", default_value_t = 1)]
+    #[arg(long = "torch-threads", alias = "torch_threads", default_value_t = 1)]
     torch_threads: u32,
-    #[arg(long = "model-scale", default_value_t = 1.0)]
-    model_scale: f64,
+    /// Model size: a width factor for the small models, or `paper` for the paper's models.
+    #[arg(long = "model-scale", alias = "model_scale", default_value = "1", value_parser = parse_model_scale)]
+    model_scale: String,
+    /// Where the trainer runs the model: `auto` (the GPU when libtorch sees one), `cpu`,
+    /// `cuda` (an error without a GPU).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
+    device: String,
     /// The trainer (default: muri-trainer next to muri, built with `--features torch`).
     #[arg(long)]
     trainer: Option<PathBuf>,
 }
 
+/// `paper` or a number > 0 (what the trainer's `--model-scale` accepts).
+fn parse_model_scale(s: &str) -> Result<String, String> {
+    let factor_ok = s.parse::<f64>().is_ok_and(|f| f.is_finite() && f > 0.0);
+    if factor_ok || s.eq_ignore_ascii_case("paper") {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}`: expected `paper` or a number > 0"))
+    }
+}
+
 pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.with.len() <= 3,
+        "--with: a group has at most 4 jobs (got {} more)",
+        args.with.len()
+    );
     let setup = TrainerSetup {
         trainer: args.trainer.clone().unwrap_or_else(worker::default_trainer),
         data_dir: args.data_dir.clone(),
         torch_threads: args.torch_threads,
-        model_scale: args.model_scale,
+        model_scale: args.model_scale.clone(),
+        device: args.device.clone(),
         gpus: args.gpus.max(1),
         iterations: args.iterations.max(2),
         warmup: args.warmup,
     };
-    let first = JobChoice {
+    let mut jobs = vec![JobChoice {
         model: args.model.clone(),
         batch: args.batch,
-    };
-    let a = profile_one(&setup, &first)?;
-    let Some(second) = &args.with else {
-        return append(&args, &[a]);
-    };
-    let b = profile_one(&setup, second)?;
-    let (swap, predicted) = profile::predicted_pair(&a, &b);
-    let order = if swap {
-        [second, &first]
-    } else {
-        [&first, second]
-    };
-    let pair = profile::measure(&setup, &order)?;
-    let measured = pair.phase_iter_s.first().copied().unwrap_or(f64::NAN);
-    let solo_sum = (a.iteration_time + b.iteration_time) / 1000.0;
+    }];
+    jobs.extend(args.with.iter().cloned());
+    let profiles = jobs
+        .iter()
+        .map(|job| profile_one(&setup, job))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if jobs.len() == 1 {
+        return append(&args, &profiles);
+    }
+    let (order, predicted) = profile::predicted_group(&profiles);
+    let slots: Vec<&JobChoice> = order.iter().map(|&i| &jobs[i]).collect();
+    let group = profile::measure(&setup, &slots)?;
+    let measured = group.phase_iter_s.first().copied().unwrap_or(f64::NAN);
+    let solo_sum = profiles.iter().map(|p| p.iteration_time).sum::<f64>() / 1000.0;
+    let names = |js: &[&JobChoice]| js.iter().map(|j| j.model.clone()).collect::<Vec<_>>();
+    let all: Vec<&JobChoice> = jobs.iter().collect();
     println!(
-        "pair {} + {} (slots: {}, {}):",
-        first.model, second.model, order[0].model, order[1].model
+        "{} {} (slots: {}):",
+        if jobs.len() == 2 { "pair" } else { "group" },
+        names(&all).join(" + "),
+        names(&slots).join(", ")
     );
     println!("  sum of solo iterations  {:8.2} ms", solo_sum * 1000.0);
     println!(
@@ -162,7 +190,7 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
         (measured / predicted - 1.0) * 100.0,
         solo_sum / measured
     );
-    append(&args, &[a, b])
+    append(&args, &profiles)
 }
 
 fn profile_one(setup: &TrainerSetup, job: &JobChoice) -> anyhow::Result<MeasuredProfile> {

@@ -66,6 +66,18 @@ pub struct SimResult {
 /// Called after every event with (completed jobs, total jobs).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
+/// The state after one scheduling pass, as a [`PassObserver`] sees it.
+pub struct PassView<'a> {
+    pub now: f64,
+    pub jobs: &'a [Job],
+    /// Arrived, unfinished jobs; those with a placement run until the next event.
+    pub runnable: &'a [JobIdx],
+    pub cluster: ClusterSpec,
+}
+
+/// Called after every scheduling pass; the invariant tests check placements with it.
+pub type PassObserver = Box<dyn FnMut(&PassView<'_>) + Send>;
+
 /// A simulation of one trace under one policy on one cluster.
 pub struct Simulation {
     jobs: Vec<Job>,
@@ -77,6 +89,7 @@ pub struct Simulation {
     cluster_log: Vec<ClusterRecord>,
     decisions: Option<DecisionLog>,
     events_run: usize,
+    observer: Option<PassObserver>,
 }
 
 impl Simulation {
@@ -92,7 +105,14 @@ impl Simulation {
             cluster_log: Vec::new(),
             decisions: None,
             events_run: 0,
+            observer: None,
         }
+    }
+
+    /// Calls `observer` after every scheduling pass.
+    pub fn with_pass_observer(mut self, observer: PassObserver) -> Simulation {
+        self.observer = Some(observer);
+        self
     }
 
     /// Keeps a decision log (`--decisions`), returned in [`SimResult::decisions`].
@@ -153,6 +173,15 @@ impl Simulation {
         let row = round.cluster_row(now, total_gpus);
         self.cluster_log.push(row);
         self.events_run += 1;
+        // Predicting ends changes no job, so this is the state the pass left.
+        if let Some(observe) = self.observer.as_mut() {
+            observe(&PassView {
+                now,
+                jobs: &self.jobs,
+                runnable: &self.runnable,
+                cluster: *self.cluster.spec(),
+            });
+        }
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ pub const MAX_INPUT_BYTES: u64 = 128 << 20;
 /// can fix the file without reading our source.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{file}: cannot read: {source}")]
+    // The OS error is the source, so `{:#}` prints it once.
+    #[error("{file}: cannot read")]
     Io {
         file: PathBuf,
         #[source]

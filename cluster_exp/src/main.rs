@@ -1,8 +1,10 @@
 //! The `muri` command line.
 
-use std::io::IsTerminal;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,10 +16,14 @@ use muri::engine::SimResult;
 use muri::metrics::Summary;
 use muri::models;
 use muri::output;
-use muri::policy::{self, PolicyOptions, POLICIES};
+use muri::policy::{PolicyKind, PolicyOptions};
+use muri::report::{Report, ReportFormat, RunFigures};
+use muri::runinfo::{self, InputFile, RunInfo};
 use muri::simulate::simulate_logged;
 use muri::trace::Trace;
 use muri::tracegen::{self, TraceGenConfig};
+use signal_hook::consts::SIGINT;
+use signal_hook::iterator::Signals;
 
 /// `println!` that returns the write error instead of panicking, so that a closed pipe
 /// (`muri … | head -1`) reaches [`main`], which ends quietly (see [`is_broken_pipe`]).
@@ -35,8 +41,7 @@ mod cli_workloads;
 
 /// The project's default trace and cluster, compiled in so `muri simulate` works anywhere.
 const DEFAULT_TRACE: &str = include_str!("../../trace-data/default.csv");
-const DEFAULT_CLUSTER: &str = include_str!("../../cluster_spec/n8g8.csv");
-const BASELINE_POLICY: &str = "multi-resource-blossom-same-gpu";
+const DEFAULT_CLUSTER: &str = runinfo::DEFAULT_CLUSTER_CSV;
 
 #[derive(Parser)]
 #[command(
@@ -115,12 +120,20 @@ struct SimulateArgs {
     /// Default: cluster_spec/n8g8.csv (8 nodes × 8 GPUs).
     #[arg(long = "cluster_spec", alias = "cluster-spec", value_name = "CSV")]
     cluster_spec: Option<PathBuf>,
-    /// Policy name, a comma-separated list, or `all`. See `muri policies`.
+    /// Policy name, a comma-separated list, or `all`: reference names (`shortest`) or paper
+    /// names (`SRTF`, `Muri-S`), in any case. See `muri policies`.
     #[arg(long, default_value = "all", value_name = "POLICY[,POLICY..]")]
     schedule: String,
-    /// Write job.csv and cluster.csv here (one sub-directory per policy when several run).
+    /// Write job.csv, cluster.csv and run.json here (one sub-directory per policy when
+    /// several run). Checked for writability before the run starts.
     #[arg(long = "log_path", alias = "log-path", value_name = "DIR")]
     log_path: Option<PathBuf>,
+    /// Overwrite runs already in --log_path.
+    #[arg(long)]
+    force: bool,
+    /// How the results are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
     /// Most jobs interleaved in one group (2, 3 or 4).
     #[arg(long = "packing_num", alias = "packing-num", default_value_t = 4,
           value_parser = clap::value_parser!(u8).range(1..=4))]
@@ -158,12 +171,20 @@ struct SimulateArgs {
 
 #[derive(Args)]
 struct CalcArgs {
-    /// A run directory holding job.csv (or the job.csv itself).
+    /// A run directory holding job.csv (or the job.csv itself), or a directory of runs (as
+    /// `muri simulate --log_path` writes for several policies), which are then compared.
     #[arg(required_unless_present = "compare")]
     path: Option<PathBuf>,
-    /// Compare several run directories in one table, with ratios to the first.
+    /// Compare several run directories in one table, with ratios to the baseline (Muri-S when
+    /// present, else Muri-L, else the first).
     #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with = "path")]
     compare: Vec<PathBuf>,
+    /// Compare runs even when their run.json files show different traces or clusters.
+    #[arg(long = "allow_mixed", alias = "allow-mixed")]
+    allow_mixed: bool,
+    /// How the results are printed: a table, CSV or JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
 }
 
 #[derive(Subcommand)]
@@ -188,7 +209,7 @@ struct GenArgs {
     )]
     interarrival: f64,
     /// GPU-count mix as GPUS:WEIGHT pairs (default: the paper's trace1 mix).
-    #[arg(long = "gpu-mix", default_value = tracegen::DEFAULT_GPU_MIX)]
+    #[arg(long = "gpu-mix", alias = "gpu_mix", default_value = tracegen::DEFAULT_GPU_MIX)]
     gpu_mix: String,
     /// Models to draw from (comma list; default all eight of the paper).
     #[arg(long)]
@@ -198,10 +219,14 @@ struct GenArgs {
     #[arg(long, value_name = "CSV")]
     catalogue: Option<PathBuf>,
     /// Median job duration in hours (log-normal).
-    #[arg(long = "median-hours", default_value_t = 4.0)]
+    #[arg(long = "median-hours", alias = "median_hours", default_value_t = 4.0)]
     median_hours: f64,
     /// σ of the log-normal duration (trace1's is about 3.3).
-    #[arg(long = "duration-sigma", default_value_t = 3.2)]
+    #[arg(
+        long = "duration-sigma",
+        alias = "duration_sigma",
+        default_value_t = 3.2
+    )]
     duration_sigma: f64,
     /// Output file (default: standard output).
     #[arg(short, long)]
@@ -215,13 +240,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour escapes only for a terminal, not in logs redirected to a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Diff(args) => return cli_diff::run_diff(&args),
         Command::Simulate(args) => run_simulate(args),
-        Command::Calc(CalcArgs { path: Some(p), .. }) => run_calc(&p),
-        Command::Calc(args) => cli_eval::run_compare(&args.compare),
+        Command::Calc(args) => run_calc_command(args),
         Command::Sweep(args) => cli_eval::run_sweep(args),
         Command::Plot(args) => cli_eval::run_plot(args),
         Command::Trace {
@@ -235,9 +261,16 @@ fn main() -> ExitCode {
         Command::Tls { command } => cli_testbed::run_tls(command),
         Command::Data { command } => cli_workloads::run_data(command),
         Command::Profile(args) => cli_workloads::run_profile(args),
-        Command::Policies => POLICIES
+        Command::Policies => PolicyKind::ALL
             .iter()
-            .try_for_each(|(name, what)| outln!("{name:<55} {what}"))
+            .try_for_each(|kind| {
+                outln!(
+                    "{:<55} {:<17} {}",
+                    kind.name(),
+                    kind.paper_name(),
+                    kind.description()
+                )
+            })
             .map_err(Into::into),
     };
     match result {
@@ -269,22 +302,64 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn policy_list(arg: &str) -> anyhow::Result<Vec<String>> {
-    if arg == "all" {
-        return Ok(POLICIES.iter().map(|(n, _)| n.to_string()).collect());
+/// Runs announced on Ctrl-C: the finished policies' rows, kept where the signal thread can
+/// print them.
+type Finished = Arc<Mutex<Vec<RunFigures>>>;
+
+/// On SIGINT (Ctrl-C), prints the rows of the policies already finished and exits 130, so
+/// an interrupted `muri simulate` of every policy still shows what it computed.
+fn print_finished_on_interrupt(finished: Finished, total: usize, format: ReportFormat) {
+    let Ok(mut signals) = Signals::new([SIGINT]) else {
+        tracing::warn!("cannot watch for Ctrl-C; an interrupted run prints nothing");
+        return;
+    };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let done = finished.lock().map(|mut f| std::mem::take(&mut *f));
+            let done = done.unwrap_or_default();
+            eprintln!("\ninterrupted: {} of {total} policies finished", done.len());
+            if !done.is_empty() {
+                let _ = write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    Report::new(done).render(format)
+                );
+            }
+            let _ = std::io::stdout().flush();
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Where each policy's logs go: DIR itself for one policy, DIR/<policy> for several.
+fn log_dirs(log_path: Option<&Path>, kinds: &[PolicyKind]) -> Vec<Option<PathBuf>> {
+    kinds
+        .iter()
+        .map(|k| {
+            log_path.map(|dir| {
+                if kinds.len() == 1 {
+                    dir.to_path_buf()
+                } else {
+                    dir.join(k.name())
+                }
+            })
+        })
+        .collect()
+}
+
+/// Fails before any simulation when a log directory cannot be created or written, or
+/// already holds a run (unless `force`).
+fn check_log_dirs(dirs: &[PathBuf], force: bool) -> anyhow::Result<()> {
+    runinfo::refuse_overwrite(dirs, force)?;
+    for dir in dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--log_path: creating {}", dir.display()))?;
+        let probe = dir.join(".muri-write-check");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("--log_path: {} is not writable", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
     }
-    let names: Vec<String> = arg
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for n in &names {
-        policy::build(n, PolicyOptions::default())?;
-    }
-    if names.is_empty() {
-        bail!("--schedule is empty; see `muri policies`");
-    }
-    Ok(names)
+    Ok(())
 }
 
 fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -294,20 +369,26 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             args.scheme
         );
     }
-    let trace = match &args.trace_file {
-        Some(p) => Trace::from_path(p)?,
-        None => Trace::parse(
-            DEFAULT_TRACE,
-            Path::new("trace-data/default.csv"),
-            "default".into(),
-        )?,
+    let kinds = PolicyKind::parse_list(&args.schedule).context("--schedule")?;
+    let (trace, trace_file) = match &args.trace_file {
+        Some(p) => (Trace::from_path(p)?, InputFile::of_path(p)?),
+        None => (
+            Trace::parse(
+                DEFAULT_TRACE,
+                Path::new("trace-data/default.csv"),
+                "default".into(),
+            )?,
+            InputFile::of_bytes("trace-data/default.csv", DEFAULT_TRACE.as_bytes()),
+        ),
     };
-    let spec = match &args.cluster_spec {
-        Some(p) => ClusterSpec::from_path(p)?,
-        None => ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
+    let (spec, cluster_file) = match &args.cluster_spec {
+        Some(p) => (ClusterSpec::from_path(p)?, InputFile::of_path(p)?),
+        None => (
+            ClusterSpec::parse(DEFAULT_CLUSTER, Path::new("cluster_spec/n8g8.csv"))?,
+            runinfo::default_cluster_file(),
+        ),
     };
-    let policies = policy_list(&args.schedule)?;
-    if args.decisions.is_some() && policies.len() != 1 {
+    if args.decisions.is_some() && kinds.len() != 1 {
         bail!("--decisions needs a single --schedule policy");
     }
     let opts = PolicyOptions {
@@ -320,6 +401,11 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .map(|b| b as usize)
             .unwrap_or(if spec.num_gpus() > 256 { 32 } else { 256 }),
     };
+    let dirs = log_dirs(args.log_path.as_deref(), &kinds);
+    check_log_dirs(
+        &dirs.iter().flatten().cloned().collect::<Vec<_>>(),
+        args.force,
+    )?;
     eprintln!(
         "trace {} ({} jobs) on {} GPUs ({} nodes × {})",
         trace.name,
@@ -328,43 +414,98 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         spec.num_nodes(),
         spec.num_gpu_p_node
     );
-    let mut results = Vec::new();
-    for name in &policies {
-        let result = simulate_with_progress(&trace, spec, name, opts, args.decisions.is_some())?;
+    let finished: Finished = Arc::default();
+    print_finished_on_interrupt(finished.clone(), kinds.len(), args.format);
+    let mut single = None;
+    for (&kind, dir) in kinds.iter().zip(&dirs) {
+        let mut info = RunInfo::new(
+            trace_file.clone(),
+            trace.jobs.len(),
+            cluster_file.clone(),
+            kind.name(),
+            run_options(&args, &opts),
+        );
+        let result = simulate_with_progress(&trace, spec, kind, opts, args.decisions.is_some())?;
         if let (Some(path), Some(log)) = (&args.decisions, &result.decisions) {
             log.write(path)?;
         }
-        if let Some(dir) = &args.log_path {
-            let dir = if policies.len() == 1 {
-                dir.clone()
-            } else {
-                dir.join(name)
-            };
-            output::write_logs(&dir, &result)?;
+        if let Some(dir) = dir {
+            output::write_logs(dir, &result)?;
+            info.wall_seconds = result.wall_seconds;
+            info.write(dir)?;
         }
         if result.unfinished > 0 {
             eprintln!(
                 "warning: {}: {} jobs never finished (the cluster cannot run them)",
-                name, result.unfinished
+                kind.paper_name(),
+                result.unfinished
             );
         }
-        results.push(result);
+        let Some(summary) = Summary::from_records(&result.jobs) else {
+            eprintln!("warning: {}: no job finished", kind.paper_name());
+            continue;
+        };
+        finished
+            .lock()
+            .map_err(|_| anyhow::anyhow!("result list poisoned"))?
+            .push(RunFigures {
+                label: kind.paper_name().to_string(),
+                policy: Some(kind),
+                summary,
+                gpu_utilisation: output::gpu_utilisation(&result.cluster),
+                wall_s: Some(result.wall_seconds),
+            });
+        single = Some(result);
     }
-    if results.len() == 1 {
-        let s = Summary::from_records(&results[0].jobs)
-            .with_context(|| format!("{}: no job finished", trace.source))?;
-        outln!("{}", s.calc_line())?;
-        print_extra(&s, &results[0])?;
-    } else {
-        print_comparison(&results)?;
+    let rows = std::mem::take(
+        &mut *finished
+            .lock()
+            .map_err(|_| anyhow::anyhow!("result list poisoned"))?,
+    );
+    match (kinds.len(), args.format, single) {
+        (1, ReportFormat::Table, Some(result)) => {
+            let s = rows.first().context("no job finished")?.summary;
+            outln!("{}", s.calc_line())?;
+            print_extra(&s, &result)?;
+        }
+        (1, ReportFormat::Table, None) => bail!("no job finished"),
+        _ => write!(
+            std::io::stdout().lock(),
+            "{}",
+            Report::new(rows).render(args.format)
+        )?,
     }
     Ok(())
+}
+
+/// Every option of a simulate run after defaults, by flag name, for run.json.
+fn run_options(args: &SimulateArgs, opts: &PolicyOptions) -> BTreeMap<String, String> {
+    let path_or_default = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("(default)".to_string(), |p| p.display().to_string())
+    };
+    [
+        ("trace_file", path_or_default(&args.trace_file)),
+        ("cluster_spec", path_or_default(&args.cluster_spec)),
+        ("schedule", args.schedule.clone()),
+        ("log_path", path_or_default(&args.log_path)),
+        ("packing_num", opts.packing_num.to_string()),
+        ("multi_resource", opts.multi_resource.to_string()),
+        ("weight_lbd", opts.weight_lbd.to_string()),
+        ("autopack", opts.autopack.to_string()),
+        ("match_block", opts.match_block.to_string()),
+        ("scheme", args.scheme.clone()),
+        ("force", args.force.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn simulate_with_progress(
     trace: &Trace,
     spec: ClusterSpec,
-    name: &str,
+    kind: PolicyKind,
     opts: PolicyOptions,
     decisions: bool,
 ) -> anyhow::Result<SimResult> {
@@ -377,7 +518,7 @@ fn simulate_with_progress(
         .expect("valid template")
         .progress_chars("=> "),
     );
-    bar.set_prefix(policy::display_name(name).to_string());
+    bar.set_prefix(kind.paper_name().to_string());
     let started = Instant::now();
     let mut shown = false;
     let interactive = std::io::stderr().is_terminal();
@@ -388,7 +529,14 @@ fn simulate_with_progress(
         }
         bar.set_position(done as u64);
     };
-    let result = simulate_logged(trace, spec, name, opts, Some(&mut progress), decisions)?;
+    let result = simulate_logged(
+        trace,
+        spec,
+        kind.name(),
+        opts,
+        Some(&mut progress),
+        decisions,
+    )?;
     bar.finish_and_clear();
     Ok(result)
 }
@@ -404,53 +552,26 @@ fn print_extra(s: &Summary, r: &SimResult) -> std::io::Result<()> {
     outln!("events: {}, wall time: {:.3} s", r.events, r.wall_seconds)
 }
 
-fn print_comparison(results: &[SimResult]) -> std::io::Result<()> {
-    let summaries: Vec<Option<Summary>> = results
-        .iter()
-        .map(|r| Summary::from_records(&r.jobs))
-        .collect();
-    let base = results
-        .iter()
-        .position(|r| r.policy == BASELINE_POLICY)
-        .and_then(|i| summaries[i]);
-    outln!(
-        "{:<18} {:>6} {:>14} {:>7} {:>14} {:>7} {:>14} {:>7} {:>9}",
-        "policy",
-        "jobs",
-        "avg JCT (s)",
-        "×Muri-S",
-        "makespan (s)",
-        "×Muri-S",
-        "99th JCT (s)",
-        "×Muri-S",
-        "wall (s)"
-    )?;
-    for (r, s) in results.iter().zip(&summaries) {
-        let Some(s) = s else {
-            outln!("{:<18} no job finished", policy::display_name(&r.policy))?;
-            continue;
-        };
-        let ratio = |v: f64, b: fn(&Summary) -> f64| match base {
-            Some(bs) => format!("{:.3}", v / b(&bs)),
-            None => "-".into(),
-        };
-        outln!(
-            "{:<18} {:>6} {:>14.1} {:>7} {:>14.1} {:>7} {:>14.1} {:>7} {:>9.3}",
-            policy::display_name(&r.policy),
-            s.jobs,
-            s.avg_jct,
-            ratio(s.avg_jct, |b| b.avg_jct),
-            s.makespan,
-            ratio(s.makespan, |b| b.makespan),
-            s.p99_jct,
-            ratio(s.p99_jct, |b| b.p99_jct),
-            r.wall_seconds
-        )?;
+/// `muri calc PATH`: one run's figures, or, on a directory of runs, their comparison.
+fn run_calc_command(args: CalcArgs) -> anyhow::Result<()> {
+    let Some(path) = args.path else {
+        return cli_eval::run_compare(&args.compare, args.allow_mixed, args.format);
+    };
+    if path.is_dir() && !path.join("job.csv").exists() {
+        let runs = cli_eval::run_subdirs(&path)?;
+        if runs.is_empty() {
+            bail!(
+                "{}: no job.csv here or in its sub-directories (give a run directory, or \
+                 compare runs with `muri calc --compare DIR...`)",
+                path.display()
+            );
+        }
+        return cli_eval::run_compare(&runs, args.allow_mixed, args.format);
     }
-    Ok(())
+    run_calc(&path, args.format)
 }
 
-fn run_calc(path: &Path) -> anyhow::Result<()> {
+fn run_calc(path: &Path, format: ReportFormat) -> anyhow::Result<()> {
     let (job_csv, dir) = if path.is_dir() {
         (path.join("job.csv"), path.to_path_buf())
     } else {
@@ -462,17 +583,28 @@ fn run_calc(path: &Path) -> anyhow::Result<()> {
     let records = output::read_job_csv(&job_csv)?;
     let s = Summary::from_records(&records)
         .with_context(|| format!("{}: no job rows (did the run finish?)", job_csv.display()))?;
+    let cluster_csv = dir.join("cluster.csv");
+    let utilisation = if cluster_csv.exists() {
+        output::gpu_utilisation(&output::read_cluster_csv(&cluster_csv)?)
+    } else {
+        None
+    };
+    if format != ReportFormat::Table {
+        let figures = cli_eval::run_figures(&dir, &job_csv, s, utilisation)?;
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            Report::new(vec![figures]).render(format)
+        )?;
+        return Ok(());
+    }
     outln!("{}", s.calc_line())?;
     outln!(
         "p50 JCT: {:.1} s, p90 JCT: {:.1} s, p99.9 JCT: {:.1} s, mean queueing delay: {:.1} s, preemptions: {}",
         s.p50_jct, s.p90_jct, s.p999_jct, s.avg_queueing_delay, s.preemptions
     )?;
-    let cluster_csv = dir.join("cluster.csv");
-    if cluster_csv.exists() {
-        let rows = output::read_cluster_csv(&cluster_csv)?;
-        if let Some(u) = output::gpu_utilisation(&rows) {
-            outln!("GPU utilisation: {:.1} %", u * 100.0)?;
-        }
+    if let Some(u) = utilisation {
+        outln!("GPU utilisation: {:.1} %", u * 100.0)?;
     }
     Ok(())
 }
@@ -517,4 +649,64 @@ fn run_trace_gen(args: GenArgs) -> anyhow::Result<()> {
         None => trace.write_csv(std::io::stdout().lock())?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag of every subcommand, with the subcommand's path.
+    fn all_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.to_string(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_and_both_spellings() {
+        let cmd = Cli::command();
+        let mut flags = Vec::new();
+        all_flags(&cmd, "muri", &mut flags);
+        let mut problems = Vec::new();
+        for (path, arg) in &flags {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() {
+                problems.push(format!("{path}: `{id}` has no help text"));
+            }
+            let Some(long) = arg.get_long() else { continue };
+            let names: Vec<&str> = arg
+                .get_all_aliases()
+                .unwrap_or_default()
+                .into_iter()
+                .chain([long])
+                .collect();
+            for name in &names {
+                for other in [name.replace('_', "-"), name.replace('-', "_")] {
+                    if !names.contains(&other.as_str()) {
+                        problems.push(format!("{path}: --{name} has no --{other}"));
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn no_flag_name_means_two_things() {
+        // `--jobs` is a job count (trace gen); a sweep's thread count is `--threads`.
+        let cmd = Cli::command();
+        let sweep = cmd.find_subcommand("sweep").unwrap();
+        assert!(sweep.get_arguments().all(|a| a.get_long() != Some("jobs")));
+        assert!(sweep
+            .get_arguments()
+            .any(|a| a.get_long() == Some("threads")));
+    }
 }

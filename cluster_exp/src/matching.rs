@@ -8,7 +8,7 @@
 //!
 //! - vertices are `1..=n`, blossoms `n+1..=n_x`; a new blossom reuses the first free id;
 //! - weights and dual labels are `f64`, every label starts at the largest weight;
-//! - comparisons go through [`my_cmp`], a tolerance compare that never returns −1;
+//! - comparisons go through `my_cmp`, a tolerance compare that never returns −1;
 //! - a blossom's contents enter the BFS queue breadth-first (explicit FIFO), and
 //!   `set_match` / `augment` use explicit FIFOs too;
 //! - `set_st` stops descending at `x < n` (not `x <= n`), `get_pr` reverses `flower[1..]`
@@ -410,7 +410,7 @@ impl BlossomMatcher {
         Self::default()
     }
 
-    /// Returns mate[u] (0-based) for every vertex; `Some(v)` only when mate is mutual.
+    /// Returns `mate[u]` (0-based) for every vertex; `Some(v)` only when mate is mutual.
     ///
     /// An entry is an edge when it is finite and `> 0`; anything else (0, negative, NaN,
     /// infinite) and the diagonal are read as 0.0, as the reference only ever stores

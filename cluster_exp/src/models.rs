@@ -244,6 +244,24 @@ impl Catalogue {
             .or_else(|| profile(model, num_gpu).map(MeasuredProfile::from))
     }
 
+    /// The GPU counts `model` has a profile for, ascending.
+    pub fn gpu_sizes(&self, model: &str) -> Vec<u32> {
+        let mut sizes: Vec<u32> = CATALOGUE
+            .iter()
+            .filter(|p| p.model == model)
+            .map(|p| p.num_gpu)
+            .chain(
+                self.extra
+                    .iter()
+                    .filter(|p| p.model == model)
+                    .map(|p| p.num_gpu),
+            )
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
     /// Every model name known, built-in first.
     pub fn models(&self) -> Vec<String> {
         let mut out: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();

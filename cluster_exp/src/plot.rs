@@ -22,7 +22,7 @@ use plotters::style::FontStyle;
 use crate::engine::{ClusterRecord, JobRecord};
 use crate::metrics::Summary;
 use crate::output;
-use crate::policy::{self, POLICIES};
+use crate::policy::{self, PolicyKind};
 
 /// DejaVu Sans (licence: assets/fonts/LICENSE-DejaVu.txt).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -39,10 +39,7 @@ pub fn register_font() {
 }
 
 /// Policies tried in order when no baseline is given: Muri-S, then Muri-L.
-pub const DEFAULT_BASELINES: [&str; 2] = [
-    "multi-resource-blossom-same-gpu",
-    "multi-resource-blossom-same-gpu-unaware",
-];
+pub const DEFAULT_BASELINES: [&str; 2] = [PolicyKind::MuriS.name(), PolicyKind::MuriL.name()];
 
 // plotters draws text at size/1.24 px (the SVG's font-size), so 19 here is 15.3 px.
 const TITLE_PX: u32 = 28;
@@ -129,9 +126,9 @@ impl Run {
 
 /// Splits a run leaf into (policy, flags) by the longest known policy name it starts with.
 pub fn split_key(key: &str) -> (String, String) {
-    let best = POLICIES
+    let best = PolicyKind::ALL
         .iter()
-        .map(|(n, _)| *n)
+        .map(|k| k.name())
         .filter(|n| key == *n || key.starts_with(&format!("{n}-")))
         .max_by_key(|n| n.len());
     match best {
@@ -155,10 +152,10 @@ pub fn label_for_key(key: &str) -> String {
 /// Sort rank of a run key: the order of `muri policies`, then flags.
 fn key_rank(key: &str) -> (usize, String) {
     let (p, flags) = split_key(key);
-    let idx = POLICIES
+    let idx = PolicyKind::ALL
         .iter()
-        .position(|(n, _)| *n == p)
-        .unwrap_or(POLICIES.len());
+        .position(|k| k.name() == p)
+        .unwrap_or(PolicyKind::ALL.len());
     (idx, format!("{p}\u{0}{flags}"))
 }
 
@@ -301,6 +298,11 @@ pub fn choose_baseline(keys: &[String], requested: Option<&str>) -> anyhow::Resu
             .find(|k| label_for_key(k).eq_ignore_ascii_case(r))
         {
             return Ok(k.clone());
+        }
+        if let Ok(kind) = PolicyKind::parse(r) {
+            if let Some(k) = keys.iter().find(|k| k.as_str() == kind.name()) {
+                return Ok(k.clone());
+            }
         }
         bail!(
             "--baseline {r}: no such policy among the runs (have: {})",

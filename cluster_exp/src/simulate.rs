@@ -4,7 +4,7 @@ use anyhow::bail;
 
 use crate::cluster::ClusterSpec;
 use crate::engine::{Progress, SimResult, Simulation};
-use crate::policy::{self, PolicyOptions};
+use crate::policy::{PolicyKind, PolicyOptions};
 use crate::trace::Trace;
 
 /// Checks that every job can run on an empty cluster; the simulation would otherwise stop
@@ -31,7 +31,7 @@ pub fn check_fits(trace: &Trace, spec: &ClusterSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `trace` under the named policy on `spec`.
+/// Runs `trace` under the named policy (reference or paper name, any case) on `spec`.
 pub fn simulate(
     trace: &Trace,
     spec: ClusterSpec,
@@ -52,11 +52,15 @@ pub fn simulate_logged(
     decisions: bool,
 ) -> anyhow::Result<SimResult> {
     check_fits(trace, &spec)?;
-    let policy = policy::build(policy_name, opts)?;
-    let mut sim = Simulation::new(&trace.jobs, spec, policy);
+    let kind = PolicyKind::parse(policy_name)?;
+    let mut sim = Simulation::new(&trace.jobs, spec, kind.build(opts));
     if decisions {
         sim = sim.with_decisions();
     }
-    sim.run(progress)
-        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))
+    let mut result = sim
+        .run(progress)
+        .map_err(|e| anyhow::anyhow!(e).context(format!("simulating {}", trace.source)))?;
+    // The canonical name, whichever spelling the caller used.
+    result.policy = kind.name().to_string();
+    Ok(result)
 }

@@ -4,11 +4,12 @@
 //! ```toml
 //! out = "results/fig9"                 # output directory (default: results/<file stem>)
 //! trace_dir = "../shared/traces/muri-sim"  # where bare trace names are looked up
-//! baseline = "multi-resource-blossom-same-gpu"  # ratio column of summary.md
+//! baseline = "Muri-S"   # ratio column of summary.md (default: Muri-S when in the grid,
+//!                       # else Muri-L, else the first policy); any policy name, any case
 //!
 //! [[grid]]
 //! traces = ["trace1", "trace1_pr", "my/own.csv"]   # names or paths
-//! policies = ["shortest", "shortest-gpu"]
+//! policies = ["shortest", "SRSF"]          # reference or paper names
 //! clusters = ["cluster_spec/n8g8.csv"]   # optional; default n8g8
 //! packing_num = [2, 3, 4]                  # optional; default [4]
 //! ```
@@ -22,7 +23,8 @@ use serde::Deserialize;
 use crate::cluster::ClusterSpec;
 use crate::metrics::Summary;
 use crate::output;
-use crate::policy::{self, PolicyOptions};
+use crate::policy::{PolicyKind, PolicyOptions};
+use crate::runinfo::{self, InputFile, RunInfo};
 use crate::simulate::simulate;
 use crate::trace::Trace;
 
@@ -93,8 +95,36 @@ impl RunSpec {
 #[derive(Debug, Clone)]
 pub struct Sweep {
     pub out: PathBuf,
+    /// The baseline policy's reference name.
     pub baseline: String,
     pub runs: Vec<RunSpec>,
+    /// Overwrite runs already in `out` (`--force`); without it such a sweep is refused.
+    pub force: bool,
+}
+
+/// The file at the top of a sweep's output that `muri plot` reads its baseline from.
+pub const SWEEP_FILE: &str = "sweep.json";
+
+/// What `sweep.json` records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct SweepRecord {
+    /// The baseline policy's reference name.
+    pub baseline: String,
+}
+
+impl SweepRecord {
+    /// Reads `dir/sweep.json`, `Ok(None)` when the directory is not a sweep's output.
+    pub fn read(dir: &Path) -> anyhow::Result<Option<SweepRecord>> {
+        let path = dir.join(SWEEP_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let record = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a sweep.json written by muri", path.display()))?;
+        Ok(Some(record))
+    }
 }
 
 /// Reads a sweep file. Errors name the file and the offending key or value.
@@ -111,12 +141,6 @@ pub fn load(path: &Path, trace_dir_override: Option<&Path>) -> anyhow::Result<Sw
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "sweep".into());
-    let baseline = file
-        .baseline
-        .clone()
-        .unwrap_or_else(|| "multi-resource-blossom-same-gpu-unaware".into());
-    policy::build(&baseline, PolicyOptions::default())
-        .with_context(|| format!("{}: key `baseline`", path.display()))?;
     if file.grid.is_empty() {
         bail!(
             "{}: key `grid`: at least one [[grid]] table is needed",
@@ -133,11 +157,44 @@ pub fn load(path: &Path, trace_dir_override: Option<&Path>) -> anyhow::Result<Sw
             }
         }
     }
+    check_trace_names(&runs).with_context(|| format!("{}: key `traces`", path.display()))?;
+    let baseline = match &file.baseline {
+        Some(b) => {
+            PolicyKind::parse(b).with_context(|| format!("{}: key `baseline`", path.display()))?
+        }
+        None => {
+            let kinds: Vec<PolicyKind> = runs
+                .iter()
+                .filter_map(|r| PolicyKind::parse(&r.policy).ok())
+                .collect();
+            PolicyKind::baseline_among(&kinds).unwrap_or(PolicyKind::DEFAULT_BASELINE)
+        }
+    };
     Ok(Sweep {
         out: file.out.unwrap_or_else(|| Path::new("results").join(stem)),
-        baseline,
+        baseline: baseline.name().to_string(),
         runs,
+        force: false,
     })
+}
+
+/// Two different files with one name would write into one directory and be compared as one
+/// trace.
+fn check_trace_names(runs: &[RunSpec]) -> anyhow::Result<()> {
+    for (i, a) in runs.iter().enumerate() {
+        if let Some(b) = runs[..i]
+            .iter()
+            .find(|b| b.trace_name == a.trace_name && b.trace_path != a.trace_path)
+        {
+            bail!(
+                "{} and {} are both named `{}`; rename one",
+                b.trace_path.display(),
+                a.trace_path.display(),
+                a.trace_name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn expand_grid(g: &GridFile, trace_dir: &Path) -> anyhow::Result<Vec<RunSpec>> {
@@ -147,9 +204,12 @@ fn expand_grid(g: &GridFile, trace_dir: &Path) -> anyhow::Result<Vec<RunSpec>> {
     if g.policies.is_empty() {
         bail!("key `policies` is empty");
     }
-    for p in &g.policies {
-        policy::build(p, PolicyOptions::default()).context("key `policies`")?;
-    }
+    let policies = g
+        .policies
+        .iter()
+        .map(|p| PolicyKind::parse(p).map(PolicyKind::name))
+        .collect::<Result<Vec<_>, _>>()
+        .context("key `policies`")?;
     if let Some(bad) = g.packing_num.iter().find(|&&p| !(1..=4).contains(&p)) {
         bail!("key `packing_num`: {bad} is out of range (1..=4)");
     }
@@ -166,13 +226,13 @@ fn expand_grid(g: &GridFile, trace_dir: &Path) -> anyhow::Result<Vec<RunSpec>> {
     let mut runs = Vec::new();
     for t in &g.traces {
         let (name, path) = resolve_trace(t, trace_dir);
-        for p in &g.policies {
+        for p in &policies {
             for c in &clusters {
                 for &k in &packings {
                     runs.push(RunSpec {
                         trace_name: name.clone(),
                         trace_path: path.clone(),
-                        policy: p.clone(),
+                        policy: p.to_string(),
                         cluster: c.clone(),
                         packing_num: k,
                     });
@@ -202,6 +262,8 @@ fn resolve_trace(t: &str, trace_dir: &Path) -> (String, PathBuf) {
 pub struct RunResult {
     pub spec: RunSpec,
     pub summary: Summary,
+    /// Time-weighted share of GPUs busy (0..1).
+    pub gpu_utilisation: Option<f64>,
     pub wall_seconds: f64,
     pub events: usize,
 }
@@ -209,14 +271,17 @@ pub struct RunResult {
 /// Runs every simulation of the sweep in parallel, writes logs and summaries, and returns
 /// the results in grid order. `on_done` is called after each run (for a progress bar).
 pub fn run(sweep: &Sweep, on_done: &(dyn Fn(&RunSpec) + Sync)) -> anyhow::Result<Vec<RunResult>> {
+    let dirs: Vec<PathBuf> = sweep.runs.iter().map(|r| sweep.out.join(r.dir())).collect();
+    runinfo::refuse_overwrite(&dirs, sweep.force)?;
     let traces = load_traces(&sweep.runs)?;
+    write_sweep_record(sweep)?;
     // Longest runs first, so the last core is not left with a big job at the end.
     let mut order: Vec<usize> = (0..sweep.runs.len()).collect();
     let cost = |r: &RunSpec| {
         traces
             .iter()
-            .find(|(p, _)| *p == r.trace_path)
-            .map_or(0, |(_, t)| t.jobs.len())
+            .find(|(p, _, _)| *p == r.trace_path)
+            .map_or(0, |(_, t, _)| t.jobs.len())
     };
     order.sort_by_key(|&i| {
         std::cmp::Reverse(cost(&sweep.runs[i]) * policy_weight(&sweep.runs[i].policy))
@@ -225,12 +290,11 @@ pub fn run(sweep: &Sweep, on_done: &(dyn Fn(&RunSpec) + Sync)) -> anyhow::Result
         .par_iter()
         .map(|&i| {
             let spec = &sweep.runs[i];
-            let trace = &traces
+            let (_, trace, trace_file) = traces
                 .iter()
-                .find(|(p, _)| *p == spec.trace_path)
-                .expect("trace loaded")
-                .1;
-            let r = run_one(spec, trace, &sweep.out)
+                .find(|(p, _, _)| *p == spec.trace_path)
+                .expect("trace loaded");
+            let r = run_one(spec, trace, trace_file, &sweep.out)
                 .with_context(|| format!("run {}", spec.dir().display()))?;
             on_done(spec);
             Ok((i, r))
@@ -251,40 +315,80 @@ fn policy_weight(policy: &str) -> usize {
     }
 }
 
-fn load_traces(runs: &[RunSpec]) -> anyhow::Result<Vec<(PathBuf, Trace)>> {
-    let mut traces: Vec<(PathBuf, Trace)> = Vec::new();
+type LoadedTrace = (PathBuf, Trace, InputFile);
+
+fn load_traces(runs: &[RunSpec]) -> anyhow::Result<Vec<LoadedTrace>> {
+    let mut traces: Vec<LoadedTrace> = Vec::new();
     for r in runs {
-        if !traces.iter().any(|(p, _)| *p == r.trace_path) {
+        if !traces.iter().any(|(p, _, _)| *p == r.trace_path) {
             let t = Trace::from_path(&r.trace_path).with_context(|| {
                 format!("trace `{}` (set trace_dir or --trace-dir)", r.trace_name)
             })?;
-            traces.push((r.trace_path.clone(), t));
+            let file = InputFile::of_path(&r.trace_path)?;
+            traces.push((r.trace_path.clone(), t, file));
         }
     }
     Ok(traces)
 }
 
-fn run_one(spec: &RunSpec, trace: &Trace, out: &Path) -> anyhow::Result<RunResult> {
-    let cluster = match &spec.cluster {
-        Some(p) => ClusterSpec::from_path(p)?,
-        None => ClusterSpec::N8G8,
+fn write_sweep_record(sweep: &Sweep) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&sweep.out)
+        .with_context(|| format!("creating {}", sweep.out.display()))?;
+    let record = SweepRecord {
+        baseline: sweep.baseline.clone(),
+    };
+    let path = sweep.out.join(SWEEP_FILE);
+    let text = serde_json::to_string_pretty(&record).context("encoding sweep.json")?;
+    std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_one(
+    spec: &RunSpec,
+    trace: &Trace,
+    trace_file: &InputFile,
+    out: &Path,
+) -> anyhow::Result<RunResult> {
+    let (cluster, cluster_file) = match &spec.cluster {
+        Some(p) => (ClusterSpec::from_path(p)?, InputFile::of_path(p)?),
+        None => (ClusterSpec::N8G8, runinfo::default_cluster_file()),
     };
     let opts = PolicyOptions {
         packing_num: spec.packing_num,
         ..PolicyOptions::default()
     };
+    let options = [
+        ("packing_num", opts.packing_num.to_string()),
+        ("multi_resource", opts.multi_resource.to_string()),
+        ("weight_lbd", opts.weight_lbd.to_string()),
+        ("autopack", opts.autopack.to_string()),
+        ("match_block", opts.match_block.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut info = RunInfo::new(
+        trace_file.clone(),
+        trace.jobs.len(),
+        cluster_file,
+        &spec.policy,
+        options,
+    );
     let result = simulate(trace, cluster, &spec.policy, opts, None)?;
-    output::write_logs(&out.join(spec.dir()), &result)?;
+    let dir = out.join(spec.dir());
+    output::write_logs(&dir, &result)?;
+    info.wall_seconds = result.wall_seconds;
+    info.write(&dir)?;
     let summary = Summary::from_records(&result.jobs).context("no job finished")?;
     Ok(RunResult {
         spec: spec.clone(),
         summary,
+        gpu_utilisation: output::gpu_utilisation(&result.cluster),
         wall_seconds: result.wall_seconds,
         events: result.events,
     })
 }
 
-const SUMMARY_HEADER: &str = "trace,policy,flags,jobs,avg_jct_s,makespan_s,p99_jct_s,wall_s,events";
+const SUMMARY_HEADER: &str = "trace,policy,flags,jobs,avg_jct_s,makespan_s,p99_jct_s,p50_jct_s,p90_jct_s,avg_queueing_delay_s,gpu_utilisation,preemptions,wall_s,events";
 
 fn write_summaries(out: &Path, results: &[RunResult], baseline: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -293,7 +397,7 @@ fn write_summaries(out: &Path, results: &[RunResult], baseline: &str) -> anyhow:
     for r in results {
         let s = &r.summary;
         csv.push_str(&format!(
-            "{},{},{},{},{:.6},{:.6},{:.6},{:.3},{}\n",
+            "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{},{},{:.3},{}\n",
             r.spec.trace_name,
             r.spec.policy,
             r.spec.flags(),
@@ -301,6 +405,12 @@ fn write_summaries(out: &Path, results: &[RunResult], baseline: &str) -> anyhow:
             s.avg_jct,
             s.makespan,
             s.p99_jct,
+            s.p50_jct,
+            s.p90_jct,
+            s.avg_queueing_delay,
+            r.gpu_utilisation
+                .map_or(String::new(), |u| format!("{u:.6}")),
+            s.preemptions,
             r.wall_seconds,
             r.events
         ));
@@ -315,7 +425,7 @@ fn write_summaries(out: &Path, results: &[RunResult], baseline: &str) -> anyhow:
 
 /// The summary as a Markdown table with ratios to `baseline` (same trace, default flags).
 pub fn markdown_table(results: &[RunResult], baseline: &str) -> String {
-    let base_name = policy::display_name(baseline);
+    let base_name = crate::policy::display_name(baseline);
     let mut md = format!(
         "| trace | policy | flags | jobs | avg JCT (s) | ×{base_name} | makespan (s) | ×{base_name} | 99th JCT (s) | ×{base_name} | wall (s) | events |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
@@ -335,7 +445,7 @@ pub fn markdown_table(results: &[RunResult], baseline: &str) -> String {
         md.push_str(&format!(
             "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {:.1} | {} | {:.2} | {} |\n",
             r.spec.trace_name,
-            policy::display_name(&r.spec.policy),
+            crate::policy::display_name(&r.spec.policy),
             r.spec.flags(),
             s.jobs,
             s.avg_jct,

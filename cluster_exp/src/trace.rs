@@ -150,11 +150,11 @@ impl Trace {
             w.write_record([
                 j.job_id.to_string(),
                 j.num_gpu.to_string(),
-                fmt_ms(j.submit_time * 1000.0),
+                ms_reading_back_as(j.submit_time, |ms| ms / 1000.0),
                 j.iterations.to_string(),
                 j.model_name.clone(),
                 j.batch_size.to_string(),
-                fmt_ms(j.duration * 1000.0),
+                ms_reading_back_as(j.duration, |ms| ms.trunc() / 1000.0),
                 fmt_ms(interval),
                 fmt_ms(j.iteration_time_ms),
                 fmt_ms(j.resource_time_ms[0]),
@@ -166,6 +166,21 @@ impl Trace {
         w.flush()?;
         Ok(())
     }
+}
+
+/// The shortest millisecond value that [`Trace::parse`] (through `read`) turns back into
+/// exactly `seconds`: `seconds × 1000` itself carries float noise (`258995.99999999997`
+/// for 258.996 s, which reads back 1 ms short after truncation).
+fn ms_reading_back_as(seconds: f64, read: impl Fn(f64) -> f64) -> String {
+    let ms = seconds * 1000.0;
+    for decimals in 0..=6 {
+        let scale = 10f64.powi(decimals);
+        let rounded = (ms * scale).round() / scale;
+        if read(rounded) == seconds {
+            return fmt_ms(rounded);
+        }
+    }
+    fmt_ms(ms)
 }
 
 /// Integral values print without a decimal point, as in the reference traces.

@@ -100,9 +100,18 @@ pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
     for (m, _) in &cfg.model_mix {
         for (g, _) in &cfg.gpu_mix {
             if cfg.catalogue.lookup(m, *g).is_none() {
+                let sizes = cfg.catalogue.gpu_sizes(m);
+                if sizes.is_empty() {
+                    bail!(
+                        "no model `{m}` in the catalogue (models: {})",
+                        cfg.catalogue.models().join(", ")
+                    );
+                }
+                let sizes: Vec<String> = sizes.iter().map(u32::to_string).collect();
                 bail!(
-                    "no profile for model `{m}` on {g} GPUs in the catalogue (models: {})",
-                    cfg.catalogue.models().join(", ")
+                    "--gpu-mix: no profile for model `{m}` on {g} GPUs; `{m}` has profiles for \
+                     {} GPUs (add one with `muri profile --append`, then --catalogue FILE)",
+                    sizes.join(", ")
                 );
             }
         }
@@ -150,4 +159,48 @@ pub fn generate(cfg: &TraceGenConfig, name: &str) -> anyhow::Result<Trace> {
         jobs,
         lines: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn written_traces_read_back_exactly_without_float_noise() {
+        let cfg = TraceGenConfig {
+            jobs: 800,
+            ..TraceGenConfig::default()
+        };
+        let trace = generate(&cfg, "t").unwrap();
+        let mut csv = Vec::new();
+        trace.write_csv(&mut csv).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        for (line, row) in text.lines().enumerate().skip(1) {
+            for field in row.split(',') {
+                let decimals = field.split_once('.').map_or(0, |(_, d)| d.len());
+                assert!(decimals <= 3, "line {}: {field} in {row}", line + 1);
+            }
+        }
+        let back = Trace::parse(&text, Path::new("t.csv"), "t".into()).unwrap();
+        for (a, b) in trace.jobs.iter().zip(&back.jobs) {
+            assert_eq!(a.submit_time, b.submit_time, "job {}", a.job_id);
+            assert_eq!(a.duration, b.duration, "job {}", a.job_id);
+            assert_eq!(a.iterations, b.iterations);
+        }
+    }
+
+    #[test]
+    fn a_gpu_count_without_profiles_names_the_available_ones() {
+        let cfg = TraceGenConfig {
+            jobs: 5,
+            gpu_mix: vec![(3, 1.0)],
+            model_mix: vec![("vgg16".into(), 1.0)],
+            ..TraceGenConfig::default()
+        };
+        let err = generate(&cfg, "t").unwrap_err().to_string();
+        assert!(err.contains("on 3 GPUs"), "{err}");
+        assert!(err.contains("1, 2, 4, 8"), "{err}");
+    }
 }

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use muri::cluster::ClusterSpec;
 use muri::metrics::Summary;
 use muri::output;
-use muri::policy::{PolicyOptions, POLICIES};
+use muri::policy::{PolicyKind, PolicyOptions};
 use muri::simulate::simulate;
 use muri::trace::Trace;
 
@@ -319,7 +319,7 @@ fn names_file(err: &dyn std::fmt::Display, file: &str) -> Result<(), String> {
 /// Simulates `trace` on `spec` under a policy drawn by `rng`; checks that every finished job
 /// has finite, ordered times and that finished + unfinished = all jobs.
 fn simulate_small(trace: &Trace, spec: ClusterSpec, rng: &mut StdRng) -> Result<(), String> {
-    let (policy, _) = POLICIES[rng.random_range(0..POLICIES.len())];
+    let policy = PolicyKind::ALL[rng.random_range(0..PolicyKind::ALL.len())].name();
     let opts = PolicyOptions {
         packing_num: rng.random_range(2..=4),
         ..PolicyOptions::default()

@@ -188,14 +188,20 @@ fn start_worker_with(
     Proc(cmd.spawn().unwrap())
 }
 
-/// Waits for the scheduler to exit; returns its stderr.
+/// Waits for the scheduler to exit successfully; returns its stderr.
 fn wait_done(run: &mut Run, limit: Duration) -> String {
+    let (status, err) = wait_exit(run, limit);
+    assert!(status.success(), "scheduler failed: {err}");
+    err
+}
+
+/// Waits for the scheduler to exit; returns its exit status and stderr.
+fn wait_exit(run: &mut Run, limit: Duration) -> (std::process::ExitStatus, String) {
     let started = Instant::now();
     loop {
         if let Some(status) = run.scheduler.0.try_wait().unwrap() {
             let err = run.stderr.take().unwrap().join().unwrap();
-            assert!(status.success(), "scheduler failed: {err}");
-            return err;
+            return (status, err);
         }
         assert!(
             started.elapsed() < limit,
@@ -341,8 +347,11 @@ fn crashing_trainers_are_retried_then_marked_failed() {
     );
     let _w0 = start_worker(run.port, 0, "t", &[("MURI_FAIL_JOBS", &fail)]);
     let _w1 = start_worker(run.port, 1, "t", &[("MURI_FAIL_JOBS", &fail)]);
-    let err = wait_done(&mut run, Duration::from_secs(60));
+    let (status, err) = wait_exit(&mut run, Duration::from_secs(60));
     assert!(err.contains("11 jobs completed, 1 failed"), "{err}");
+    // A run with a failed job is a failed run for scripts too.
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("1 job failed"), "{err}");
     assert!(
         err.contains(&format!("job {b} failed after 3 attempts")),
         "{err}"

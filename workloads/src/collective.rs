@@ -1,6 +1,6 @@
 //! Collectives: [`Local`] (no communication: one rank, or direct launch without MPI); with
-//! the `mpi` feature, [`mpi_impl::MpiCollective`] (one duplicated communicator per slot); with
-//! the `nccl` feature, [`nccl_impl::NcclCollective`] (one NCCL communicator per slot on the
+//! the `mpi` feature, `mpi_impl::MpiCollective` (one duplicated communicator per slot); with
+//! the `nccl` feature, `nccl_impl::NcclCollective` (one NCCL communicator per slot on the
 //! rank's GPU, its unique id broadcast over MPI).
 
 use crate::stage::Collective;
@@ -99,19 +99,28 @@ pub mod nccl_impl {
     //! [`NcclCollective::init`] checks for libcuda and libnccl first and fails with a clear
     //! error instead of cudarc's panic on the first missing symbol.
     //!
-    //! The [`Collective`] trait hands over host buffers, so gradients are staged through one
-    //! device buffer per slot (copy in, all-reduce on the GPU, copy out). Untested on a GPU in
-    //! this repository's CI (no GPU there); see docs/testbed.md.
+    //! Gradients already on the GPU ([`Collective::allreduce_sum_device`]) are summed where
+    //! they are: small tensors are packed into flat buckets (device-to-device copies), large
+    //! ones reduced in place, all on the collective's own non-blocking stream, and the call
+    //! returns when an event recorded after the last copy has completed. Host buffers
+    //! ([`Collective::allreduce_sum`]: emulated jobs, CPU models) are staged through one
+    //! device buffer per slot. Untested on a GPU in this repository's CI (no GPU there):
+    //! `scripts/gpu-check.sh` exercises it; see docs/testbed.md.
 
     use std::cell::RefCell;
     use std::sync::Arc;
 
     use anyhow::{anyhow, Context};
-    use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+    use cudarc::driver::{
+        CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop,
+    };
     use cudarc::nccl::{Comm, Id, ReduceOp};
 
     use super::mpi_impl::MpiCollective;
     use crate::stage::Collective;
+
+    /// f32s per gradient bucket (25 MiB, PyTorch DDP's default bucket size).
+    pub const BUCKET_ELEMS: usize = 25 * 1024 * 1024 / 4;
 
     /// Whether libcuda and libnccl can be loaded (`libnccl.so` must be on the loader path:
     /// cudarc does not try `libnccl.so.2`).
@@ -138,16 +147,39 @@ pub mod nccl_impl {
         Ok(Id::uninit(bytes.map(|b| b as core::ffi::c_char)))
     }
 
+    /// Device memory cudarc does not own (a libtorch tensor's storage), as an NCCL buffer.
+    struct Borrowed<'a> {
+        address: u64,
+        len: usize,
+        stream: &'a Arc<CudaStream>,
+    }
+
+    impl DeviceSlice<f32> for Borrowed<'_> {
+        fn len(&self) -> usize {
+            self.len
+        }
+        fn stream(&self) -> &Arc<CudaStream> {
+            self.stream
+        }
+    }
+
+    impl DevicePtrMut<f32> for Borrowed<'_> {
+        fn device_ptr_mut<'b>(&'b mut self, _stream: &'b CudaStream) -> (u64, SyncOnDrop<'b>) {
+            (self.address, SyncOnDrop::Sync(None))
+        }
+    }
+
     pub struct NcclCollective {
         per_slot: Vec<Comm>,
         staging: RefCell<Vec<Option<CudaSlice<f32>>>>,
+        bucket: RefCell<Option<CudaSlice<f32>>>,
         stream: Arc<CudaStream>,
         mpi: MpiCollective,
     }
 
     impl NcclCollective {
         /// One communicator per slot on GPU `local_rank mod visible GPUs` (the worker sets
-        /// `CUDA_VISIBLE_DEVICES` to the group's GPUs).
+        /// `CUDA_VISIBLE_DEVICES` to the group's GPUs), all on one stream of their own.
         pub fn init(mpi: MpiCollective, slots: usize) -> anyhow::Result<NcclCollective> {
             let (cuda, nccl) = libraries_present();
             anyhow::ensure!(
@@ -164,7 +196,10 @@ pub mod nccl_impl {
                 .unwrap_or(mpi.rank());
             let ctx = CudaContext::new(local_rank % devices as usize)
                 .context("creating the CUDA context")?;
-            let stream = ctx.default_stream();
+            // SAFETY: all of this collective's buffers are used on its one stream, and every
+            // call waits for its work; cudarc's cross-stream event bookkeeping is not needed.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.new_stream().context("creating the all-reduce stream")?;
             let mut per_slot = Vec::with_capacity(slots);
             for slot in 0..slots {
                 let id = shared_id(&mpi)?;
@@ -175,9 +210,62 @@ pub mod nccl_impl {
             Ok(NcclCollective {
                 per_slot,
                 staging: RefCell::new((0..slots).map(|_| None).collect()),
+                bucket: RefCell::new(None),
                 stream,
                 mpi,
             })
+        }
+
+        fn comm(&self, slot: usize) -> anyhow::Result<&Comm> {
+            self.per_slot
+                .get(slot)
+                .ok_or_else(|| anyhow!("no NCCL communicator for slot {slot}"))
+        }
+
+        /// Sums one buffer in place (enqueued on the stream, not waited for).
+        fn reduce_in_place(&self, comm: &Comm, address: u64, len: usize) -> anyhow::Result<()> {
+            let mut buf = Borrowed {
+                address,
+                len,
+                stream: &self.stream,
+            };
+            comm.all_reduce_in_place(&mut buf, &ReduceOp::Sum)
+                .map_err(|e| anyhow!("ncclAllReduce of {len} floats: {:?}", e.0))?;
+            Ok(())
+        }
+
+        /// Packs `pieces` into the bucket, sums it, and copies the sums back (enqueued).
+        fn reduce_bucket(&self, comm: &Comm, pieces: &[(u64, usize)]) -> anyhow::Result<()> {
+            let total: usize = pieces.iter().map(|&(_, n)| n).sum();
+            if total == 0 {
+                return Ok(());
+            }
+            let mut bucket = self.bucket.borrow_mut();
+            let bucket = match &mut *bucket {
+                Some(b) => b,
+                empty => empty.insert(self.stream.alloc_zeros::<f32>(BUCKET_ELEMS)?),
+            };
+            let (base, _guard) = bucket.device_ptr(&self.stream);
+            let cu = self.stream.cu_stream();
+            let mut offset = 0u64;
+            for &(address, n) in pieces {
+                // SAFETY: both ranges are `n` f32s of device memory (caller's contract and
+                // the bucket's size); the copies are ordered on this stream.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtod_async(base + offset, address, n * 4, cu)?;
+                }
+                offset += n as u64 * 4;
+            }
+            self.reduce_in_place(comm, base, total)?;
+            offset = 0;
+            for &(address, n) in pieces {
+                // SAFETY: as above.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtod_async(address, base + offset, n * 4, cu)?;
+                }
+                offset += n as u64 * 4;
+            }
+            Ok(())
         }
     }
 
@@ -191,10 +279,7 @@ pub mod nccl_impl {
         }
 
         fn allreduce_sum(&self, slot: usize, buf: &mut [f32]) -> anyhow::Result<()> {
-            let comm = self
-                .per_slot
-                .get(slot)
-                .ok_or_else(|| anyhow!("no NCCL communicator for slot {slot}"))?;
+            let comm = self.comm(slot)?;
             let mut staging = self.staging.borrow_mut();
             let dev = match &mut staging[slot] {
                 Some(d) if d.len() == buf.len() => d,
@@ -210,6 +295,39 @@ pub mod nccl_impl {
 
         fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
             self.mpi.agree_any(flag)
+        }
+
+        fn reduces_device_memory(&self) -> bool {
+            true
+        }
+
+        unsafe fn allreduce_sum_device(
+            &self,
+            slot: usize,
+            buffers: &[(u64, usize)],
+        ) -> anyhow::Result<()> {
+            let comm = self.comm(slot)?;
+            self.stream.context().bind_to_thread()?;
+            let mut pending: Vec<(u64, usize)> = Vec::new();
+            let mut filled = 0;
+            for &(address, n) in buffers {
+                if n >= BUCKET_ELEMS {
+                    self.reduce_in_place(comm, address, n)?;
+                    continue;
+                }
+                if filled + n > BUCKET_ELEMS {
+                    self.reduce_bucket(comm, &pending)?;
+                    pending.clear();
+                    filled = 0;
+                }
+                pending.push((address, n));
+                filled += n;
+            }
+            self.reduce_bucket(comm, &pending)?;
+            let done = self.stream.record_event(None)?;
+            done.synchronize()
+                .with_context(|| format!("waiting for the all-reduce of slot {slot}"))?;
+            Ok(())
         }
     }
 }

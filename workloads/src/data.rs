@@ -129,6 +129,20 @@ impl DataOptions {
     }
 }
 
+impl DataOptions {
+    /// What the paper-size CNNs (`--model-scale paper`) read: 512 RGB images stored at
+    /// 256×256 (100.7 MB) over ImageNet's 1000 classes, from which the data stage crops and
+    /// resizes 224×224 inputs through the full [`Augment`] pipeline.
+    pub fn paper_images() -> DataOptions {
+        DataOptions {
+            images: 512,
+            image_size: 256,
+            classes: 1000,
+            ..DataOptions::default()
+        }
+    }
+}
+
 /// Stored height and width of [`DataOptions::large_images`].
 pub const LARGE_IMAGE_SIZE: usize = 128;
 

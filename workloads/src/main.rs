@@ -38,7 +38,7 @@ struct Args {
     /// Group id assigned by the scheduler (unique per launch).
     #[arg(long = "group-id")]
     group_id: u64,
-    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT[:BATCH].
+    /// A job of the group: SLOT:JOB_ID:MODEL:ITERATIONS:DATA_MS:COMPUTE_MS:NET_MS:ATTEMPT, optionally followed by :BATCH.
     #[arg(long = "job", required = true)]
     jobs: Vec<String>,
     /// `emulated`: stages sleep for their profiled times; `real`: tch models train on the
@@ -51,9 +51,16 @@ struct Args {
     /// libtorch threads for the compute stage; 1 leaves the other core to the data stage.
     #[arg(long = "torch-threads", default_value_t = 1)]
     torch_threads: i32,
-    /// Width/sequence multiplier for real models (1 = the small test-size models).
-    #[arg(long = "model-scale", default_value_t = 1.0)]
-    model_scale: f64,
+    /// Real model size: a width/sequence multiplier for the small test-size models (1 = as
+    /// they are), or `paper` for the paper's models (VGG16/19, ResNet-18, ShuffleNet v2,
+    /// BERT-base, GPT-2 small).
+    #[arg(long = "model-scale", default_value = "1")]
+    model_scale: String,
+    /// Where real models train: `auto` = this rank's GPU (`cuda:<local rank>` among the
+    /// `CUDA_VISIBLE_DEVICES` the worker set) when libtorch sees one, else the CPU; `cuda`
+    /// fails without a GPU. Emulated workloads ignore it.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
     /// Gradient collective: `auto` = NCCL when built with it and a GPU is usable, else MPI
     /// under mpirun, else none.
     #[arg(long, value_enum, default_value_t = CollectiveKind::Auto)]
@@ -103,6 +110,13 @@ struct Args {
 enum Workload {
     Emulated,
     Real,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +230,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--time-scale must be ≥ 0"
     );
     let comm = make_collective(&args)?;
+    tracing::debug!(device = ?args.device, scale = %args.model_scale, "real-model settings");
     if let Some(id) = injected_failure(&jobs) {
         eprintln!("muri-trainer: injected failure for job {id} (MURI_FAIL_JOBS)");
         return Ok(ExitCode::from(INJECTED_FAILURE_EXIT));
@@ -429,16 +444,34 @@ fn build_workload(args: &Args, j: &JobArg) -> anyhow::Result<Box<dyn JobWorkload
 }
 
 #[cfg(feature = "torch")]
+/// This rank's index among the ranks on its node: Open MPI's local rank under mpirun, else
+/// `--rank` (direct launch starts all of a group's ranks on one worker).
+fn local_rank(args: &Args) -> usize {
+    std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(args.rank)
+}
+
+#[cfg(feature = "torch")]
 fn real_workload(args: &Args, j: &JobArg) -> anyhow::Result<Box<dyn JobWorkload>> {
-    let spec = muri_workloads::torch::RealJobSpec {
+    use muri_workloads::torch::{self, device::DeviceChoice};
+    let choice = match args.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    };
+    let spec = torch::RealJobSpec {
         job_id: j.job_id,
         model: j.model.clone(),
         batch_size: j.batch_size,
         data_dir: args.data_dir.clone(),
         seed: j.job_id,
-        scale: args.model_scale,
+        scale: args.model_scale.parse().context("--model-scale")?,
+        device: torch::device::resolve(choice, local_rank(args))?,
     };
-    muri_workloads::torch::build_job(&spec).with_context(|| format!("job {}", j.job_id))
+    tracing::info!(job = j.job_id, device = %torch::device::name(spec.device), scale = %spec.scale, "building the model");
+    torch::build_job(&spec).with_context(|| format!("job {}", j.job_id))
 }
 
 #[cfg(not(feature = "torch"))]

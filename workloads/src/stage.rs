@@ -15,6 +15,26 @@ pub trait Collective {
     fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
         Ok(flag)
     }
+    /// Whether [`Collective::allreduce_sum_device`] works (NCCL): then gradients on a GPU
+    /// are summed where they are instead of through host memory.
+    fn reduces_device_memory(&self) -> bool {
+        false
+    }
+    /// Element-wise sum over all ranks of `slot`'s communicator, in place, of each buffer of
+    /// device memory `(address, f32 count)`; every rank passes the same lengths in the same
+    /// order. Returns once the sums are in place (the communication has completed).
+    ///
+    /// # Safety
+    /// Each address must point to that many f32s on this rank's GPU, written by work that
+    /// has completed, and stay valid and unused by other work until the call returns.
+    unsafe fn allreduce_sum_device(
+        &self,
+        slot: usize,
+        buffers: &[(u64, usize)],
+    ) -> anyhow::Result<()> {
+        let _ = (slot, buffers);
+        anyhow::bail!("this collective sums host buffers only")
+    }
 }
 
 /// One training job as the rotation drives it. Each call is one stage of one iteration.

@@ -9,7 +9,12 @@ use muri_workloads::data::{
     generate, generate_default, shard_path, DataKind, DataOptions, LARGE_IMAGE_SIZE,
 };
 use muri_workloads::stage::JobWorkload;
-use muri_workloads::torch::{build_job, image_data_for, profile_solo, RealJobSpec, TorchJob};
+use muri_workloads::torch::device::{cuda_devices, resolve, DeviceChoice};
+use muri_workloads::torch::{
+    build_job, image_data_for, paper_batch_size, param_count_at, profile_solo, ModelScale,
+    RealJobSpec, TorchJob,
+};
+use tch::{Device, Tensor};
 
 fn spec(model: &str, batch: usize, dir: &Path) -> RealJobSpec {
     RealJobSpec::new(7, model, batch, dir)
@@ -55,7 +60,7 @@ fn assert_loss_falls(spec: &RealJobSpec, n: usize, k: usize, ratio: f64) {
 fn cnn_loss_falls() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec("resnet18", 32, dir.path());
-    s.scale = 0.5;
+    s.scale = ModelScale::Factor(0.5);
     assert_loss_falls(&s, 60, 5, 0.6);
 }
 
@@ -101,7 +106,7 @@ fn dqn_td_loss_falls_while_the_target_is_fixed() {
 fn assert_exact_restore(model: &str, batch: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(model, batch, dir.path());
-    s.scale = 0.5;
+    s.scale = ModelScale::Factor(0.5);
     let mut original = TorchJob::new(&s).unwrap();
     train(&mut original, 3);
     let ckpt = dir.path().join("ckpt").join(format!("{model}.ot"));
@@ -156,7 +161,7 @@ fn restoring_another_models_checkpoint_is_an_error() {
     }
     // Same name but a different width is a different model too.
     let mut s = spec("resnet18", 8, dir.path());
-    s.scale = 2.0;
+    s.scale = ModelScale::Factor(2.0);
     assert!(build_job(&s).unwrap().restore(&ckpt).is_err());
     // A failed restore leaves the job untouched; a file that is no checkpoint is an error.
     std::fs::write(dir.path().join("junk.ot"), b"not a checkpoint").unwrap();
@@ -210,7 +215,7 @@ fn every_trace_model_builds_and_profiles() {
     let dir = tempfile::tempdir().unwrap();
     for (model, batch) in [("vgg19", 4), ("resnet50", 4), ("bert", 2), ("a2c", 16)] {
         let mut s = spec(model, batch, dir.path());
-        s.scale = 0.5;
+        s.scale = ModelScale::Factor(0.5);
         let p = profile_solo(&s, 1, 2).unwrap();
         assert!(
             p.data_ms > 0.0 && p.compute_ms > 0.0 && p.step_ms > 0.0,
@@ -300,4 +305,108 @@ fn print_default_profiles() {
             mean(&losses[95..])
         );
     }
+}
+
+/// Device-independent checkpoints. What this proves on a CPU-only machine (all jobs run on
+/// the CPU there): the checkpoint writer sends every tensor through the CPU conversion a
+/// CUDA job's tensors take, the file holds CPU tensors only (nothing a build without CUDA
+/// could not load), and a fresh job restores it exactly wherever its own tensors live
+/// (restoring copies into them). The test binary links the CUDA-capable libtorch wheel, so
+/// the saving build *is* a CUDA-capable one. With a GPU (`scripts/gpu-check.sh` runs this
+/// test there) the saving job trains on cuda:0 and the restoring one on the CPU.
+#[test]
+fn checkpoints_hold_cpu_tensors_and_restore_on_another_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved_on = resolve(DeviceChoice::Auto, 0).unwrap();
+    assert_eq!(saved_on == Device::Cpu, cuda_devices() == 0);
+    for model in ["resnet18", "gpt2", "dqn"] {
+        let mut s = spec(model, 8, dir.path());
+        s.scale = ModelScale::Factor(0.5);
+        s.device = saved_on;
+        let mut original = TorchJob::new(&s).unwrap();
+        assert!(original
+            .tensor_devices()
+            .iter()
+            .all(|(_, d)| *d == saved_on));
+        train(&mut original, 2);
+        let ckpt = dir.path().join(format!("{model}.ckpt"));
+        original.checkpoint(&ckpt).unwrap();
+        let stored = Tensor::load_multi(&ckpt).unwrap();
+        assert!(stored.len() > 4, "{model}: {} tensors", stored.len());
+        for (name, t) in &stored {
+            assert_eq!(
+                t.device(),
+                Device::Cpu,
+                "{model}: {name} stored off the CPU"
+            );
+        }
+
+        s.device = Device::Cpu;
+        let mut restored = TorchJob::new(&s).unwrap();
+        restored.restore(&ckpt).unwrap();
+        assert_eq!(restored.flat_params(), original.flat_params(), "{model}");
+        assert_eq!(restored.iterations_done(), 2);
+        assert_eq!(restored.last_loss(), original.last_loss());
+    }
+}
+
+/// Paper-size models, counted from their shapes (no 100 M random draws): torchvision's and
+/// Hugging Face's published parameter counts. BERT-base's 109.5 M includes token-type
+/// embeddings, an embedding layer norm and a pooler, which this causal LM has not.
+#[test]
+fn paper_models_have_the_published_parameter_counts() {
+    let count = |m: &str| param_count_at(m, ModelScale::Paper).unwrap();
+    assert_eq!(count("vgg16"), 138_357_544);
+    assert_eq!(count("vgg19"), 143_667_240);
+    assert_eq!(count("resnet18"), 11_689_512);
+    assert_eq!(count("shufflenet_v2_x1_0"), 2_278_604);
+    assert_eq!(count("gpt2"), 124_439_808);
+    let bert = count("bert") as f64;
+    assert!((bert / 109_482_240.0 - 1.0).abs() < 0.01, "bert: {bert}");
+    assert!(count("dqn") > 250_000 && count("a2c") == count("dqn"));
+    // The default scale stays small (CPU tests and the emulated testbed rely on it).
+    for m in ["vgg16", "resnet18", "gpt2", "bert"] {
+        let small = param_count_at(m, ModelScale::default()).unwrap();
+        assert!(small < 2_000_000, "{m}: {small}");
+    }
+    assert_eq!(paper_batch_size("vgg19").unwrap(), 16);
+    assert_eq!(paper_batch_size("resnet18").unwrap(), 128);
+    assert_eq!(paper_batch_size("gpt2").unwrap(), 4);
+    assert_eq!(paper_batch_size("a2c").unwrap(), 64);
+    assert!(paper_batch_size("alexnet").is_err());
+}
+
+/// A paper-size job trains end to end on the CPU where that is cheap (the RL learner needs
+/// no data set); the others are left to the GPU check.
+#[test]
+fn a_paper_size_job_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("dqn", 32, dir.path());
+    s.scale = ModelScale::Paper;
+    let mut job = TorchJob::new(&s).unwrap();
+    assert_eq!(
+        job.param_count(),
+        param_count_at("dqn", ModelScale::Paper).unwrap()
+    );
+    let losses = train(&mut job, 3);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(
+        job.signature().contains("hidden: 512"),
+        "{}",
+        job.signature()
+    );
+}
+
+#[test]
+fn model_scale_parses_paper_or_a_positive_factor() {
+    assert_eq!("paper".parse::<ModelScale>().unwrap(), ModelScale::Paper);
+    assert_eq!(
+        "0.5".parse::<ModelScale>().unwrap(),
+        ModelScale::Factor(0.5)
+    );
+    for bad in ["0", "-1", "huge", "nan"] {
+        let e = bad.parse::<ModelScale>().unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains("paper"), "{e}");
+    }
+    assert_eq!(ModelScale::Paper.to_string(), "paper");
 }

@@ -67,6 +67,65 @@ fn two_ranks_stay_identical_after_every_allreduce() {
     assert!(jobs.iter().all(|(_, n, _)| *n == 4), "{text}");
 }
 
+/// The same across two hosts, as `muri worker` launches a group placed on two nodes: one
+/// app context per host (127.0.0.2 and 127.0.0.3, each with its own GPU list), the "remote"
+/// daemons started through the loopback launch agent, the all-reduce crossing the hosts.
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_on_two_loopback_hosts_stay_identical_after_every_allreduce() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    let data = tempfile::tempdir().unwrap();
+    let agent = data.path().join("agent.sh");
+    std::fs::write(&agent, muri_workloads::launch::LOOPBACK_AGENT).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hosts = [
+        muri_workloads::launch::HostRanks {
+            addr: "127.0.0.2",
+            gpu_ids: &[0],
+        },
+        muri_workloads::launch::HostRanks {
+            addr: "127.0.0.3",
+            gpu_ids: &[1],
+        },
+    ];
+    let args: Vec<String> = [
+        "--group-id",
+        "1",
+        "--workload",
+        "real",
+        "--check-sync",
+        "--collective",
+        "mpi",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--job",
+        "0:1:resnet18:4:0:0:0:0:8",
+        "--job",
+        "1:2:gpt2:4:0:0:0:0:4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = Command::new("mpirun")
+        .args(muri_workloads::launch::mpirun_multi_host_args(
+            &hosts,
+            &agent,
+            Path::new(env!("CARGO_BIN_EXE_muri-trainer")),
+            &args,
+            &[],
+        ))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun (Open MPI) must be installed for the mpi feature tests");
+    let text = stdout(&out);
+    assert!(
+        text.contains("check-sync: 8 parameter checks passed"),
+        "{text}"
+    );
+    assert_eq!(job_lines(&text).len(), 2, "{text}");
+}
+
 /// SIGTERM mid-run (what the worker sends on preemption): the trainer drains, checkpoints
 /// every job and exits 0; a relaunch resumes at the saved iteration with bit-identical
 /// parameters, and training then continues from there.
@@ -143,4 +202,53 @@ fn sigterm_checkpoints_and_relaunch_resumes() {
         assert_eq!(*n2, n + 3);
         assert_ne!(hash, hash2, "training changed the weights");
     }
+}
+
+/// `--device cuda` where libtorch sees no GPU (`CUDA_VISIBLE_DEVICES` empty hides any GPU
+/// the machine has): exit status 1 and a message that says why, never a panic.
+#[test]
+fn device_cuda_without_a_gpu_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let out = trainer()
+        .args(["--group-id", "1", "--workload", "real", "--device", "cuda"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--job", "0:1:dqn:2:0:0:0:0:16"])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: libtorch sees no CUDA device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--model-scale paper` builds the paper's models (the RL learner: no data set to
+/// generate), a bad scale is an error naming the value, and `--device cpu` keeps a
+/// job on the CPU whatever the machine has.
+#[test]
+fn paper_scale_trains_and_a_bad_scale_is_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |scale: &str| {
+        trainer()
+            .args(["--group-id", "1", "--workload", "real", "--device", "cpu"])
+            .args(["--model-scale", scale, "--data-dir"])
+            .arg(data.path())
+            .args(["--job", "0:1:dqn:2:0:0:0:0:32"])
+            .output()
+            .unwrap()
+    };
+    let lines = job_lines(&stdout(&run("paper")));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1, 2);
+    let bad = run("enormous");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`enormous`") && stderr.contains("paper"),
+        "{stderr}"
+    );
 }

@@ -7,6 +7,7 @@
 //! decides who runs where.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::cluster::Cluster;
 use crate::job::{Job, JobIdx};
@@ -122,65 +123,203 @@ impl Default for PolicyOptions {
     }
 }
 
-/// Every policy name `--schedule` accepts, with a one-line description.
-pub const POLICIES: [(&str, &str); 12] = [
-    ("shortest", "SRTF: shortest remaining time first"),
-    ("shortest-gpu", "SRSF: shortest remaining GPU-time first"),
-    (
-        "dlas-gpu",
-        "Tiresias: 2D least-attained-service with 3 queues",
-    ),
-    (
-        "multi-resource-blossom-same-gpu",
-        "Muri-S: SRSF order + blossom interleaving (durations known)",
-    ),
-    (
-        "multi-resource-blossom-same-gpu-unaware",
-        "Muri-L: least attained GPU service + blossom interleaving",
-    ),
-    (
-        "multi-resource-blossom-same-gpu-unaware-worstordering",
-        "Muri-L ablation: worst stage ordering",
-    ),
-    (
-        "multi-resource-gpu-unaware",
-        "Muri-L ablation: sequential grouping instead of blossom",
-    ),
-    ("fifo", "FIFO: arrival order, non-preemptive, no backfill"),
-    (
-        "themis",
-        "Themis: finish-time fairness (the reference's formulation)",
-    ),
-    (
-        "themis-fixed",
-        "Themis, corrected: isolated throughput in iterations/s, deterministic optimum",
-    ),
-    (
-        "antman",
-        "AntMan: guaranteed + opportunistic GPU sharing, non-preemptive",
-    ),
-    (
-        "antman-fixed",
-        "AntMan, corrected: one partial reservation at a time, close end events merged",
-    ),
-];
+/// Every scheduling policy, by its reference (`--schedule`) name and its paper name.
+///
+/// The one place policy names live: the command line, sweep files, run directories and plot
+/// legends all go through [`PolicyKind::parse`] and [`PolicyKind::name`] /
+/// [`PolicyKind::paper_name`], so a name accepted in one place is accepted everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyKind {
+    Srtf,
+    Srsf,
+    Tiresias,
+    MuriS,
+    MuriL,
+    MuriLWorstOrdering,
+    MuriLNoBlossom,
+    Fifo,
+    Themis,
+    ThemisFixed,
+    AntMan,
+    AntManFixed,
+}
 
-/// Short paper names for tables.
+impl PolicyKind {
+    /// Every policy, in the order `muri policies` lists them and `--schedule all` runs them.
+    pub const ALL: [PolicyKind; 12] = [
+        PolicyKind::Srtf,
+        PolicyKind::Srsf,
+        PolicyKind::Tiresias,
+        PolicyKind::MuriS,
+        PolicyKind::MuriL,
+        PolicyKind::MuriLWorstOrdering,
+        PolicyKind::MuriLNoBlossom,
+        PolicyKind::Fifo,
+        PolicyKind::Themis,
+        PolicyKind::ThemisFixed,
+        PolicyKind::AntMan,
+        PolicyKind::AntManFixed,
+    ];
+
+    /// The policy every ratio is taken to unless the user names another: Muri-S, the paper's
+    /// own policy with known durations.
+    pub const DEFAULT_BASELINE: PolicyKind = PolicyKind::MuriS;
+
+    /// The reference's `--schedule` name, also the run directory name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Srtf => "shortest",
+            PolicyKind::Srsf => "shortest-gpu",
+            PolicyKind::Tiresias => "dlas-gpu",
+            PolicyKind::MuriS => "multi-resource-blossom-same-gpu",
+            PolicyKind::MuriL => "multi-resource-blossom-same-gpu-unaware",
+            PolicyKind::MuriLWorstOrdering => {
+                "multi-resource-blossom-same-gpu-unaware-worstordering"
+            }
+            PolicyKind::MuriLNoBlossom => "multi-resource-gpu-unaware",
+            PolicyKind::Fifo => "fifo",
+            PolicyKind::Themis => "themis",
+            PolicyKind::ThemisFixed => "themis-fixed",
+            PolicyKind::AntMan => "antman",
+            PolicyKind::AntManFixed => "antman-fixed",
+        }
+    }
+
+    /// The short name the paper and every table use.
+    pub const fn paper_name(self) -> &'static str {
+        match self {
+            PolicyKind::Srtf => "SRTF",
+            PolicyKind::Srsf => "SRSF",
+            PolicyKind::Tiresias => "Tiresias",
+            PolicyKind::MuriS => "Muri-S",
+            PolicyKind::MuriL => "Muri-L",
+            PolicyKind::MuriLWorstOrdering => "Muri-L-worst",
+            PolicyKind::MuriLNoBlossom => "Muri-L-noblossom",
+            PolicyKind::Fifo => "FIFO",
+            PolicyKind::Themis => "Themis",
+            PolicyKind::ThemisFixed => "Themis-fixed",
+            PolicyKind::AntMan => "AntMan",
+            PolicyKind::AntManFixed => "AntMan-fixed",
+        }
+    }
+
+    /// One line for `muri policies` and `--help`.
+    pub const fn description(self) -> &'static str {
+        match self {
+            PolicyKind::Srtf => "SRTF: shortest remaining time first",
+            PolicyKind::Srsf => "SRSF: shortest remaining GPU-time first",
+            PolicyKind::Tiresias => "Tiresias: 2D least-attained-service with 3 queues",
+            PolicyKind::MuriS => "Muri-S: SRSF order + blossom interleaving (durations known)",
+            PolicyKind::MuriL => "Muri-L: least attained GPU service + blossom interleaving",
+            PolicyKind::MuriLWorstOrdering => "Muri-L ablation: worst stage ordering",
+            PolicyKind::MuriLNoBlossom => "Muri-L ablation: sequential grouping instead of blossom",
+            PolicyKind::Fifo => "FIFO: arrival order, non-preemptive, no backfill",
+            PolicyKind::Themis => "Themis: finish-time fairness (the reference's formulation)",
+            PolicyKind::ThemisFixed => {
+                "Themis, corrected: isolated throughput in iterations/s, deterministic optimum"
+            }
+            PolicyKind::AntMan => "AntMan: guaranteed + opportunistic GPU sharing, non-preemptive",
+            PolicyKind::AntManFixed => {
+                "AntMan, corrected: one partial reservation at a time, close end events merged"
+            }
+        }
+    }
+
+    /// Reads a reference name (`shortest`) or a paper name (`SRTF`), ignoring ASCII case.
+    pub fn parse(text: &str) -> Result<PolicyKind, UnknownPolicy> {
+        let text = text.trim();
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| {
+                k.name().eq_ignore_ascii_case(text) || k.paper_name().eq_ignore_ascii_case(text)
+            })
+            .ok_or_else(|| UnknownPolicy(text.to_string()))
+    }
+
+    /// Reads a comma-separated list of names, or `all` for every policy. Duplicates are
+    /// dropped (the first mention keeps its place).
+    pub fn parse_list(text: &str) -> Result<Vec<PolicyKind>, UnknownPolicy> {
+        if text.trim().eq_ignore_ascii_case("all") {
+            return Ok(PolicyKind::ALL.to_vec());
+        }
+        let mut kinds = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let kind = PolicyKind::parse(part)?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        if kinds.is_empty() {
+            return Err(UnknownPolicy(text.to_string()));
+        }
+        Ok(kinds)
+    }
+
+    /// The default baseline when it is among `kinds`, else Muri-L, else the first of `kinds`.
+    pub fn baseline_among(kinds: &[PolicyKind]) -> Option<PolicyKind> {
+        [PolicyKind::DEFAULT_BASELINE, PolicyKind::MuriL]
+            .into_iter()
+            .find(|k| kinds.contains(k))
+            .or_else(|| kinds.first().copied())
+    }
+
+    /// A fresh policy object with these options.
+    pub fn build(self, opts: PolicyOptions) -> Box<dyn Policy> {
+        let muri = |variant| Box::new(muri::Muri::new(variant, opts)) as Box<dyn Policy>;
+        match self {
+            PolicyKind::Srtf => Box::new(srtf::ShortestFirst::new(false)),
+            PolicyKind::Srsf => Box::new(srtf::ShortestFirst::new(true)),
+            PolicyKind::Tiresias => Box::new(tiresias::Tiresias::new()),
+            PolicyKind::Fifo => Box::new(fifo::Fifo),
+            PolicyKind::Themis => Box::new(themis::Themis::new(ThemisVariant::Reference)),
+            PolicyKind::ThemisFixed => Box::new(themis::Themis::new(ThemisVariant::Fixed)),
+            PolicyKind::AntMan => Box::new(antman::AntMan::new()),
+            PolicyKind::AntManFixed => Box::new(antman_fixed::AntManFixed::new()),
+            PolicyKind::MuriS => muri(MuriVariant::MuriS),
+            PolicyKind::MuriL => muri(MuriVariant::MuriL),
+            PolicyKind::MuriLWorstOrdering => muri(MuriVariant::WorstOrdering),
+            PolicyKind::MuriLNoBlossom => muri(MuriVariant::NoBlossom),
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PolicyKind {
+    type Err = UnknownPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PolicyKind::parse(s)
+    }
+}
+
+impl clap::ValueEnum for PolicyKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PolicyKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(
+            clap::builder::PossibleValue::new(self.name())
+                .alias(self.paper_name())
+                .help(self.description()),
+        )
+    }
+
+    fn from_str(input: &str, _ignore_case: bool) -> Result<Self, String> {
+        PolicyKind::parse(input).map_err(|e| e.to_string())
+    }
+}
+
+/// The paper name of a reference policy name (`shortest` → `SRTF`); other text unchanged.
 pub fn display_name(policy: &str) -> &str {
-    match policy {
-        "shortest" => "SRTF",
-        "shortest-gpu" => "SRSF",
-        "dlas-gpu" => "Tiresias",
-        "multi-resource-blossom-same-gpu" => "Muri-S",
-        "multi-resource-blossom-same-gpu-unaware" => "Muri-L",
-        "multi-resource-blossom-same-gpu-unaware-worstordering" => "Muri-L-worst",
-        "multi-resource-gpu-unaware" => "Muri-L-noblossom",
-        "fifo" => "FIFO",
-        "themis" => "Themis",
-        "themis-fixed" => "Themis-fixed",
-        "antman" => "AntMan",
-        "antman-fixed" => "AntMan-fixed",
-        other => other,
+    match PolicyKind::parse(policy) {
+        Ok(kind) => kind.paper_name(),
+        Err(_) => policy,
     }
 }
 
@@ -188,13 +327,33 @@ pub fn display_name(policy: &str) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownPolicy(pub String);
 
+impl UnknownPolicy {
+    /// The known name closest to the unknown one, when one is close enough to be a typo.
+    pub fn suggestion(&self) -> Option<&'static str> {
+        let wanted = self.0.to_ascii_lowercase();
+        PolicyKind::ALL
+            .into_iter()
+            .flat_map(|k| [k.name(), k.paper_name()])
+            .map(|n| (strsim::jaro_winkler(&wanted, &n.to_ascii_lowercase()), n))
+            .filter(|(score, _)| *score >= 0.85)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, n)| n)
+    }
+}
+
 impl fmt::Display for UnknownPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = POLICIES.iter().map(|(n, _)| *n).collect();
+        write!(f, "unknown policy `{}`", self.0)?;
+        if let Some(s) = self.suggestion() {
+            write!(f, "; did you mean `{s}`?")?;
+        }
+        let names: Vec<String> = PolicyKind::ALL
+            .iter()
+            .map(|k| format!("{} ({})", k.name(), k.paper_name()))
+            .collect();
         write!(
             f,
-            "unknown policy `{}`; choose one of: {}",
-            self.0,
+            " Choose one or more of (case does not matter): {}, or `all`",
             names.join(", ")
         )
     }
@@ -202,24 +361,9 @@ impl fmt::Display for UnknownPolicy {
 
 impl std::error::Error for UnknownPolicy {}
 
-/// Builds a policy from its `--schedule` name.
+/// Builds a policy from a reference or paper name.
 pub fn build(name: &str, opts: PolicyOptions) -> Result<Box<dyn Policy>, UnknownPolicy> {
-    let muri = |variant| Box::new(muri::Muri::new(variant, opts)) as Box<dyn Policy>;
-    Ok(match name {
-        "shortest" => Box::new(srtf::ShortestFirst::new(false)),
-        "shortest-gpu" => Box::new(srtf::ShortestFirst::new(true)),
-        "dlas-gpu" => Box::new(tiresias::Tiresias::new()),
-        "fifo" => Box::new(fifo::Fifo),
-        "themis" => Box::new(themis::Themis::new(ThemisVariant::Reference)),
-        "themis-fixed" => Box::new(themis::Themis::new(ThemisVariant::Fixed)),
-        "antman" => Box::new(antman::AntMan::new()),
-        "antman-fixed" => Box::new(antman_fixed::AntManFixed::new()),
-        "multi-resource-blossom-same-gpu" => muri(MuriVariant::MuriS),
-        "multi-resource-blossom-same-gpu-unaware" => muri(MuriVariant::MuriL),
-        "multi-resource-blossom-same-gpu-unaware-worstordering" => muri(MuriVariant::WorstOrdering),
-        "multi-resource-gpu-unaware" => muri(MuriVariant::NoBlossom),
-        _ => return Err(UnknownPolicy(name.to_string())),
-    })
+    Ok(PolicyKind::parse(name)?.build(opts))
 }
 
 /// Python's stable `list.sort(key=...)` on f64 keys (no NaNs occur), in `total_cmp` order.
@@ -253,7 +397,80 @@ pub(crate) fn sort_by_gpus_descending(runnable: &mut [JobIdx], jobs: &[Job]) {
 
 #[cfg(test)]
 mod tests {
-    use super::total_order;
+    use super::{total_order, PolicyKind};
+
+    #[test]
+    fn every_policy_parses_from_both_names_in_any_case() {
+        for kind in PolicyKind::ALL {
+            assert_eq!(PolicyKind::parse(kind.name()), Ok(kind));
+            assert_eq!(
+                PolicyKind::parse(&kind.paper_name().to_uppercase()),
+                Ok(kind)
+            );
+            assert_eq!(
+                PolicyKind::parse(&kind.paper_name().to_lowercase()),
+                Ok(kind)
+            );
+        }
+        assert_eq!(
+            PolicyKind::parse_list(" SRTF, muri-s ,Tiresias,srtf"),
+            Ok(vec![
+                PolicyKind::Srtf,
+                PolicyKind::MuriS,
+                PolicyKind::Tiresias
+            ])
+        );
+        assert_eq!(
+            PolicyKind::parse_list("ALL").unwrap().len(),
+            PolicyKind::ALL.len()
+        );
+    }
+
+    #[test]
+    fn no_name_means_two_policies() {
+        let mut names: Vec<String> = PolicyKind::ALL
+            .iter()
+            .flat_map(|k| {
+                let mut own = vec![
+                    k.name().to_ascii_lowercase(),
+                    k.paper_name().to_ascii_lowercase(),
+                ];
+                own.dedup();
+                own
+            })
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn typos_get_the_nearest_name_and_nonsense_gets_none() {
+        let err = PolicyKind::parse("shortset").unwrap_err();
+        assert_eq!(err.suggestion(), Some("shortest"));
+        assert!(
+            err.to_string().contains("did you mean `shortest`?"),
+            "{err}"
+        );
+        assert_eq!(
+            PolicyKind::parse("muri-ss").unwrap_err().suggestion(),
+            Some("Muri-S")
+        );
+        assert_eq!(PolicyKind::parse("zzz").unwrap_err().suggestion(), None);
+    }
+
+    #[test]
+    fn the_baseline_is_muri_s_then_muri_l_then_the_first() {
+        use PolicyKind::*;
+        assert_eq!(
+            PolicyKind::baseline_among(&[Srtf, MuriL, MuriS]),
+            Some(MuriS)
+        );
+        assert_eq!(PolicyKind::baseline_among(&[Srtf, MuriL]), Some(MuriL));
+        assert_eq!(PolicyKind::baseline_among(&[Fifo, Srtf]), Some(Fifo));
+        assert_eq!(PolicyKind::baseline_among(&[]), None);
+    }
 
     #[test]
     fn total_order_orders_like_total_cmp() {

@@ -91,3 +91,101 @@ pub fn format_status(s: &pb::StatusReply) -> String {
     }
     out
 }
+
+/// The `muri status --format json` object: virtual time, workers and one object per job.
+pub fn status_json(s: &pb::StatusReply) -> String {
+    let jobs: Vec<serde_json::Value> = s
+        .jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "job_id": j.job_id,
+                "model": j.model,
+                "num_gpu": j.num_gpu,
+                "state": j.state,
+                "progress": j.progress,
+                "group": j.group,
+                "placement": j.placement,
+                "jct_s": j.jct_s,
+                "attempts": j.attempts,
+                "error": j.error,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "now": s.now, "workers": s.workers, "jobs": jobs });
+    serde_json::to_string_pretty(&doc).expect("plain data always encodes") + "\n"
+}
+
+/// The `muri status --format csv` rows, one per job (group members joined by `+`).
+pub fn status_csv(s: &pb::StatusReply) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "job_id",
+        "model",
+        "num_gpu",
+        "state",
+        "progress",
+        "group",
+        "placement",
+        "jct_s",
+        "attempts",
+        "error",
+    ];
+    // Writing to a Vec cannot fail.
+    let _ = w.write_record(header);
+    for j in &s.jobs {
+        let group: Vec<String> = j.group.iter().map(u64::to_string).collect();
+        let _ = w.write_record([
+            j.job_id.to_string(),
+            j.model.clone(),
+            j.num_gpu.to_string(),
+            j.state.clone(),
+            j.progress.to_string(),
+            group.join("+"),
+            j.placement.clone(),
+            j.jct_s.to_string(),
+            j.attempts.to_string(),
+            j.error.clone(),
+        ]);
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply() -> pb::StatusReply {
+        pb::StatusReply {
+            now: 12.5,
+            workers: 2,
+            jobs: vec![pb::JobState {
+                job_id: 7,
+                model: "bert".into(),
+                num_gpu: 2,
+                state: "running".into(),
+                progress: 0.25,
+                group: vec![8, 9],
+                placement: "node0:2".into(),
+                jct_s: 3.0,
+                attempts: 1,
+                error: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn status_as_csv_and_json() {
+        let csv = status_csv(&reply());
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("job_id,model,num_gpu,state,progress,group,placement,jct_s,attempts,error")
+        );
+        assert_eq!(lines.next(), Some("7,bert,2,running,0.25,8+9,node0:2,3,1,"));
+        let json: serde_json::Value = serde_json::from_str(&status_json(&reply())).unwrap();
+        assert_eq!(json["now"], 12.5);
+        assert_eq!(json["jobs"][0]["group"][1], 9);
+        assert_eq!(json["jobs"][0]["placement"], "node0:2");
+    }
+}

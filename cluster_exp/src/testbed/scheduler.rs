@@ -149,8 +149,8 @@ struct PendingLaunch {
     nodes: Vec<u32>,
     /// Nodes that started processes and have not reported Done yet.
     awaiting: BTreeSet<u32>,
-    /// Why the launch failed (a refused Execute, a non-zero exit), first cause only.
-    failure: Option<String>,
+    /// How the launch failed (a refused Execute, a non-zero exit), first cause only.
+    failure: Option<LaunchOutcome>,
     /// What rank 0 reported (ReportIterTime).
     report: Option<Sample>,
 }
@@ -866,11 +866,13 @@ impl Testbed {
                 Ok(_) => {}
                 Err(status) => {
                     let why = format!("node {node}: Execute refused: {}", status.message());
-                    if status.code() == tonic::Code::Unavailable {
-                        launch.failure.get_or_insert(format!("lost: {why}"));
-                    } else {
-                        launch.failure.get_or_insert(why);
-                    }
+                    launch
+                        .failure
+                        .get_or_insert(if status.code() == tonic::Code::Unavailable {
+                            LaunchOutcome::Lost(why)
+                        } else {
+                            LaunchOutcome::TrainerFailed(why)
+                        });
                 }
             }
         }
@@ -1400,14 +1402,15 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
             };
             p.awaiting.remove(&d.node_id);
             if d.exit_code != 0 || d.signal != 0 {
-                p.failure.get_or_insert(format!(
-                    "node {}: exit code {}, signal {}{}{}",
-                    d.node_id,
-                    d.exit_code,
-                    d.signal,
-                    if d.error.is_empty() { "" } else { ": " },
-                    d.error
-                ));
+                p.failure
+                    .get_or_insert(LaunchOutcome::TrainerFailed(format!(
+                        "node {}: exit code {}, signal {}{}{}",
+                        d.node_id,
+                        d.exit_code,
+                        d.signal,
+                        if d.error.is_empty() { "" } else { ": " },
+                        d.error
+                    )));
             }
         }
         Event::Report(r) => {
@@ -1442,14 +1445,13 @@ fn resolve(
     let ids: Vec<u64> = pending.keys().copied().collect();
     let mut out = Vec::new();
     for id in ids {
-        let p = &pending[&id];
+        let Some(p) = pending.get_mut(&id) else {
+            continue;
+        };
         let lost_node = p.nodes.iter().find(|n| !alive.contains(n));
-        let outcome = match (lost_node, &p.failure, p.awaiting.is_empty()) {
+        let outcome = match (lost_node, p.failure.take(), p.awaiting.is_empty()) {
             (Some(n), _, _) => Some(LaunchOutcome::Lost(format!("worker {n} died"))),
-            (None, Some(why), _) => Some(match why.strip_prefix("lost: ") {
-                Some(why) => LaunchOutcome::Lost(why.to_string()),
-                None => LaunchOutcome::TrainerFailed(why.clone()),
-            }),
+            (None, Some(failure), _) => Some(failure),
             (None, None, true) => Some(match p.report {
                 Some(sample) => LaunchOutcome::Measured(sample),
                 None => LaunchOutcome::TrainerFailed(

@@ -672,6 +672,7 @@ async fn watch_launch(
 ) {
     let mut exit_code = 0;
     let mut signal = 0;
+    let pids: Vec<u32> = children.iter().filter_map(Child::id).collect();
     for mut child in children {
         match child.wait().await {
             Ok(status) => {
@@ -688,6 +689,9 @@ async fn watch_launch(
                 exit_code = -1;
             }
         }
+    }
+    for pid in pids {
+        remove_loopback_session_dirs(pid);
     }
     let task = state
         .tasks
@@ -711,6 +715,23 @@ async fn watch_launch(
         wall_s: started.elapsed().as_secs_f64(),
     };
     send_done(&state, done).await;
+}
+
+/// Removes the session directories the loopback launch agent made for the daemons of an
+/// `mpirun` that has exited (`$TMPDIR/muri-loopback-hosts/<host>-<mpirun pid>`).
+fn remove_loopback_session_dirs(mpirun_pid: u32) {
+    let dir = std::env::temp_dir().join("muri-loopback-hosts");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let suffix = format!("-{mpirun_pid}");
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(&suffix) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::debug!("removing {}: {e}", entry.path().display());
+            }
+        }
+    }
 }
 
 async fn send_done(state: &WorkerState, done: pb::DoneRequest) {
@@ -855,6 +876,32 @@ pub fn parse_gpus(text: &str) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
+/// Fails at start, rather than at every launch, when `trainer` is not an executable file.
+/// A bare name (`muri-trainer`) is looked up on `PATH`, as the launch will.
+pub fn check_trainer(trainer: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let hint = "build it with `cargo build --release -p muri-workloads`, or pass --trainer PATH";
+    let bare = trainer.components().count() == 1;
+    let on_path = bare
+        .then(|| std::env::var_os("PATH"))
+        .flatten()
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(trainer))
+                .find(|p| p.is_file())
+        });
+    let trainer = on_path.as_deref().unwrap_or(trainer);
+    let meta = std::fs::metadata(trainer)
+        .with_context(|| format!("trainer {} not found; {hint}", trainer.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        anyhow::bail!(
+            "trainer {} is not an executable file; {hint}",
+            trainer.display()
+        );
+    }
+    Ok(())
+}
+
 /// Default trainer: `muri-trainer` next to the running executable.
 pub fn default_trainer() -> PathBuf {
     std::env::current_exe()
@@ -867,18 +914,6 @@ pub fn default_trainer() -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn refusals_back_off_exponentially_then_give_up() {
-        let mut r = Refusals::new();
-        let waits: Vec<u64> = (0..7)
-            .map(|_| r.next_wait(Duration::from_secs(3600)).unwrap().as_millis() as u64)
-            .collect();
-        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000]);
-        assert_eq!(r.next_wait(Duration::ZERO), None);
-        let why = r.give_up(3, "missing or wrong x-muri-token").to_string();
-        assert!(why.contains("worker 3") && why.contains("8 times"), "{why}");
-    }
-
     fn config(node_id: u32, gpus: Vec<u32>) -> WorkerConfig {
         WorkerConfig {
             scheduler: String::new(),
@@ -888,7 +923,7 @@ mod tests {
             listen: "127.0.0.2:0".parse().unwrap(),
             advertise: None,
             token: Token::default(),
-            tls: Tls::plaintext(),
+            tls: Tls::default(),
             register_timeout: Duration::from_secs(60),
             trainer: PathBuf::from("muri-trainer"),
             use_mpi: false,
@@ -981,5 +1016,17 @@ mod tests {
         bad_addr.hosts[1].addr = "node-b".into();
         let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &bad_addr).unwrap_err();
         assert!(err.message().contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn refusals_back_off_exponentially_then_give_up() {
+        let mut r = Refusals::new();
+        let waits: Vec<u64> = (0..7)
+            .map(|_| r.next_wait(Duration::from_secs(3600)).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(r.next_wait(Duration::ZERO), None);
+        let why = r.give_up(3, "missing or wrong x-muri-token").to_string();
+        assert!(why.contains("worker 3") && why.contains("8 times"), "{why}");
     }
 }

@@ -1,4 +1,6 @@
-//! CV family: a small ResNet-style CNN trained on the image shards.
+//! CV family: a small ResNet-style CNN trained on the image shards, or at `--model-scale
+//! paper` the paper's networks ([`super::zoo`]: VGG16/19, ResNet-18, ShuffleNet v2) on
+//! 224×224 crops.
 //!
 //! Stem conv-bn-relu (stride 1, or 2 for the ImageNet-style models), then three stages of residual blocks (conv-bn-relu-conv-bn plus an
 //! identity or 1×1-conv shortcut, then relu), stride 2 at the start of stages 2 and 3,
@@ -13,8 +15,10 @@ use std::path::Path;
 use anyhow::Context;
 use tch::{Kind, Reduction, Tensor};
 
+use super::device::Mover;
 use super::params::{BatchNorm, Conv, Linear, ParamStore};
 use super::state::{self, Loaded};
+use super::zoo::{self, PaperCnn};
 use super::Task;
 use crate::data::{ImageReader, Rng};
 
@@ -32,7 +36,38 @@ pub struct CnnConfig {
     pub stem_stride: i64,
 }
 
-struct Block {
+/// Which network: the small CNN, or a paper-size one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CvArch {
+    Small(CnnConfig),
+    Paper(PaperCnn),
+}
+
+impl CvArch {
+    /// Height and width of the model input.
+    pub fn input_size(&self) -> usize {
+        match self {
+            CvArch::Small(cfg) => cfg.input_size,
+            CvArch::Paper(_) => zoo::PAPER_INPUT_SIZE,
+        }
+    }
+
+    /// The network with its parameters in `s`, for `channels`-channel images of `classes`.
+    pub(crate) fn build(
+        &self,
+        s: &mut ParamStore,
+        channels: i64,
+        classes: i64,
+    ) -> anyhow::Result<Box<dyn zoo::Net>> {
+        Ok(match self {
+            CvArch::Small(cfg) => Box::new(Cnn::new(s, cfg, channels, classes)?),
+            CvArch::Paper(arch) => arch.build(s, channels, classes)?,
+        })
+    }
+}
+
+/// A residual basic block (ResNet-18's, and the small CNN's).
+pub(crate) struct Block {
     conv1: Conv,
     bn1: BatchNorm,
     conv2: Conv,
@@ -41,7 +76,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(
+    pub(crate) fn new(
         s: &mut ParamStore,
         name: &str,
         inp: i64,
@@ -65,7 +100,7 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
         let h = self.bn1.forward(&self.conv1.forward(x)?)?.f_relu()?;
         let h = self.bn2.forward(&self.conv2.forward(&h)?)?;
         let skip = match &self.shortcut {
@@ -109,7 +144,9 @@ impl Cnn {
             head,
         })
     }
+}
 
+impl zoo::Net for Cnn {
     fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
         let mut h = self.stem_bn.forward(&self.stem.forward(x)?)?.f_relu()?;
         for block in &self.blocks {
@@ -122,7 +159,8 @@ impl Cnn {
 
 /// A CNN job: the data stage reads, decodes and augments a batch of the image shard.
 pub struct CvTask {
-    model: Cnn,
+    model: Box<dyn zoo::Net>,
+    mover: Mover,
     reader: ImageReader,
     rng: Rng,
     batch_size: usize,
@@ -131,42 +169,46 @@ pub struct CvTask {
     pending: Option<(Tensor, Tensor)>,
 }
 
-/// Builds the CNN for the shard at `images`, with parameters from `seed`.
+/// Builds the network for the shard at `images` on `mover`'s device, with parameters from
+/// `seed`. Paper-size networks get the ImageNet head (1000 classes) whatever the shard has.
 pub fn build(
     name: &str,
-    cfg: &CnnConfig,
+    arch: &CvArch,
     images: &Path,
     batch_size: usize,
     seed: u64,
+    mover: Mover,
 ) -> anyhow::Result<(CvTask, ParamStore)> {
     let mut reader = ImageReader::open(images)?;
     let h = reader.header();
+    let input_size = arch.input_size();
     anyhow::ensure!(
-        cfg.input_size > 0
-            && h.height as usize >= cfg.input_size
-            && h.width as usize >= cfg.input_size,
-        "{name}: the {}x{} images of {} are smaller than the {}x{} model input",
+        input_size > 0 && h.height as usize >= input_size && h.width as usize >= input_size,
+        "{name}: the {}x{} images of {} are smaller than the {input_size}x{input_size} model input",
         h.height,
         h.width,
         images.display(),
-        cfg.input_size,
-        cfg.input_size
     );
+    let classes = match arch {
+        CvArch::Small(_) => h.classes as i64,
+        CvArch::Paper(_) => zoo::IMAGENET_CLASSES.max(h.classes as i64),
+    };
     let mut rng = Rng::derive(seed, 20);
     // Jobs sharing the shard start at different records.
     reader.set_position(rng.below(h.count))?;
-    let mut store = ParamStore::new(seed);
-    let model = Cnn::new(&mut store, cfg, h.channels as i64, h.classes as i64)?;
+    let mut store = ParamStore::new(seed, mover.device());
+    let model = arch.build(&mut store, h.channels as i64, classes)?;
     let signature = format!(
-        "cv {name}: {cfg:?}, images {}x{}x{} (input {}x{}), {} classes",
-        h.height, h.width, h.channels, cfg.input_size, cfg.input_size, h.classes
+        "cv {name}: {arch:?}, images {}x{}x{} (input {input_size}x{input_size}), {classes} classes",
+        h.height, h.width, h.channels,
     );
     let task = CvTask {
         model,
+        mover,
         reader,
         rng,
         batch_size,
-        input_size: cfg.input_size,
+        input_size,
         signature,
         pending: None,
     };
@@ -185,6 +227,7 @@ impl Task for CvTask {
         let shape = b.shape.map(|d| d as i64);
         let x = Tensor::f_from_slice(&b.pixels)?.f_view(shape)?;
         let y = Tensor::f_from_slice(&b.labels)?;
+        let [x, y] = self.mover.to_device([x, y])?;
         self.pending = Some((x, y));
         Ok(())
     }

@@ -9,6 +9,7 @@
 use anyhow::{ensure, Context};
 use tch::{Reduction, Tensor};
 
+use super::device::Mover;
 use super::params::{Linear, ParamStore};
 use super::state::{self, Loaded};
 use super::Task;
@@ -120,6 +121,7 @@ struct Transitions {
 pub struct DqnTask {
     online: QNet,
     target: QNet,
+    mover: Mover,
     cfg: DqnConfig,
     env: CartPole,
     replay: Replay,
@@ -130,24 +132,27 @@ pub struct DqnTask {
     pending: Option<Transitions>,
 }
 
-/// Builds the DQN learner; the environment and exploration streams come from `seed`.
+/// Builds the DQN learner on `mover`'s device; the environment and exploration streams
+/// come from `seed`.
 pub fn build(
     name: &str,
     cfg: &DqnConfig,
     batch_size: usize,
     seed: u64,
+    mover: Mover,
 ) -> anyhow::Result<(DqnTask, ParamStore)> {
     ensure!(
         cfg.replay_capacity >= batch_size && cfg.steps_per_iter > 0,
         "{name}: replay capacity {} must hold a batch of {batch_size}",
         cfg.replay_capacity
     );
-    let mut store = ParamStore::new(seed);
+    let mut store = ParamStore::new(seed, mover.device());
     let online = QNet::new(&mut store, cfg.hidden)?;
     let target = online.frozen_copy(&mut store)?;
     let task = DqnTask {
         online,
         target,
+        mover,
         env: CartPole::new(Rng::derive(seed, 30).next_u64()),
         replay: Replay {
             data: vec![0.0; cfg.replay_capacity * STRIDE],
@@ -177,9 +182,10 @@ impl DqnTask {
             return Ok(self.rng.below(ACTIONS as u64) as usize);
         }
         let _guard = tch::no_grad_guard();
-        let q = self
-            .online
-            .forward(&Tensor::f_from_slice(obs)?.f_view([1, OBS_DIM as i64])?)?;
+        let [obs] = self
+            .mover
+            .to_device([Tensor::f_from_slice(obs)?.f_view([1, OBS_DIM as i64])?])?;
+        let q = self.online.forward(&obs)?;
         Ok(q.f_argmax(1, false)?.f_int64_value(&[0])? as usize)
     }
 
@@ -221,12 +227,19 @@ impl DqnTask {
             done.push(row[2 * OBS_DIM + 2]);
         }
         let dims = [n as i64, OBS_DIM as i64];
+        let [obs, actions, rewards, next_obs, done] = self.mover.to_device([
+            Tensor::f_from_slice(&obs)?.f_view(dims)?,
+            Tensor::f_from_slice(&actions)?,
+            Tensor::f_from_slice(&rewards)?,
+            Tensor::f_from_slice(&next)?.f_view(dims)?,
+            Tensor::f_from_slice(&done)?,
+        ])?;
         Ok(Transitions {
-            obs: Tensor::f_from_slice(&obs)?.f_view(dims)?,
-            actions: Tensor::f_from_slice(&actions)?,
-            rewards: Tensor::f_from_slice(&rewards)?,
-            next_obs: Tensor::f_from_slice(&next)?.f_view(dims)?,
-            done: Tensor::f_from_slice(&done)?,
+            obs,
+            actions,
+            rewards,
+            next_obs,
+            done,
         })
     }
 }
@@ -325,4 +338,11 @@ impl Task for DqnTask {
         });
         Ok(())
     }
+}
+
+/// The parameters of a DQN learner of `cfg` (online network; the target is a buffer).
+pub fn param_count(cfg: &DqnConfig) -> anyhow::Result<usize> {
+    let mut store = ParamStore::shapes_only();
+    QNet::new(&mut store, cfg.hidden)?;
+    Ok(store.param_count())
 }

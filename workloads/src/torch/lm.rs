@@ -2,13 +2,16 @@
 //!
 //! Token + learned position embeddings, `layers` pre-norm blocks of causal multi-head
 //! self-attention and a GELU MLP (4× width), a final layer norm and a separate output head;
-//! next-token cross-entropy. A scaled-down GPT-2.
+//! next-token cross-entropy. A scaled-down GPT-2; at `--model-scale paper` a GPT-2-small-
+//! or BERT-base-size one (12 layers of width 768, the published vocabularies and position
+//! tables, output head tied to the token embedding as in GPT-2).
 
 use std::path::Path;
 
 use anyhow::{ensure, Context};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
+use super::device::Mover;
 use super::params::{Embedding, LayerNorm, Linear, ParamStore};
 use super::state::{self, Loaded};
 use super::Task;
@@ -21,6 +24,12 @@ pub struct LmConfig {
     pub heads: i64,
     pub layers: usize,
     pub seq_len: usize,
+    /// Rows of the position table (at least `seq_len`).
+    pub max_positions: usize,
+    /// Vocabulary of the embedding and head; `None`: the token shard's.
+    pub vocab: Option<usize>,
+    /// Logits from the token embedding (GPT-2, BERT) instead of a separate head.
+    pub tied_head: bool,
 }
 
 struct Block {
@@ -78,7 +87,8 @@ struct Lm {
     pos: Embedding,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    head: Linear,
+    /// `None`: tied to the token embedding.
+    head: Option<Linear>,
     /// `[seq, seq]`, true above the diagonal (future positions a query must not see).
     mask: Tensor,
     heads: i64,
@@ -87,16 +97,29 @@ struct Lm {
 impl Lm {
     fn new(s: &mut ParamStore, cfg: &LmConfig, vocab: i64) -> anyhow::Result<Lm> {
         let seq = cfg.seq_len as i64;
+        let tok = Embedding::new(s, "wte", vocab, cfg.d_model)?;
+        let pos = Embedding::new(
+            s,
+            "wpe",
+            cfg.max_positions.max(cfg.seq_len) as i64,
+            cfg.d_model,
+        )?;
         let blocks = (0..cfg.layers)
             .map(|i| Block::new(s, &format!("h{i}"), cfg.d_model))
             .collect::<anyhow::Result<_>>()?;
+        let ln_f = LayerNorm::new(s, "ln_f", cfg.d_model)?;
+        let head = if cfg.tied_head {
+            None
+        } else {
+            Some(Linear::new(s, "lm_head", cfg.d_model, vocab)?)
+        };
         Ok(Lm {
-            tok: Embedding::new(s, "wte", vocab, cfg.d_model)?,
-            pos: Embedding::new(s, "wpe", seq, cfg.d_model)?,
+            tok,
+            pos,
             blocks,
-            ln_f: LayerNorm::new(s, "ln_f", cfg.d_model)?,
-            head: Linear::new(s, "lm_head", cfg.d_model, vocab)?,
-            mask: Tensor::f_ones([seq, seq], (Kind::Bool, Device::Cpu))?.f_triu(1)?,
+            ln_f,
+            head,
+            mask: Tensor::f_ones([seq, seq], (Kind::Bool, s.device()))?.f_triu(1)?,
             heads: cfg.heads,
         })
     }
@@ -104,7 +127,7 @@ impl Lm {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
     fn forward(&self, idx: &Tensor) -> anyhow::Result<Tensor> {
         let (_, t) = idx.size2()?;
-        let positions = Tensor::f_arange(t, (Kind::Int64, Device::Cpu))?;
+        let positions = Tensor::f_arange(t, (Kind::Int64, idx.device()))?;
         let mut h = self
             .tok
             .forward(idx)?
@@ -112,13 +135,18 @@ impl Lm {
         for block in &self.blocks {
             h = block.forward(&h, self.heads, &self.mask)?;
         }
-        self.head.forward(&self.ln_f.forward(&h)?)
+        let h = self.ln_f.forward(&h)?;
+        match &self.head {
+            Some(head) => head.forward(&h),
+            None => Ok(h.f_matmul(&self.tok.weight().f_tr()?)?),
+        }
     }
 }
 
 /// A language-model job: the data stage reads `batch` windows of `seq_len + 1` tokens.
 pub struct LmTask {
     model: Lm,
+    mover: Mover,
     reader: TokenReader,
     rng: Rng,
     batch_size: usize,
@@ -128,13 +156,15 @@ pub struct LmTask {
     pending: Option<(Tensor, Tensor)>,
 }
 
-/// Builds the language model for the shard at `tokens`, with parameters from `seed`.
+/// Builds the language model for the shard at `tokens` on `mover`'s device, with
+/// parameters from `seed`.
 pub fn build(
     name: &str,
     cfg: &LmConfig,
     tokens: &Path,
     batch_size: usize,
     seed: u64,
+    mover: Mover,
 ) -> anyhow::Result<(LmTask, ParamStore)> {
     ensure!(
         cfg.heads > 0 && cfg.d_model % cfg.heads == 0 && cfg.seq_len > 0,
@@ -146,16 +176,24 @@ pub fn build(
     let h = reader.header();
     let mut rng = Rng::derive(seed, 21);
     reader.set_position(rng.below(h.count / 2))?;
-    let mut store = ParamStore::new(seed);
-    let model = Lm::new(&mut store, cfg, h.vocab as i64)?;
-    let signature = format!("nlp {name}: {cfg:?}, vocab {}", h.vocab);
+    let vocab = cfg.vocab.unwrap_or(h.vocab as usize);
+    ensure!(
+        vocab >= h.vocab as usize,
+        "{name}: the model's vocabulary ({vocab}) is smaller than {}'s ({})",
+        tokens.display(),
+        h.vocab
+    );
+    let mut store = ParamStore::new(seed, mover.device());
+    let model = Lm::new(&mut store, cfg, vocab as i64)?;
+    let signature = format!("nlp {name}: {cfg:?}, vocab {vocab}");
     let task = LmTask {
         model,
+        mover,
         reader,
         rng,
         batch_size,
         seq_len: cfg.seq_len,
-        vocab: h.vocab as i64,
+        vocab: vocab as i64,
         signature,
         pending: None,
     };
@@ -174,6 +212,7 @@ impl Task for LmTask {
         let shape = [b.batch as i64, b.seq_len as i64];
         let x = Tensor::f_from_slice(&b.inputs)?.f_view(shape)?;
         let y = Tensor::f_from_slice(&b.targets)?.f_view(shape)?;
+        let [x, y] = self.mover.to_device([x, y])?;
         self.pending = Some((x, y));
         Ok(())
     }
@@ -207,4 +246,11 @@ impl Task for LmTask {
         self.rng = rng;
         Ok(())
     }
+}
+
+/// The parameters of a language model of `cfg` over `vocab` tokens (shapes only: cheap).
+pub fn param_count(cfg: &LmConfig, vocab: usize) -> anyhow::Result<usize> {
+    let mut store = ParamStore::shapes_only();
+    Lm::new(&mut store, cfg, cfg.vocab.unwrap_or(vocab) as i64)?;
+    Ok(store.param_count())
 }

@@ -8,8 +8,10 @@
 //! - all-reduce and step: flatten every gradient into one buffer, sum it over the ranks,
 //!   divide by the world size, then apply our own optimizer (whose state is checkpointable).
 //!
-//! Model names map to three families ([`family_of`]), each a scaled-down version of what the
-//! trace runs so that one iteration takes milliseconds on one CPU thread:
+//! Model names map to three families ([`family_of`]). By default each is a scaled-down
+//! version of what the trace runs so that one iteration takes milliseconds on one CPU
+//! thread; [`ModelScale::Paper`] gives the paper's sizes instead (see [`zoo`], [`lm`],
+//! [`param_count_at`]). The small models:
 //! `vgg*`/`resnet*`/`shufflenet*` → a ResNet-style CNN ([`cnn`]); `bert`/`gpt2` → a
 //! decoder-only transformer LM ([`lm`]; BERT is trained causally too); `dqn`/`a2c` → DQN on
 //! CartPole ([`dqn`]; A2C is approximated by a bigger DQN that plays more steps per iteration).
@@ -20,13 +22,21 @@
 //! the 32×32 images with a cheap crop and flip ([`image_data_for`]), BERT and GPT-2 the
 //! tokens (compute-heavy). Missing shards are generated there on first use (deterministic,
 //! atomically renamed into place, shared by all jobs), so a fresh machine just works.
+//!
+//! Devices ([`device`]): a job's parameters, buffers and optimizer state live on
+//! [`RealJobSpec::device`]; batches are copied there in the data stage. Checkpoints hold CPU
+//! tensors only, so a job saved on a GPU resumes on the CPU and vice versa.
 
 pub mod cnn;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod dqn;
 pub mod lm;
 pub mod optim;
 pub mod params;
 pub mod state;
+pub mod zoo;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +44,7 @@ use std::sync::Once;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::collective::Local;
 use crate::data::{self, DataKind, DataOptions};
@@ -54,12 +64,14 @@ pub struct RealJobSpec {
     pub data_dir: PathBuf,
     /// Seeds parameters, data order, augmentation and exploration.
     pub seed: u64,
-    /// Multiplies model width (and the LM's sequence length); 1.0 is the default size.
-    pub scale: f64,
+    /// Model size: the small models (times a width factor) or the paper's.
+    pub scale: ModelScale,
+    /// Where parameters, buffers, optimizer state and batches live.
+    pub device: Device,
 }
 
 impl RealJobSpec {
-    /// A spec at the default scale, seeded with the job id.
+    /// A spec at the default scale on the CPU, seeded with the job id.
     pub fn new(job_id: u64, model: &str, batch_size: usize, data_dir: &Path) -> RealJobSpec {
         RealJobSpec {
             job_id,
@@ -67,7 +79,47 @@ impl RealJobSpec {
             batch_size,
             data_dir: data_dir.to_path_buf(),
             seed: job_id,
-            scale: 1.0,
+            scale: ModelScale::default(),
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// `--model-scale`: a width multiplier for the small models, or `paper`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ModelScale {
+    /// The small test-size models; multiplies model width (and the LM's sequence length).
+    Factor(f64),
+    /// The paper's models (VGG16/19, ResNet-18, ShuffleNet v2, BERT-base, GPT-2 small).
+    Paper,
+}
+
+impl Default for ModelScale {
+    fn default() -> Self {
+        ModelScale::Factor(1.0)
+    }
+}
+
+impl std::str::FromStr for ModelScale {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<ModelScale> {
+        if s.eq_ignore_ascii_case("paper") {
+            return Ok(ModelScale::Paper);
+        }
+        let factor: f64 = s
+            .parse()
+            .ok()
+            .filter(|f: &f64| f.is_finite() && *f > 0.0)
+            .with_context(|| format!("model scale `{s}`: expected `paper` or a number > 0"))?;
+        Ok(ModelScale::Factor(factor))
+    }
+}
+
+impl std::fmt::Display for ModelScale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelScale::Factor(x) => write!(f, "{x}"),
+            ModelScale::Paper => f.write_str("paper"),
         }
     }
 }
@@ -162,6 +214,23 @@ pub fn image_data_for(model: &str) -> DataOptions {
     }
 }
 
+/// The CV network for a model name: the paper's, or the small CNN at a width factor.
+fn cv_arch(model: &str, scale: ModelScale) -> anyhow::Result<cnn::CvArch> {
+    Ok(match scale {
+        ModelScale::Paper => cnn::CvArch::Paper(zoo::PaperCnn::for_model(model)?),
+        ModelScale::Factor(f) => cnn::CvArch::Small(cnn_config(model, f)),
+    })
+}
+
+/// The image set a CV model reads at `scale`: paper-size networks crop 224×224 out of
+/// [`DataOptions::paper_images`].
+fn cv_data(model: &str, scale: ModelScale) -> DataOptions {
+    match scale {
+        ModelScale::Paper => DataOptions::paper_images(),
+        ModelScale::Factor(_) => image_data_for(model),
+    }
+}
+
 /// Per-family sizes and optimizers for a model name at `scale`. The CNN widths are chosen so
 /// that at batch 32 on one thread ResNet's and ShuffleNet's compute is a fraction of their
 /// data stage, while VGG's compute dominates its cheap data stage.
@@ -186,26 +255,50 @@ fn cnn_config(model: &str, scale: f64) -> cnn::CnnConfig {
 
 /// The LMs are compute-heavy (their data stage is a token read): at batch 8 on one thread
 /// their compute takes about as long as ResNet-18's data stage at batch 32, so the two pair
-/// up well in the rotation.
-fn lm_config(model: &str, scale: f64) -> lm::LmConfig {
-    let heads = 4;
-    let (d, layers, seq) = if model.eq_ignore_ascii_case("bert") {
-        (128, 3, 32)
-    } else {
-        (128, 2, 48)
+/// up well in the rotation. At paper scale: BERT-base (vocabulary 30522, 512 positions,
+/// sequences of 128) and GPT-2 small (50257, 1024, 1024), 12 layers of width 768, 12 heads.
+fn lm_config(model: &str, scale: ModelScale) -> lm::LmConfig {
+    let bert = model.eq_ignore_ascii_case("bert");
+    let ModelScale::Factor(scale) = scale else {
+        let (vocab, positions, seq_len) = if bert {
+            (30522, 512, 128)
+        } else {
+            (50257, 1024, 1024)
+        };
+        return lm::LmConfig {
+            d_model: 768,
+            heads: 12,
+            layers: 12,
+            seq_len,
+            max_positions: positions,
+            vocab: Some(vocab),
+            tied_head: true,
+        };
     };
+    let heads = 4;
+    let (d, layers, seq) = if bert { (128, 3, 32) } else { (128, 2, 48) };
+    let seq_len = scaled(seq, scale, 8) as usize;
     lm::LmConfig {
         d_model: scaled(d / heads, scale, 4) * heads,
         heads,
         layers,
-        seq_len: scaled(seq, scale, 8) as usize,
+        seq_len,
+        max_positions: seq_len,
+        vocab: None,
+        tied_head: false,
     }
 }
 
-fn dqn_config(model: &str, scale: f64) -> dqn::DqnConfig {
+/// RL at paper scale keeps CartPole (the environment bounds what the network sees) with a
+/// 512-wide Q-network, A2C's playing more steps per iteration as at the small scale.
+fn dqn_config(model: &str, scale: ModelScale) -> dqn::DqnConfig {
     let a2c = model.eq_ignore_ascii_case("a2c");
+    let hidden = match scale {
+        ModelScale::Paper => 512,
+        ModelScale::Factor(f) => scaled(if a2c { 128 } else { 64 }, f, 8),
+    };
     dqn::DqnConfig {
-        hidden: scaled(if a2c { 128 } else { 64 }, scale, 8),
+        hidden,
         steps_per_iter: if a2c { 32 } else { 16 },
         replay_capacity: 20_000,
         warmup_steps: 500,
@@ -246,6 +339,7 @@ pub fn build_job(spec: &RealJobSpec) -> anyhow::Result<Box<dyn JobWorkload>> {
 /// A real model, its optimizer and its data pipeline.
 pub struct TorchJob {
     job_id: u64,
+    device: Device,
     task: Box<dyn Task>,
     store: ParamStore,
     opt: Optimizer,
@@ -262,12 +356,13 @@ impl TorchJob {
             "job {}: batch size must be positive",
             spec.job_id
         );
-        ensure!(
-            spec.scale.is_finite() && spec.scale > 0.0,
-            "job {}: scale {} must be positive",
-            spec.job_id,
-            spec.scale
-        );
+        if let ModelScale::Factor(f) = spec.scale {
+            ensure!(
+                f.is_finite() && f > 0.0,
+                "job {}: scale {f} must be positive",
+                spec.job_id,
+            );
+        }
         let family = family_of(&spec.model)?;
         default_threads();
         let (task, store) = build_task(spec, family)
@@ -275,6 +370,7 @@ impl TorchJob {
         let opt = Optimizer::new(optimizer_for(family), &store.params)?;
         Ok(TorchJob {
             job_id: spec.job_id,
+            device: spec.device,
             task,
             store,
             opt,
@@ -309,6 +405,24 @@ impl TorchJob {
     /// The model/config description a checkpoint must match.
     pub fn signature(&self) -> String {
         self.task.signature()
+    }
+
+    /// Where the job's tensors live.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Every parameter, buffer and optimizer state tensor and the device it is on.
+    pub fn tensor_devices(&self) -> Vec<(String, Device)> {
+        let params = self.store.params.iter().chain(&self.store.buffers);
+        params
+            .map(|(n, t)| (n.clone(), t.device()))
+            .chain(
+                self.opt
+                    .named_state(&self.store.params)
+                    .map(|(n, t)| (n, t.device())),
+            )
+            .collect()
     }
 
     fn zero_grads(&self) -> anyhow::Result<()> {
@@ -352,6 +466,50 @@ impl TorchJob {
         Ok(())
     }
 
+    /// Replaces every gradient by its mean over the ranks: on the GPU with a collective that
+    /// sums device memory (NCCL), in place; alone on a GPU, nothing to do; otherwise through
+    /// one host buffer.
+    fn average_grads(&self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()> {
+        let on_gpu = self.device.is_cuda();
+        if on_gpu && comm.size() == 1 {
+            return Ok(());
+        }
+        if on_gpu && comm.reduces_device_memory() {
+            return self.average_grads_on_device(comm, slot);
+        }
+        let mut buf = self.flat_grads()?;
+        comm.allreduce_sum(slot, &mut buf)?;
+        let inv = 1.0 / comm.size().max(1) as f32;
+        buf.iter_mut().for_each(|v| *v *= inv);
+        self.set_grads(&buf)
+    }
+
+    fn average_grads_on_device(&self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()> {
+        let mut grads = Vec::with_capacity(self.store.params.len());
+        for (name, p) in &self.store.params {
+            let g = p.f_grad()?;
+            ensure!(
+                g.defined() && g.is_contiguous() && g.kind() == tch::Kind::Float,
+                "job {}: gradient of {name} is not a contiguous f32 tensor",
+                self.job_id
+            );
+            grads.push(g);
+        }
+        let buffers: Vec<(u64, usize)> = grads
+            .iter()
+            .map(|g| (g.data_ptr() as u64, g.numel()))
+            .collect();
+        // SAFETY: each gradient is `numel` contiguous f32s on this rank's GPU, written by the
+        // compute stage, which ended when its work had completed; `grads` keeps them alive.
+        unsafe { comm.allreduce_sum_device(slot, &buffers)? };
+        let inv = 1.0 / comm.size() as f64;
+        let _guard = tch::no_grad_guard();
+        for mut g in grads {
+            let _ = g.f_mul_scalar_(inv)?;
+        }
+        Ok(())
+    }
+
     fn named_tensors(&self) -> anyhow::Result<Vec<(String, Tensor)>> {
         let mut named = vec![
             (
@@ -364,13 +522,13 @@ impl TorchJob {
             ),
         ];
         for (name, t) in &self.store.params {
-            named.push((format!("param.{name}"), t.f_detach()?));
+            named.push((format!("param.{name}"), device::to_cpu(&t.f_detach()?)?));
         }
         for (name, t) in &self.store.buffers {
-            named.push((format!("buffer.{name}"), t.shallow_clone()));
+            named.push((format!("buffer.{name}"), device::to_cpu(t)?));
         }
         for (name, t) in self.opt.named_state(&self.store.params) {
-            named.push((name, t.shallow_clone()));
+            named.push((name, device::to_cpu(t)?));
         }
         for (name, t) in self.task.state()? {
             named.push((format!("task.{name}"), t));
@@ -444,28 +602,60 @@ impl TorchJob {
 
 fn build_task(spec: &RealJobSpec, family: Family) -> anyhow::Result<(Box<dyn Task>, ParamStore)> {
     let opts = DataOptions::default();
+    let mover = device::Mover::new(spec.device)?;
+    let (model, batch, seed) = (spec.model.as_str(), spec.batch_size, spec.seed);
     Ok(match family {
         Family::Cv => {
-            let images = data::generate(
-                &spec.data_dir,
-                DataKind::Images,
-                &image_data_for(&spec.model),
-            )?;
-            let cfg = cnn_config(&spec.model, spec.scale);
-            let (task, store) = cnn::build(&spec.model, &cfg, &images, spec.batch_size, spec.seed)?;
+            let data = cv_data(model, spec.scale);
+            let images = data::generate(&spec.data_dir, DataKind::Images, &data)?;
+            let arch = cv_arch(model, spec.scale)?;
+            let (task, store) = cnn::build(model, &arch, &images, batch, seed, mover)?;
             (Box::new(task), store)
         }
         Family::Nlp => {
             let tokens = data::generate(&spec.data_dir, DataKind::Tokens, &opts)?;
-            let cfg = lm_config(&spec.model, spec.scale);
-            let (task, store) = lm::build(&spec.model, &cfg, &tokens, spec.batch_size, spec.seed)?;
+            let cfg = lm_config(model, spec.scale);
+            let (task, store) = lm::build(model, &cfg, &tokens, batch, seed, mover)?;
             (Box::new(task), store)
         }
         Family::Rl => {
-            let cfg = dqn_config(&spec.model, spec.scale);
-            let (task, store) = dqn::build(&spec.model, &cfg, spec.batch_size, spec.seed)?;
+            let cfg = dqn_config(model, spec.scale);
+            let (task, store) = dqn::build(model, &cfg, batch, seed, mover)?;
             (Box::new(task), store)
         }
+    })
+}
+
+/// Trainable parameters of `model` at `scale` without building it for real (shapes only,
+/// no data, no random draws): how the paper-size models are checked against the published
+/// figures. The LMs count over their configured vocabulary (the small ones: the default
+/// token shard's).
+pub fn param_count_at(model: &str, scale: ModelScale) -> anyhow::Result<usize> {
+    let defaults = DataOptions::default();
+    match family_of(model)? {
+        Family::Cv => {
+            let classes = match scale {
+                ModelScale::Paper => zoo::IMAGENET_CLASSES,
+                ModelScale::Factor(_) => defaults.classes as i64,
+            };
+            let mut store = ParamStore::shapes_only();
+            cv_arch(model, scale)?.build(&mut store, defaults.channels as i64, classes)?;
+            Ok(store.param_count())
+        }
+        Family::Nlp => lm::param_count(&lm_config(model, scale), defaults.vocab),
+        Family::Rl => dqn::param_count(&dqn_config(model, scale)),
+    }
+}
+
+/// The batch size the paper's trace runs `model` at (its profiles' batch sizes).
+pub fn paper_batch_size(model: &str) -> anyhow::Result<usize> {
+    let m = model.to_ascii_lowercase();
+    Ok(match family_of(model)? {
+        Family::Cv if m.starts_with("vgg") => 16,
+        Family::Cv => 128,
+        Family::Nlp => 4,
+        Family::Rl if m == "a2c" => 64,
+        Family::Rl => 128,
     })
 }
 
@@ -478,12 +668,15 @@ impl JobWorkload for TorchJob {
         self.task.load_batch()
     }
 
+    /// On a GPU the stage ends when its kernels have completed: reading the loss back is
+    /// queued behind the backward pass on libtorch's stream.
     fn compute(&mut self) -> anyhow::Result<()> {
         self.zero_grads()?;
         let loss = self.task.loss()?;
         loss.f_backward()?;
         let value = loss.f_double_value(&[])?;
         ensure!(value.is_finite(), "job {}: loss is {value}", self.job_id);
+        tracing::debug!(target: "muri_workloads::loss", job = self.job_id, iteration = self.iterations + 1, loss = value);
         self.last_loss = Some(value);
         self.grads_ready = true;
         Ok(())
@@ -495,11 +688,7 @@ impl JobWorkload for TorchJob {
             "job {}: step without a computed gradient",
             self.job_id
         );
-        let mut buf = self.flat_grads()?;
-        comm.allreduce_sum(slot, &mut buf)?;
-        let inv = 1.0 / comm.size().max(1) as f32;
-        buf.iter_mut().for_each(|v| *v *= inv);
-        self.set_grads(&buf)?;
+        self.average_grads(comm, slot)?;
         self.opt.apply(&self.store.params)?;
         self.iterations += 1;
         self.grads_ready = false;

@@ -5,9 +5,12 @@
 //! on other threads share; initialising here from the job's seed keeps every job (and every
 //! rank of a job) bit-reproducible. The store also fixes one order of all tensors, which the
 //! gradient all-reduce, the optimizer state and the checkpoint rely on.
+//!
+//! Values are drawn on the host and then moved to the store's device, so a model holds the
+//! same initial weights on the CPU and on a GPU.
 
 use anyhow::Context;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::data::Rng;
 
@@ -18,38 +21,80 @@ pub struct ParamStore {
     /// Updated otherwise (batch-norm running statistics, DQN target network).
     pub buffers: Vec<(String, Tensor)>,
     rng: Rng,
+    device: Device,
+    /// Shapes only: tensors are left uninitialised on the CPU (counting a paper-size model's
+    /// parameters without drawing 100 M random numbers).
+    shapes_only: bool,
 }
 
 impl ParamStore {
-    pub fn new(seed: u64) -> ParamStore {
+    /// An empty store whose tensors will live on `device`.
+    pub fn new(seed: u64, device: Device) -> ParamStore {
         ParamStore {
             params: Vec::new(),
             buffers: Vec::new(),
             rng: Rng::derive(seed, 10),
+            device,
+            shapes_only: false,
         }
+    }
+
+    /// A store that records shapes only (uninitialised CPU tensors): for parameter counts.
+    pub fn shapes_only() -> ParamStore {
+        ParamStore {
+            shapes_only: true,
+            ..ParamStore::new(0, Device::Cpu)
+        }
+    }
+
+    /// Where the model's tensors live.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// A trainable tensor with values uniform in `±bound`.
     pub fn uniform(&mut self, name: &str, dims: &[i64], bound: f64) -> anyhow::Result<Tensor> {
-        let n: i64 = dims.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|_| self.rng.range(-bound, bound) as f32)
-            .collect();
-        self.add_param(name, &values, dims)
+        let t = if self.shapes_only {
+            uninitialised(dims)?
+        } else {
+            let n: i64 = dims.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| self.rng.range(-bound, bound) as f32)
+                .collect();
+            self.placed(&values, dims)?
+        };
+        self.add_param(name, t)
     }
 
     /// A trainable tensor filled with `value` (norm gains and biases).
     pub fn constant(&mut self, name: &str, dims: &[i64], value: f32) -> anyhow::Result<Tensor> {
-        let n: i64 = dims.iter().product();
-        self.add_param(name, &vec![value; n as usize], dims)
+        let t = self.filled(dims, value)?;
+        self.add_param(name, t)
     }
 
     /// A non-trainable tensor filled with `value`.
     pub fn buffer(&mut self, name: &str, dims: &[i64], value: f32) -> anyhow::Result<Tensor> {
-        let n: i64 = dims.iter().product();
-        let t = from_values(&vec![value; n as usize], dims)?;
+        let t = self.filled(dims, value)?;
         self.buffers.push((name.to_string(), t.shallow_clone()));
         Ok(t)
+    }
+
+    fn filled(&self, dims: &[i64], value: f32) -> anyhow::Result<Tensor> {
+        if self.shapes_only {
+            return uninitialised(dims);
+        }
+        let n: i64 = dims.iter().product();
+        self.placed(&vec![value; n as usize], dims)
+    }
+
+    /// `values` shaped as `dims` on the store's device.
+    fn placed(&self, values: &[f32], dims: &[i64]) -> anyhow::Result<Tensor> {
+        let t = from_values(values, dims)?;
+        Ok(if self.device == Device::Cpu {
+            t
+        } else {
+            t.f_to_device(self.device)?
+        })
     }
 
     /// A non-trainable copy of `src` (the DQN target network starts as the online one).
@@ -59,8 +104,8 @@ impl ParamStore {
         Ok(t)
     }
 
-    fn add_param(&mut self, name: &str, values: &[f32], dims: &[i64]) -> anyhow::Result<Tensor> {
-        let t = from_values(values, dims)?.f_set_requires_grad(true)?;
+    fn add_param(&mut self, name: &str, t: Tensor) -> anyhow::Result<Tensor> {
+        let t = t.f_set_requires_grad(true)?;
         self.params.push((name.to_string(), t.shallow_clone()));
         Ok(t)
     }
@@ -82,6 +127,10 @@ impl ParamStore {
 
 fn from_values(values: &[f32], dims: &[i64]) -> anyhow::Result<Tensor> {
     Ok(Tensor::f_from_slice(values)?.f_view(dims)?)
+}
+
+fn uninitialised(dims: &[i64]) -> anyhow::Result<Tensor> {
+    Ok(Tensor::f_empty(dims, (Kind::Float, Device::Cpu))?)
 }
 
 /// Copies a tensor's values out as f32.
@@ -129,11 +178,14 @@ impl Linear {
     }
 }
 
-/// A bias-free 2-D convolution ("same" padding), Kaiming-uniform init for ReLU nets.
+/// A 2-D convolution ("same" padding), Kaiming-uniform init for ReLU nets; bias-free
+/// unless built [`Conv::with_bias`] (VGG), grouped when built [`Conv::depthwise`].
 pub struct Conv {
     w: Tensor,
+    b: Option<Tensor>,
     stride: i64,
     pad: i64,
+    groups: i64,
 }
 
 impl Conv {
@@ -143,22 +195,63 @@ impl Conv {
         (inp, out, k): (i64, i64, i64),
         stride: i64,
     ) -> anyhow::Result<Conv> {
-        let bound = (6.0 / (inp * k * k) as f64).sqrt();
+        Conv::build(s, name, (inp, out, k), stride, 1, false)
+    }
+
+    /// With a bias, as VGG's convolutions (which have no batch norm after them).
+    pub fn with_bias(
+        s: &mut ParamStore,
+        name: &str,
+        (inp, out, k): (i64, i64, i64),
+        stride: i64,
+    ) -> anyhow::Result<Conv> {
+        Conv::build(s, name, (inp, out, k), stride, 1, true)
+    }
+
+    /// One filter per channel (ShuffleNet's depthwise convolutions).
+    pub fn depthwise(
+        s: &mut ParamStore,
+        name: &str,
+        (channels, k): (i64, i64),
+        stride: i64,
+    ) -> anyhow::Result<Conv> {
+        Conv::build(s, name, (channels, channels, k), stride, channels, false)
+    }
+
+    fn build(
+        s: &mut ParamStore,
+        name: &str,
+        (inp, out, k): (i64, i64, i64),
+        stride: i64,
+        groups: i64,
+        bias: bool,
+    ) -> anyhow::Result<Conv> {
+        let fan_in = inp / groups * k * k;
+        let bound = (6.0 / fan_in as f64).sqrt();
+        let w = s.uniform(&format!("{name}.weight"), &[out, inp / groups, k, k], bound)?;
+        let b = if bias {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Some(s.uniform(&format!("{name}.bias"), &[out], bound)?)
+        } else {
+            None
+        };
         Ok(Conv {
-            w: s.uniform(&format!("{name}.weight"), &[out, inp, k, k], bound)?,
+            w,
+            b,
             stride,
             pad: k / 2,
+            groups,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
         Ok(x.f_conv2d(
             &self.w,
-            None::<Tensor>,
+            self.b.as_ref(),
             [self.stride, self.stride],
             [self.pad, self.pad],
             [1, 1],
-            1,
+            self.groups,
         )?)
     }
 }
@@ -230,5 +323,10 @@ impl Embedding {
 
     pub fn forward(&self, idx: &Tensor) -> anyhow::Result<Tensor> {
         Ok(Tensor::f_embedding(&self.w, idx, -1, false, false)?)
+    }
+
+    /// The table `[rows, dim]` (a tied output head multiplies by its transpose).
+    pub fn weight(&self) -> &Tensor {
+        &self.w
     }
 }

@@ -100,7 +100,9 @@ port=${PORT:-19012}
 tls_flags=()
 scheduler_addr=127.0.0.1:$port
 if [ "${TLS:-0}" = 1 ]; then
-  "$MURI" tls gen --dir "$out/tls" --san 127.0.0.1,localhost
+  sans=127.0.0.1,localhost   # and every --hosts loopback worker's own address
+  for ((n = 0; n < workers; n++)); do sans+=,127.0.0.$((n + 2)); done
+  "$MURI" tls gen --dir "$out/tls" --san "$sans"
   tls_flags=(--tls_cert "$out/tls/node.pem" --tls_key "$out/tls/node.key" --tls_ca "$out/tls/ca.pem")
   scheduler_addr=https://127.0.0.1:$port
 fi

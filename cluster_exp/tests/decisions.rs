@@ -71,6 +71,7 @@ fn testbed_decisions(trace: &Path, spec: &Path, workers: u32, gpus: u32, policy:
         .arg("--decisions")
         .arg(dir.join("decisions.csv"))
         .args(["--listen", "127.0.0.1:0"])
+        .arg("--no_auth")
         .env_remove("MURI_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -91,6 +92,7 @@ fn testbed_decisions(trace: &Path, spec: &Path, workers: u32, gpus: u32, policy:
             let child = Command::new(MURI)
                 .args(["worker", "--scheduler", &format!("127.0.0.1:{port}")])
                 .args(["--node-id", &n.to_string(), "--gpus", &gpus.to_string()])
+                .arg("--no_auth")
                 .env_remove("MURI_TOKEN")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

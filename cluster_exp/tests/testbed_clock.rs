@@ -59,6 +59,7 @@ fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
         .arg(&log)
         .args(["--listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--sample_timeout", "0.5", "--max_attempts", "2"])
+        .arg("--no_auth")
         .env_remove("MURI_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -88,6 +89,7 @@ fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
             "--trainer",
         ])
         .arg(&hang)
+        .arg("--no_auth")
         .env_remove("MURI_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

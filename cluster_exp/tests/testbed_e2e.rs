@@ -688,6 +688,7 @@ fn a_daemon_listening_on_every_interface_must_advertise_an_address() {
         "--listen",
         "0.0.0.0:0",
         "--allow-remote",
+        "--no_auth",
     ]);
     assert!(!worker.status.success());
     let err = String::from_utf8_lossy(&worker.stderr);
@@ -696,7 +697,13 @@ fn a_daemon_listening_on_every_interface_must_advertise_an_address() {
     let scheduler = Command::new(MURI)
         .args(["scheduler", "--cluster_spec"])
         .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
-        .args(["--listen", "0.0.0.0:0", "--allow-remote", "--log_path"])
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-remote",
+            "--no_auth",
+            "--log_path",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -59,12 +59,16 @@ pub fn transport_hint(addr: &str, tls: &Tls) -> String {
     }
 }
 
-/// Whether a failed call's status is the transport's (the connection broke or never spoke
-/// gRPC) rather than the server's answer.
+/// Whether a failed call's status may be the transport's (the connection broke or never
+/// spoke gRPC: a TLS/plaintext mismatch shows up as Cancelled, Unknown or an h2 protocol
+/// error reported as Internal) rather than the server's answer.
 pub fn is_transport_failure(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+        tonic::Code::Cancelled
+            | tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
     )
 }
 

@@ -116,6 +116,8 @@ fn ranks_on_two_loopback_hosts_stay_identical_after_every_allreduce() {
         ))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // The agent's per-daemon session directories go under TMPDIR: here, the test's own.
+        .env("TMPDIR", data.path())
         .output()
         .expect("mpirun (Open MPI) must be installed for the mpi feature tests");
     let text = stdout(&out);

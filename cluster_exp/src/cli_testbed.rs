@@ -214,7 +214,7 @@ pub struct DaemonAuthArgs {
     #[arg(long = "no_auth", alias = "no-auth")]
     no_auth: bool,
     /// Serve plaintext on a non-loopback --listen address (otherwise TLS is required there).
-    #[arg(long, alias = "allow-remote")]
+    #[arg(long, aliases = ["allow-remote", "allow_remote"])]
     insecure: bool,
     /// PEM certificate this daemon serves with (its names must include the address peers
     /// dial); with --tls_key and --tls_ca every connection of the daemon uses TLS.

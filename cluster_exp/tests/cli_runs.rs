@@ -251,6 +251,7 @@ fn a_worker_without_its_trainer_stops_at_start() {
         "127.0.0.1:9",
         "--node-id",
         "0",
+        "--no_auth",
         "--trainer",
         path(&missing),
     ]);

@@ -130,6 +130,9 @@ struct RunningGroup {
     gpus: Vec<(u32, Vec<u32>)>,
 }
 
+/// Members of a placed group and its GPU ids per node, if its nodes have workers.
+type PlacedGroup = (Vec<JobIdx>, Option<Vec<(u32, Vec<u32>)>>);
+
 /// Outcome of one launched sample.
 #[derive(Debug)]
 enum LaunchOutcome {
@@ -742,31 +745,14 @@ impl Testbed {
     /// run too, as in the simulator.
     fn dispatch_modelled(&mut self) {
         let alive = self.alive_nodes();
-        let workers = self
-            .shared
-            .workers
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_default();
-        let mut next_gpu: HashMap<u32, usize> = HashMap::new();
-        let mut seen: HashSet<JobIdx> = HashSet::new();
-        let mut groups = Vec::new();
-        for &j in &self.runnable {
-            let Some(placement) = &self.jobs[j].placement else {
-                continue;
-            };
-            if !seen.insert(j) {
-                continue;
-            }
-            let mut members: Vec<JobIdx> = std::iter::once(j)
-                .chain(self.jobs[j].group.iter().copied())
-                .collect();
-            members.sort_unstable();
-            members.dedup();
-            seen.extend(&members);
-            let gpus = assign_gpus(placement, &alive, &workers, &mut next_gpu).unwrap_or_default();
-            groups.push(RunningGroup { members, gpus });
-        }
+        let groups: Vec<RunningGroup> = self
+            .placed_groups(&alive)
+            .into_iter()
+            .map(|(members, gpus)| RunningGroup {
+                members,
+                gpus: gpus.unwrap_or_default(),
+            })
+            .collect();
         self.launches += groups.iter().filter(|g| !self.running.contains(g)).count();
         for g in &groups {
             for &m in &g.members {
@@ -781,8 +767,29 @@ impl Testbed {
     }
 
     /// Groups as the policy placed them (each placed job plus its group members, once),
-    /// with GPU ids assigned per node in placement order.
+    /// with GPU ids assigned per node in placement order; a group whose placement names a
+    /// node without a worker is dropped.
     fn planned_groups(&self, alive: &[u32]) -> Vec<RunningGroup> {
+        self.placed_groups(alive)
+            .into_iter()
+            .filter_map(|(members, gpus)| {
+                if gpus.is_none() {
+                    tracing::warn!(
+                        jobs = ?self.ids(&members),
+                        "placement on a node without a worker"
+                    );
+                }
+                Some(RunningGroup {
+                    members,
+                    gpus: gpus?,
+                })
+            })
+            .collect()
+    }
+
+    /// Each placed job with its group members (sorted, once), and the GPU ids of its
+    /// placement per node (`None` when a node of it has no worker or it names no nodes).
+    fn placed_groups(&self, alive: &[u32]) -> Vec<PlacedGroup> {
         let mut seen: HashSet<JobIdx> = HashSet::new();
         let mut next_gpu: HashMap<u32, usize> = HashMap::new();
         let workers = self
@@ -805,14 +812,8 @@ impl Testbed {
             members.sort_unstable();
             members.dedup();
             seen.extend(&members);
-            let Some(gpus) = assign_gpus(placement, alive, &workers, &mut next_gpu) else {
-                tracing::warn!(
-                    job = self.jobs[j].spec.job_id,
-                    "placement on a node without a worker"
-                );
-                continue;
-            };
-            out.push(RunningGroup { members, gpus });
+            let gpus = assign_gpus(placement, alive, &workers, &mut next_gpu);
+            out.push((members, gpus));
         }
         out
     }

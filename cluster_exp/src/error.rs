@@ -127,6 +127,29 @@ pub fn csv_with_header<'a>(
     Ok((reader, headers))
 }
 
+/// Where each of `columns` sits in `headers`; a missing one is an error naming the file and
+/// the expected header (`expected`).
+pub fn column_indices(
+    headers: &csv::StringRecord,
+    columns: &[&str],
+    expected: &str,
+    file: &Path,
+) -> Result<Vec<usize>, InputError> {
+    columns
+        .iter()
+        .map(|&name| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| InputError::MissingColumn {
+                    file: file.to_path_buf(),
+                    column: name.to_string(),
+                    expected: expected.into(),
+                })
+        })
+        .collect()
+}
+
 /// The data rows of `reader` with their line in the file. Blank rows (every field empty) are
 /// skipped; a row with more or fewer fields than `headers` is an error naming its line, so a
 /// missing field never shifts the others into the wrong columns.

@@ -1,7 +1,7 @@
 //! Facts about the eight models of the Muri paper: profiled stage times and the
 //! restart overhead the reference charges per scheduling interval.
 
-use crate::error::{csv_with_header, read_input, InputError};
+use crate::error::{column_indices, csv_with_header, read_input, InputError};
 
 /// GPU counts the profile tables cover.
 pub const GPU_SIZES: [u32; 6] = [1, 2, 4, 8, 16, 32];
@@ -178,16 +178,7 @@ impl Catalogue {
         let text = read_input(path)?;
         let (mut reader, headers) = csv_with_header(&text, path)?;
         let columns: Vec<&str> = CATALOGUE_HEADER.split(',').collect();
-        let mut idx = Vec::with_capacity(columns.len());
-        for name in &columns {
-            idx.push(headers.iter().position(|h| h == *name).ok_or_else(|| {
-                InputError::MissingColumn {
-                    file: path.to_path_buf(),
-                    column: name.to_string(),
-                    expected: CATALOGUE_HEADER.into(),
-                }
-            })?);
-        }
+        let idx = column_indices(&headers, &columns, CATALOGUE_HEADER, path)?;
         let mut extra = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let line = i + 2;

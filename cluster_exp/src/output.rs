@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::engine::{ClusterRecord, JobRecord, SimResult};
-use crate::error::{csv_with_header, data_rows, read_input, InputError};
+use crate::error::{column_indices, csv_with_header, data_rows, read_input, InputError};
 use crate::float::py_repr;
 
 pub const JOB_HEADER: &str = "time,job_id,num_gpu,submit_time,start_time,end_time,executed_time,real_executed_time,JCT,duration,pending_time,preempt,promote";
@@ -76,20 +76,7 @@ pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<
 pub fn read_job_csv(path: &Path) -> Result<Vec<JobRecord>, InputError> {
     let text = read_input(path)?;
     let (mut reader, headers) = csv_with_header(&text, path)?;
-    let col = |name: &str| -> Result<usize, InputError> {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| InputError::MissingColumn {
-                file: path.to_path_buf(),
-                column: name.into(),
-                expected: JOB_HEADER.into(),
-            })
-    };
-    let mut idx = [0usize; 11];
-    for (slot, name) in idx.iter_mut().zip(JOB_COLUMNS) {
-        *slot = col(name)?;
-    }
+    let idx = column_indices(&headers, &JOB_COLUMNS, JOB_HEADER, path)?;
     let mut out = Vec::new();
     for row in data_rows(&mut reader, &headers, path) {
         let (line, record) = row?;
@@ -208,16 +195,7 @@ pub fn read_cluster_csv(path: &Path) -> Result<Vec<ClusterRecord>, InputError> {
     let text = read_input(path)?;
     let (mut reader, headers) = csv_with_header(&text, path)?;
     let columns: Vec<&str> = CLUSTER_HEADER.split(',').collect();
-    let mut idx = Vec::with_capacity(columns.len());
-    for name in &columns {
-        idx.push(headers.iter().position(|h| h == *name).ok_or_else(|| {
-            InputError::MissingColumn {
-                file: path.to_path_buf(),
-                column: name.to_string(),
-                expected: CLUSTER_HEADER.into(),
-            }
-        })?);
-    }
+    let idx = column_indices(&headers, &columns, CLUSTER_HEADER, path)?;
     let mut out = Vec::new();
     for row in data_rows(&mut reader, &headers, path) {
         let (line, record) = row?;

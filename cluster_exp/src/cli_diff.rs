@@ -29,14 +29,14 @@ pub fn run_diff(args: &DiffArgs) -> ExitCode {
     match first_difference(&left, &right) {
         None => {
             let decisions = left.lines().count().saturating_sub(1);
-            println!("identical: {decisions} decisions");
+            let _ = outln!("identical: {decisions} decisions");
             ExitCode::SUCCESS
         }
         Some(d) => {
             let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "(end of file)".into());
-            println!("first difference at line {}:", d.line);
-            println!("  {}: {}", args.left.display(), show(&d.left));
-            println!("  {}: {}", args.right.display(), show(&d.right));
+            let _ = outln!("first difference at line {}:", d.line);
+            let _ = outln!("  {}: {}", args.left.display(), show(&d.left));
+            let _ = outln!("  {}: {}", args.right.display(), show(&d.right));
             ExitCode::from(1)
         }
     }

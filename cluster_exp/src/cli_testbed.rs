@@ -466,7 +466,7 @@ pub fn run_submit(args: SubmitArgs) -> anyhow::Result<()> {
         args.gpus,
         args.iterations,
     ))?;
-    println!("{id}");
+    outln!("{id}")?;
     Ok(())
 }
 
@@ -487,6 +487,6 @@ pub fn run_cancel(args: CancelArgs) -> anyhow::Result<()> {
     let (t, tls) = args.auth.load()?;
     let found = runtime()?.block_on(control::cancel(&args.scheduler, &t, &tls, args.id))?;
     anyhow::ensure!(found, "no job {} on the scheduler", args.id);
-    println!("cancelled {}", args.id);
+    outln!("cancelled {}", args.id)?;
     Ok(())
 }

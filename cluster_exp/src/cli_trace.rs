@@ -93,6 +93,7 @@ pub fn run_stats(args: StatsArgs) -> anyhow::Result<()> {
         .transpose()?
         .map(|s| s.num_gpus());
     let name = args.file.display().to_string();
-    print!("{}", TraceStats::of(&trace).render(&name, gpus));
+    let stats = TraceStats::of(&trace).render(&name, gpus);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), stats.as_bytes())?;
     Ok(())
 }

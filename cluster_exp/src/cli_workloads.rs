@@ -78,7 +78,7 @@ pub fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     };
     for path in paths {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        println!("{} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
+        outln!("{} ({:.1} MB)", path.display(), bytes as f64 / 1e6)?;
     }
     Ok(())
 }
@@ -173,23 +173,23 @@ pub fn run_profile(args: ProfileArgs) -> anyhow::Result<()> {
     let solo_sum = profiles.iter().map(|p| p.iteration_time).sum::<f64>() / 1000.0;
     let names = |js: &[&JobChoice]| js.iter().map(|j| j.model.clone()).collect::<Vec<_>>();
     let all: Vec<&JobChoice> = jobs.iter().collect();
-    println!(
+    outln!(
         "{} {} (slots: {}):",
         if jobs.len() == 2 { "pair" } else { "group" },
         names(&all).join(" + "),
         names(&slots).join(", ")
-    );
-    println!("  sum of solo iterations  {:8.2} ms", solo_sum * 1000.0);
-    println!(
+    )?;
+    outln!("  sum of solo iterations  {:8.2} ms", solo_sum * 1000.0)?;
+    outln!(
         "  model prediction        {:8.2} ms  (period_in_order, no slowdown factor)",
         predicted * 1000.0
-    );
-    println!(
+    )?;
+    outln!(
         "  measured group period   {:8.2} ms  ({:+.1} % vs prediction, {:.2}x faster than back to back)",
         measured * 1000.0,
         (measured / predicted - 1.0) * 100.0,
         solo_sum / measured
-    );
+    )?;
     append(&args, &profiles)
 }
 
@@ -197,26 +197,30 @@ fn profile_one(setup: &TrainerSetup, job: &JobChoice) -> anyhow::Result<Measured
     let m = profile::measure(setup, &[job])
         .with_context(|| format!("profiling {}:{}", job.model, job.batch))?;
     let p = profile::solo_profile(job, setup.gpus, &m);
-    println!(
+    outln!(
         "{} batch {} on {} GPU(s), {} iterations after {} warm-up:",
-        job.model, job.batch, setup.gpus, setup.iterations, setup.warmup
-    );
-    println!(
+        job.model,
+        job.batch,
+        setup.gpus,
+        setup.iterations,
+        setup.warmup
+    )?;
+    outln!(
         "  resource_time_0 (data)        {:8.2} ms",
         p.resource_time_0
-    );
-    println!(
+    )?;
+    outln!(
         "  resource_time_1 (compute)     {:8.2} ms",
         p.resource_time_1
-    );
-    println!(
+    )?;
+    outln!(
         "  resource_time_2 (all-reduce)  {:8.2} ms",
         p.resource_time_2
-    );
-    println!(
+    )?;
+    outln!(
         "  iteration_time                {:8.2} ms",
         p.iteration_time
-    );
+    )?;
     Ok(p)
 }
 

@@ -198,6 +198,7 @@ fn a_closed_output_pipe_ends_quietly_with_success() {
     let dir = tempfile::tempdir().unwrap();
     let trace = repo().join("trace-data/testbed.csv").display().to_string();
     let logs = dir.path().join("run").display().to_string();
+    let decisions = dir.path().join("decisions.csv").display().to_string();
     let out = muri(&[
         "simulate",
         "--schedule",
@@ -206,14 +207,18 @@ fn a_closed_output_pipe_ends_quietly_with_success() {
         &trace,
         "--log_path",
         &logs,
+        "--decisions",
+        &decisions,
     ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 7] = [
         &["policies"],
+        &["trace", "stats", &trace],
+        &["diff", &decisions, &decisions],
         &["calc", &logs],
         &["calc", "--compare", &logs, &logs],
         &[

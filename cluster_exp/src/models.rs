@@ -1,7 +1,7 @@
 //! Facts about the eight models of the Muri paper: profiled stage times and the
 //! restart overhead the reference charges per scheduling interval.
 
-use crate::error::{column_indices, csv_with_header, read_input, InputError};
+use crate::error::{column_indices, csv_with_header, data_rows, read_input, InputError};
 
 /// GPU counts the profile tables cover.
 pub const GPU_SIZES: [u32; 6] = [1, 2, 4, 8, 16, 32];
@@ -180,13 +180,8 @@ impl Catalogue {
         let columns: Vec<&str> = CATALOGUE_HEADER.split(',').collect();
         let idx = column_indices(&headers, &columns, CATALOGUE_HEADER, path)?;
         let mut extra = Vec::new();
-        for (i, record) in reader.records().enumerate() {
-            let line = i + 2;
-            let record = record.map_err(|e| InputError::BadRow {
-                file: path.to_path_buf(),
-                line,
-                message: e.to_string(),
-            })?;
+        for row in data_rows(&mut reader, &headers, path) {
+            let (line, record) = row?;
             let field = |k: usize| record.get(idx[k]).unwrap_or("");
             let bad = |k: usize, message: &str| InputError::BadField {
                 file: path.to_path_buf(),
@@ -361,6 +356,14 @@ mod tests {
             err.contains("line 3") && err.contains("resource_time_1"),
             "{err}"
         );
+        // A blank line and CRLF endings do not shift the line numbers; a short row is refused.
+        std::fs::write(
+            &path,
+            format!("{CATALOGUE_HEADER}\r\n\r\nok,1,8,10,1,2,3\r\nshort,1,8\r\n"),
+        )
+        .unwrap();
+        let err = Catalogue::with_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("3 fields"), "{err}");
         std::fs::write(&path, "model,num_gpu\nx,1\n").unwrap();
         let err = Catalogue::with_file(&path).unwrap_err().to_string();
         assert!(err.contains("missing column `batch_size`"), "{err}");

@@ -973,6 +973,7 @@ impl Testbed {
 
     fn execute_request(&self, group_id: u64, group: &RunningGroup) -> pb::ExecuteRequest {
         let order = slot_order(&self.jobs, &group.members);
+        let stretch = emulation_stretch(&self.jobs, &order);
         let jobs = order
             .iter()
             .enumerate()
@@ -984,7 +985,7 @@ impl Testbed {
                     model: job.spec.model_name.clone(),
                     batch_size: job.spec.batch_size,
                     iterations: self.cfg.fast_forwarding,
-                    stage_ms: emulated_stage_ms(job, order.len()),
+                    stage_ms: emulated_stage_ms(job, order.len(), stretch),
                     checkpoint_path: self
                         .cfg
                         .checkpoint_dir
@@ -1317,17 +1318,40 @@ impl Testbed {
     }
 }
 
-/// Stage times the trainer emulates. A solo job's are rescaled to sum to its profiled solo
-/// iteration time: in a real solo run the stages overlap (vgg19's sum to 1.8× its iteration
-/// time in the trace), and the model charges a solo job its iteration time, not the sum.
-fn emulated_stage_ms(job: &Job, group_size: usize) -> Vec<f64> {
+/// Stage times the trainer emulates, so that the emulated group runs at the speed the
+/// simulator's model predicts for it. A solo job's stages are rescaled to sum to its solo
+/// iteration time (the reference's ×1.015 included): in a real solo run the stages overlap
+/// (vgg19's sum to 1.8× its iteration time), and the model charges a solo job its iteration
+/// time, not the sum. A group member's stages are multiplied by `stretch` (see
+/// [`emulation_stretch`]).
+fn emulated_stage_ms(job: &Job, group_size: usize, stretch: f64) -> Vec<f64> {
     let stages = job.spec.resource_time_ms;
     let sum: f64 = stages.iter().sum();
     if group_size > 1 || sum <= 0.0 {
-        return stages.to_vec();
+        return stages.iter().map(|ms| ms * stretch).collect();
     }
-    let k = job.spec.iteration_time_ms / sum;
+    let k = job.iteration_time * 1000.0 / sum;
     stages.iter().map(|ms| ms * k).collect()
+}
+
+/// How much a group's emulated stages are stretched: the policy's predicted group iteration
+/// time (set by this round's schedule, the reference's measured interference slowdown
+/// included) ÷ the raw pipeline period of the slot order the trainer runs. Without it the
+/// emulated group would run at the raw period, faster than the simulator charges it. 1 for a
+/// solo job, or when either period is not a positive number.
+fn emulation_stretch(jobs: &[Job], order: &[JobIdx]) -> f64 {
+    if order.len() < 2 {
+        return 1.0;
+    }
+    let profiles: Vec<StageProfile> = order.iter().map(|&m| jobs[m].stage_profile()).collect();
+    let raw = InterleaveModel::default().period_in_order(&profiles);
+    let predicted = jobs[order[0]].iteration_time_cur;
+    let stretch = predicted / raw;
+    if stretch.is_finite() && stretch > 0.0 {
+        stretch
+    } else {
+        1.0
+    }
 }
 
 fn profile_key(job: &Job) -> ([u64; 3], u64) {

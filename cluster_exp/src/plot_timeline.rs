@@ -5,8 +5,8 @@
 //! `results/<policy>/cluster.csv`). The series are the measurement columns the testbed appends
 //! to `cluster.csv` (see `testbed::measure`): storage (data loading), GPU (compute), network
 //! (all-reduce), CPU, and NVML's GPU utilisation where it was measured. Each value holds from
-//! its round to the next, so the lines are steps. A column that is empty in every row of a run
-//! is left out of its panel's legend.
+//! its round to the next, so the lines are steps. A column that is never above 0 in a run
+//! (empty, or 0 only while nothing ran) is left out of its panel.
 
 use std::path::{Path, PathBuf};
 
@@ -233,10 +233,11 @@ where
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     for (k, (values, (_, name))) in timeline.series.iter().zip(SERIES).enumerate() {
-        let lines = steps(&timeline.time, values);
-        if lines.is_empty() {
+        // A series never above 0 (NVML without a driver: 0 only while nothing ran) is noise.
+        if !values.iter().flatten().any(|&v| v > 0.0) {
             continue;
         }
+        let lines = steps(&timeline.time, values);
         let colour = COLOURS[k];
         for (n, line) in lines.into_iter().enumerate() {
             let series = chart.draw_series(LineSeries::new(line, colour.stroke_width(2)))?;

@@ -43,7 +43,8 @@ pub struct Timeline {
     pub label: String,
     /// Virtual seconds of each row.
     pub time: Vec<f64>,
-    /// Per [`SERIES`] entry: the value of each row (`None` = not measured in that round).
+    /// Per utilisation column drawn (in drawing order): the value of each row (`None` = not
+    /// measured in that round).
     pub series: Vec<Vec<Option<f64>>>,
 }
 

@@ -256,10 +256,22 @@ pub struct PlotArgs {
     /// runs with the same flags, different clusters).
     #[arg(long = "allow_mixed", alias = "allow-mixed")]
     pub allow_mixed: bool,
+    /// DIR is a testbed run folder, or a folder of them (`results` of `run.sh`): draw only
+    /// the utilisation timeline per resource, one panel per run (`testbed-timeline.*`).
+    #[arg(long)]
+    pub testbed: bool,
 }
 
 /// `muri plot DIR`: bar charts, CDFs and timelines from the logs under DIR.
 pub fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
+    if args.testbed {
+        let out = args.out.unwrap_or_else(|| args.dir.join("plots"));
+        let formats = plot::Format::parse_list(&args.format)?;
+        for path in muri::plot_timeline::plot_testbed(&args.dir, &out, &formats)? {
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
     let timelines = if args.timeline.is_empty() {
         None
     } else {

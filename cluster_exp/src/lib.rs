@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod output;
 pub mod plot;
+pub mod plot_timeline;
 pub mod policy;
 pub mod profile;
 pub mod report;

@@ -55,19 +55,24 @@ pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<
     let mut w = BufWriter::new(file);
     writeln!(w, "{CLUSTER_HEADER}")?;
     for r in rows {
-        writeln!(
-            w,
-            "{},0,0,0,{},{},{},{},{}",
-            py_repr(r.time),
-            r.idle_gpu,
-            r.busy_gpu,
-            r.pending_job,
-            r.running_job,
-            r.completed_job
-        )?;
+        writeln!(w, "{}", cluster_csv_fields(r))?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// One `cluster.csv` row in the reference's layout (the node columns are always 0), without
+/// the line end: the testbed appends its measurement columns to it.
+pub fn cluster_csv_fields(r: &ClusterRecord) -> String {
+    format!(
+        "{},0,0,0,{},{},{},{},{}",
+        py_repr(r.time),
+        r.idle_gpu,
+        r.busy_gpu,
+        r.pending_job,
+        r.running_job,
+        r.completed_job
+    )
 }
 
 /// Reads a `job.csv` (ours or the reference's) back into records. Rows must have one value

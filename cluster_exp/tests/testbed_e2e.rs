@@ -247,7 +247,100 @@ fn end_to_end(policy: &str) {
     let _w1 = start_worker(run.port, 1, "e2e-token", &[]);
     let err = wait_done(&mut run, Duration::from_secs(60));
     assert!(err.contains("12 jobs completed, 0 failed"), "{err}");
-    check_job_csv(&run.log, 12);
+    let jobs = check_job_csv(&run.log, 12);
+    check_measurements(&run.log, &jobs);
+    check_testbed_timeline(&run.log, dir.path());
+}
+
+/// The measurement columns of the testbed's cluster.csv: the queue is every arrived,
+/// unfinished job that is not running (checked against job.csv's submit and end times), and
+/// every utilisation is measured and in [0, 1] (without a GPU driver the NVML column is
+/// empty while jobs run).
+fn check_measurements(log: &Path, jobs: &[muri::engine::JobRecord]) {
+    let text = std::fs::read_to_string(log.join("cluster.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("cluster.csv has no {name}: {headers:?}"))
+    };
+    let utils = [
+        "storage_util",
+        "gpu_util",
+        "network_util",
+        "cpu_util",
+        "mem_util",
+    ];
+    let (mut busy_gpu_seen, mut cpu_seen) = (false, false);
+    let no_gpu_driver = !Path::new("/proc/driver/nvidia").exists();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let num = |name: &str| -> f64 { row[col(name)].parse().unwrap() };
+        let t = num("time");
+        let unfinished = jobs
+            .iter()
+            .filter(|j| j.submit_time <= t + 1e-6 && j.end_time > t + 1e-6)
+            .count() as f64;
+        assert_eq!(
+            num("queue_length") + num("running_job"),
+            unfinished,
+            "t = {t}: waiting + running jobs = arrived, unfinished jobs"
+        );
+        assert!(num("blocking_index") >= 0.0 && num("blocking_index").is_finite());
+        for name in utils {
+            let v = num(name);
+            assert!((0.0..=1.0).contains(&v), "t = {t}: {name} = {v}");
+        }
+        assert!(num("read_mbps") >= 0.0 && num("write_mbps") >= 0.0);
+        let nvml = &row[col("nvml_gpu_util")];
+        if !nvml.is_empty() {
+            assert!(
+                (0.0..=1.0).contains(&num("nvml_gpu_util")),
+                "t = {t}: {nvml}"
+            );
+        }
+        if num("running_job") > 0.0 {
+            if no_gpu_driver {
+                // Without a GPU driver no trainer loads NVML: unknown, not 0.
+                assert_eq!(nvml, "", "t = {t}: no NVML");
+            }
+            assert!(
+                num("gpu_util") > 0.0,
+                "t = {t}: jobs run, the compute stage is busy"
+            );
+            busy_gpu_seen = true;
+        }
+        cpu_seen |= num("cpu_util") > 0.0;
+    }
+    assert!(
+        busy_gpu_seen && cpu_seen,
+        "some round ran jobs and used CPU"
+    );
+}
+
+/// `muri plot --testbed` draws the run's utilisation timeline.
+fn check_testbed_timeline(log: &Path, dir: &Path) {
+    let out = dir.join("plots");
+    let plot = muri(&[
+        "plot",
+        log.to_str().unwrap(),
+        "--testbed",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        plot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    for ext in ["png", "svg"] {
+        let len = std::fs::metadata(out.join(format!("testbed-timeline.{ext}")))
+            .unwrap()
+            .len();
+        assert!(len > 10_000, "testbed-timeline.{ext}: {len} bytes");
+    }
 }
 
 /// Real tch models (feature `torch`): workers launch trainers that train a CNN, a

@@ -11,6 +11,8 @@
 //! - [`data`]: synthetic image / token shards on disk and the readers the real models'
 //!   data stage uses (positioned reads, decode, augmentation).
 //! - [`cartpole`]: CartPole-v1 dynamics for the RL workloads.
+//! - [`sampler`]: the trainer process's CPU, memory and I/O (from `/proc`) and GPU
+//!   utilisation (NVML, when the driver's library loads) over a sample.
 //! - [`launch`]: the `mpirun` flags a group's ranks are started with on one machine.
 //! - `torch` (feature `torch`): real tch models (CNN, transformer LM, DQN) as
 //!   [`stage::JobWorkload`]s.
@@ -21,6 +23,7 @@ pub mod data;
 pub mod emulated;
 pub mod launch;
 pub mod rotation;
+pub mod sampler;
 pub mod stage;
 #[cfg(feature = "torch")]
 pub mod torch;

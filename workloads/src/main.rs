@@ -24,6 +24,7 @@ use muri_runtime::tls::{Tls, TlsFiles};
 use muri_runtime::{client, pb};
 use muri_workloads::emulated::EmulatedJob;
 use muri_workloads::rotation::{self, Measurement, SlotJob};
+use muri_workloads::sampler::{self, Sampler, Usage};
 use muri_workloads::stage::{Collective, JobWorkload};
 
 /// Exit code used when a fault was injected through `MURI_FAIL_JOBS`.
@@ -256,7 +257,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let startup_s = process_start.elapsed().as_secs_f64();
     tracing::info!(group = args.group_id, startup_s, "training started");
+    let usage_sampler = Sampler::start(sampler::gpu_index_from_env());
     let measured = rotation::run(&slot_jobs, comm.as_ref(), &finished, &stop)?;
+    let usage = usage_sampler.finish();
     save_checkpoints(&args, comm.rank(), &slot_jobs)?;
     tracing::info!(
         group = args.group_id,
@@ -281,7 +284,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match reporter {
-        Some(r) => r.report(&jobs, &measured, startup_s)?,
+        Some(r) => r.report(&jobs, &measured, startup_s, &usage)?,
         None if comm.rank() == 0 => println!("{}", measurement_line(&measured)),
         None => {}
     }
@@ -607,7 +610,13 @@ impl Reporter {
         }))
     }
 
-    fn report(mut self, jobs: &[JobArg], m: &Measurement, startup_s: f64) -> anyhow::Result<()> {
+    fn report(
+        mut self,
+        jobs: &[JobArg],
+        m: &Measurement,
+        startup_s: f64,
+        usage: &Usage,
+    ) -> anyhow::Result<()> {
         let req = pb::ReportIterTimeRequest {
             group_id: self.group_id,
             job_ids: jobs.iter().map(|j| j.job_id).collect(),
@@ -615,6 +624,13 @@ impl Reporter {
             stage_s: m.stage_s.to_vec(),
             iterations: m.passes,
             startup_s,
+            usage: Some(pb::ResourceUsage {
+                cpu_cores: usage.cpu_cores,
+                rss_bytes: usage.rss_bytes,
+                read_bps: usage.read_bps,
+                write_bps: usage.write_bps,
+                gpu_util: usage.gpu_util,
+            }),
         };
         self.rt
             .block_on(self.client.report_iter_time(req))

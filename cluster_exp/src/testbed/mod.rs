@@ -5,12 +5,15 @@
 //!   policy, dispatch groups to workers, measure, fast-forward the virtual clock), logs.
 //! - [`service`]: the scheduler's gRPC services (workers, trainers, online control) and the
 //!   state they share with the loop.
+//! - [`measure`]: per-round queue length, blocking index and resource utilisation (the
+//!   testbed's trailing `cluster.csv` columns).
 //! - [`worker`]: `muri worker` — launches and kills group process trees, reports Done.
 //! - [`control`]: `muri submit` / `status` / `cancel`.
 //! - [`certs`]: `muri tls gen`, a throwaway CA and certificate for TLS runs.
 
 pub mod certs;
 pub mod control;
+pub mod measure;
 pub mod scheduler;
 pub mod service;
 pub mod worker;

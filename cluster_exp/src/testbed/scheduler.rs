@@ -27,6 +27,7 @@ use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+use super::measure::{self, GroupUsage, RoundMeasures};
 use super::service::{Event, SchedulerService, Shared, Submission};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
 use crate::engine::{ClusterRecord, JobRecord};
@@ -165,6 +166,8 @@ struct Sample {
     iter_s: f64,
     /// Process start to first iteration: model build, checkpoint restore and warm-up.
     startup_s: f64,
+    /// Stage busy shares and rank 0's process usage over the sample.
+    usage: GroupUsage,
 }
 
 impl PendingLaunch {
@@ -339,8 +342,12 @@ struct Testbed {
     startup_now: HashMap<Vec<JobIdx>, f64>,
     /// Largest startup measured per model (real seconds): what the sample timeout expects.
     startup_seen: HashMap<String, f64>,
+    /// Each running group's last measured usage, by sorted member list.
+    usage: HashMap<Vec<JobIdx>, GroupUsage>,
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
+    /// The measurement columns of each `cluster_log` row.
+    measure_log: Vec<RoundMeasures>,
     /// launches.csv, created (with its header) at the first launch of the run.
     launch_log: Option<std::fs::File>,
     next_group_id: u64,
@@ -386,8 +393,10 @@ impl Testbed {
             measured: HashMap::new(),
             startup_now: HashMap::new(),
             startup_seen: HashMap::new(),
+            usage: HashMap::new(),
             records: Vec::new(),
             cluster_log: Vec::new(),
+            measure_log: Vec::new(),
             launch_log: None,
             next_group_id: 1,
             rounds: 0,
@@ -688,6 +697,7 @@ impl Testbed {
         let scale = self.cfg.time_scale;
         self.measured
             .insert(group.members.clone(), sample.iter_s / scale);
+        self.usage.insert(group.members.clone(), sample.usage);
         self.startup_now
             .insert(group.members.clone(), sample.startup_s / scale);
         for &m in &group.members {
@@ -973,6 +983,7 @@ impl Testbed {
 
     fn execute_request(&self, group_id: u64, group: &RunningGroup) -> pb::ExecuteRequest {
         let order = slot_order(&self.jobs, &group.members);
+        let stretch = emulation_stretch(&self.jobs, &order);
         let jobs = order
             .iter()
             .enumerate()
@@ -984,7 +995,7 @@ impl Testbed {
                     model: job.spec.model_name.clone(),
                     batch_size: job.spec.batch_size,
                     iterations: self.cfg.fast_forwarding,
-                    stage_ms: emulated_stage_ms(job, order.len()),
+                    stage_ms: emulated_stage_ms(job, order.len(), stretch),
                     checkpoint_path: self
                         .cfg
                         .checkpoint_dir
@@ -1205,13 +1216,28 @@ impl Testbed {
         let (now, total) = (self.now, self.cfg.spec.num_gpus());
         let row = self.round_state().cluster_row(now, total);
         self.cluster_log.push(row);
+        let running: Vec<&[JobIdx]> = self.running.iter().map(|g| &g.members[..]).collect();
+        self.usage
+            .retain(|members, _| running.contains(&&members[..]));
+        let measures = measure::round_measures(
+            &self.jobs,
+            &self.runnable,
+            &running,
+            &self.usage,
+            &self.cfg.spec,
+        );
+        self.measure_log.push(measures);
     }
 
     fn write_logs(&mut self) -> anyhow::Result<()> {
         let dir = &self.cfg.log_path;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         output::write_job_csv(&dir.join("job.csv"), &self.records)?;
-        output::write_cluster_csv(&dir.join("cluster.csv"), &self.cluster_log)?;
+        measure::write_cluster_csv(
+            &dir.join("cluster.csv"),
+            &self.cluster_log,
+            &self.measure_log,
+        )?;
         if let (Some(path), Some(log)) = (&self.cfg.decisions, &self.decisions) {
             if log.len() != self.decisions_written || self.rounds == 1 {
                 log.write(path)?;
@@ -1317,17 +1343,40 @@ impl Testbed {
     }
 }
 
-/// Stage times the trainer emulates. A solo job's are rescaled to sum to its profiled solo
-/// iteration time: in a real solo run the stages overlap (vgg19's sum to 1.8× its iteration
-/// time in the trace), and the model charges a solo job its iteration time, not the sum.
-fn emulated_stage_ms(job: &Job, group_size: usize) -> Vec<f64> {
+/// Stage times the trainer emulates, so that the emulated group runs at the speed the
+/// simulator's model predicts for it. A solo job's stages are rescaled to sum to its solo
+/// iteration time (the reference's ×1.015 included): in a real solo run the stages overlap
+/// (vgg19's sum to 1.8× its iteration time), and the model charges a solo job its iteration
+/// time, not the sum. A group member's stages are multiplied by `stretch` (see
+/// [`emulation_stretch`]).
+fn emulated_stage_ms(job: &Job, group_size: usize, stretch: f64) -> Vec<f64> {
     let stages = job.spec.resource_time_ms;
     let sum: f64 = stages.iter().sum();
     if group_size > 1 || sum <= 0.0 {
-        return stages.to_vec();
+        return stages.iter().map(|ms| ms * stretch).collect();
     }
-    let k = job.spec.iteration_time_ms / sum;
+    let k = job.iteration_time * 1000.0 / sum;
     stages.iter().map(|ms| ms * k).collect()
+}
+
+/// How much a group's emulated stages are stretched: the policy's predicted group iteration
+/// time (set by this round's schedule, the reference's measured interference slowdown
+/// included) ÷ the raw pipeline period of the slot order the trainer runs. Without it the
+/// emulated group would run at the raw period, faster than the simulator charges it. 1 for a
+/// solo job, or when either period is not a positive number.
+fn emulation_stretch(jobs: &[Job], order: &[JobIdx]) -> f64 {
+    if order.len() < 2 {
+        return 1.0;
+    }
+    let profiles: Vec<StageProfile> = order.iter().map(|&m| jobs[m].stage_profile()).collect();
+    let raw = InterleaveModel::default().period_in_order(&profiles);
+    let predicted = jobs[order[0]].iteration_time_cur;
+    let stretch = predicted / raw;
+    if stretch.is_finite() && stretch > 0.0 {
+        stretch
+    } else {
+        1.0
+    }
 }
 
 fn profile_key(job: &Job) -> ([u64; 3], u64) {
@@ -1425,6 +1474,12 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
                     .map(|iter_s| Sample {
                         iter_s,
                         startup_s: startup_s.unwrap_or(0.0),
+                        usage: GroupUsage::from_report(
+                            r.job_ids.len(),
+                            iter_s,
+                            &r.stage_s,
+                            r.usage.as_ref(),
+                        ),
                     });
             }
         }

@@ -28,26 +28,30 @@ pub fn write_job_csv(path: &Path, records: &[JobRecord]) -> anyhow::Result<()> {
     let mut w = BufWriter::new(file);
     writeln!(w, "{JOB_HEADER}")?;
     for r in records {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            py_repr(r.end_time),
-            r.job_id,
-            r.num_gpu,
-            py_repr(r.submit_time),
-            py_repr(r.start_time),
-            py_repr(r.end_time),
-            py_repr(r.executed_time),
-            py_repr(r.real_executed_time),
-            py_repr(r.jct),
-            py_repr(r.duration),
-            py_repr(r.pending_time),
-            r.preempt,
-            r.promote
-        )?;
+        w.write_all(job_csv_line(r).as_bytes())?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// One `job.csv` row, newline included.
+pub fn job_csv_line(r: &JobRecord) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        py_repr(r.end_time),
+        r.job_id,
+        r.num_gpu,
+        py_repr(r.submit_time),
+        py_repr(r.start_time),
+        py_repr(r.end_time),
+        py_repr(r.executed_time),
+        py_repr(r.real_executed_time),
+        py_repr(r.jct),
+        py_repr(r.duration),
+        py_repr(r.pending_time),
+        r.preempt,
+        r.promote
+    )
 }
 
 pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<()> {
@@ -55,19 +59,23 @@ pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<
     let mut w = BufWriter::new(file);
     writeln!(w, "{CLUSTER_HEADER}")?;
     for r in rows {
-        writeln!(
-            w,
-            "{},0,0,0,{},{},{},{},{}",
-            py_repr(r.time),
-            r.idle_gpu,
-            r.busy_gpu,
-            r.pending_job,
-            r.running_job,
-            r.completed_job
-        )?;
+        w.write_all(cluster_csv_line(r).as_bytes())?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// One `cluster.csv` row, newline included.
+pub fn cluster_csv_line(r: &ClusterRecord) -> String {
+    format!(
+        "{},0,0,0,{},{},{},{},{}\n",
+        py_repr(r.time),
+        r.idle_gpu,
+        r.busy_gpu,
+        r.pending_job,
+        r.running_job,
+        r.completed_job
+    )
 }
 
 /// Reads a `job.csv` (ours or the reference's) back into records. Rows must have one value

@@ -13,7 +13,6 @@
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -27,6 +26,7 @@ use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+use super::journal::{AppendCsv, Journal};
 use super::service::{Event, SchedulerService, Shared, Submission};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
 use crate::engine::{ClusterRecord, JobRecord};
@@ -37,6 +37,8 @@ use crate::output;
 use crate::policy::{self, Policy, PolicyOptions};
 use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::{JobSpec, Trace};
+
+mod durable;
 
 /// Everything `muri scheduler` is told.
 #[derive(Debug, Clone)]
@@ -77,6 +79,8 @@ pub struct SchedulerConfig {
     pub executor: Executor,
     /// Where the decision log goes (`--decisions`), if anywhere.
     pub decisions: Option<PathBuf>,
+    /// Where the state is journaled (`--state_dir`); a directory holding a run resumes it.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What completes a launch (`--executor`).
@@ -342,7 +346,16 @@ struct Testbed {
     records: Vec<JobRecord>,
     cluster_log: Vec<ClusterRecord>,
     /// launches.csv, created (with its header) at the first launch of the run.
-    launch_log: Option<std::fs::File>,
+    launch_log: Option<AppendCsv>,
+    /// job.csv and cluster.csv, appended after every round.
+    job_csv: Option<AppendCsv>,
+    cluster_csv: Option<AppendCsv>,
+    /// The `--state_dir` journal.
+    journal: Option<Journal>,
+    /// The run resumed from the journal (its clock goes on from the last journaled round).
+    resumed: bool,
+    /// Launches lost with a previous scheduler, by id: nodes still to kill them on.
+    orphans: BTreeMap<u64, Vec<u32>>,
     next_group_id: u64,
     rounds: usize,
     launches: usize,
@@ -370,7 +383,7 @@ impl Testbed {
                 profiles.push(key);
             }
         }
-        Ok(Testbed {
+        let mut testbed = Testbed {
             policy: policy::build(&cfg.policy, cfg.opts)?,
             extra: vec![JobExtra::default(); jobs.len()],
             queue: EventQueue::new(&jobs),
@@ -389,21 +402,35 @@ impl Testbed {
             records: Vec::new(),
             cluster_log: Vec::new(),
             launch_log: None,
+            job_csv: None,
+            cluster_csv: None,
+            journal: None,
+            resumed: false,
+            orphans: BTreeMap::new(),
             next_group_id: 1,
             rounds: 0,
             launches: 0,
             decisions: cfg.decisions.as_ref().map(|_| DecisionLog::new()),
             decisions_written: 0,
             cfg,
-        })
+        };
+        testbed.open_state()?;
+        Ok(testbed)
     }
 
     async fn run(&mut self) -> anyhow::Result<RunSummary> {
         self.wait_for_workers().await?;
+        self.kill_orphans().await;
         self.started = Instant::now();
-        self.now = self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0);
-        loop {
+        let first = match self.resumed {
+            true => self.next_round_time(),
+            false => Some(self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0)),
+        };
+        let finished = first.is_none() && !self.cfg.keep_alive && !self.workers_missing();
+        self.now = first.map_or(self.now, |t| t.max(self.now));
+        while !finished {
             self.round().await?;
+            self.journal_round()?;
             self.write_logs()?;
             match self.next_round_time() {
                 Some(t) => self.now = t.max(self.now),
@@ -445,6 +472,7 @@ impl Testbed {
 
     async fn round(&mut self) -> anyhow::Result<()> {
         self.rounds += 1;
+        self.kill_orphans().await;
         self.take_submissions();
         self.take_cancels();
         self.reap_dead_workers();
@@ -469,28 +497,35 @@ impl Testbed {
             Err(_) => return,
         };
         for s in subs {
-            let Some(p) = models::profile(&s.model, s.num_gpu) else {
-                continue;
-            };
-            let spec = JobSpec {
-                job_id: s.job_id,
-                num_gpu: s.num_gpu,
-                submit_time: self.now,
-                iterations: s.iterations,
-                model_name: s.model.clone(),
-                batch_size: p.batch_size,
-                duration: (s.iterations as f64 * p.iteration_time_ms / 1000.0).floor(),
-                iteration_time_ms: p.iteration_time_ms,
-                resource_time_ms: p.resource_time_ms,
-                priority: 0,
-            };
-            let mut job = Job::new(self.jobs.len(), spec);
-            job.profile_id = self.profile_id(&job);
-            tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
-            self.queue.add_arrival(&job);
-            self.jobs.push(job);
-            self.extra.push(JobExtra::default());
+            if self.add_online_job(&s, self.now) {
+                tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
+            }
         }
+    }
+
+    /// Adds a submitted job arriving at `submit_time`; false if its model has no profile.
+    fn add_online_job(&mut self, s: &Submission, submit_time: f64) -> bool {
+        let Some(p) = models::profile(&s.model, s.num_gpu) else {
+            return false;
+        };
+        let spec = JobSpec {
+            job_id: s.job_id,
+            num_gpu: s.num_gpu,
+            submit_time,
+            iterations: s.iterations,
+            model_name: s.model.clone(),
+            batch_size: p.batch_size,
+            duration: (s.iterations as f64 * p.iteration_time_ms / 1000.0).floor(),
+            iteration_time_ms: p.iteration_time_ms,
+            resource_time_ms: p.resource_time_ms,
+            priority: 0,
+        };
+        let mut job = Job::new(self.jobs.len(), spec);
+        job.profile_id = self.profile_id(&job);
+        self.queue.add_arrival(&job);
+        self.jobs.push(job);
+        self.extra.push(JobExtra::default());
+        true
     }
 
     fn profile_id(&mut self, job: &Job) -> u32 {
@@ -658,7 +693,7 @@ impl Testbed {
             .filter(|g| !self.running.contains(g))
             .cloned()
             .collect();
-        let outcomes = self.launch_all(&to_launch).await;
+        let outcomes = self.launch_all(&to_launch).await?;
         let mut failed_members: HashSet<JobIdx> = HashSet::new();
         self.startup_now.clear();
         for (group, outcome) in to_launch.iter().zip(outcomes) {
@@ -820,7 +855,7 @@ impl Testbed {
 
     /// Sends every group's Execute to every node of its placement, collects the samples,
     /// and writes one launches.csv row per launch.
-    async fn launch_all(&mut self, groups: &[RunningGroup]) -> Vec<LaunchOutcome> {
+    async fn launch_all(&mut self, groups: &[RunningGroup]) -> anyhow::Result<Vec<LaunchOutcome>> {
         let mut pending: BTreeMap<u64, PendingLaunch> = BTreeMap::new();
         let mut outcomes: BTreeMap<u64, LaunchOutcome> = BTreeMap::new();
         let mut ids = Vec::with_capacity(groups.len());
@@ -837,6 +872,7 @@ impl Testbed {
                 outcomes.insert(id, LaunchOutcome::Lost("a worker is gone".into()));
                 continue;
             };
+            self.journal_launch(id, group, launched_at)?;
             let req = self.execute_request(id, group);
             pending.insert(
                 id,
@@ -896,10 +932,11 @@ impl Testbed {
                 self.launch_row(id, group, outcome, resolved.get(&id), launched_at)
             })
             .collect();
+        self.journal_launch_rows(&rows)?;
         if let Err(e) = self.append_launch_rows(&rows) {
             tracing::error!("launches.csv: {e:#}");
         }
-        outcomes
+        Ok(outcomes)
     }
 
     fn launch_row(
@@ -942,15 +979,12 @@ impl Testbed {
         if self.launch_log.is_none() {
             std::fs::create_dir_all(&self.cfg.log_path)
                 .with_context(|| format!("creating {}", self.cfg.log_path.display()))?;
-            let mut file = std::fs::File::create(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(LaunchRow::HEADER.as_bytes())?;
-            self.launch_log = Some(file);
+            let header = LaunchRow::HEADER.trim_end();
+            self.launch_log = Some(AppendCsv::create(&path, header)?);
         }
-        let text: String = rows.iter().map(LaunchRow::to_csv).collect();
-        if let Some(file) = &mut self.launch_log {
-            file.write_all(text.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+        let lines: Vec<String> = rows.iter().map(LaunchRow::to_csv).collect();
+        if let Some(log) = &mut self.launch_log {
+            log.append(&lines)?;
         }
         Ok(())
     }
@@ -1210,8 +1244,14 @@ impl Testbed {
     fn write_logs(&mut self) -> anyhow::Result<()> {
         let dir = &self.cfg.log_path;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        output::write_job_csv(&dir.join("job.csv"), &self.records)?;
-        output::write_cluster_csv(&dir.join("cluster.csv"), &self.cluster_log)?;
+        if let Some(csv) = &mut self.job_csv {
+            let new = self.records.get(csv.rows()..).unwrap_or_default();
+            csv.append(&new.iter().map(output::job_csv_line).collect::<Vec<_>>())?;
+        }
+        if let Some(csv) = &mut self.cluster_csv {
+            let new = self.cluster_log.get(csv.rows()..).unwrap_or_default();
+            csv.append(&new.iter().map(output::cluster_csv_line).collect::<Vec<_>>())?;
+        }
         if let (Some(path), Some(log)) = (&self.cfg.decisions, &self.decisions) {
             if log.len() != self.decisions_written || self.rounds == 1 {
                 log.write(path)?;

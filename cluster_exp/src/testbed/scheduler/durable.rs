@@ -43,8 +43,10 @@ impl Testbed {
         if state.now().is_some() {
             self.restore(&state)?;
         } else {
-            // Died in its first round: nothing but its launches to clean up.
+            // Died in its first round: nothing but its launches to clean up (and their ids
+            // not to reuse).
             self.create_logs()?;
+            self.next_group_id = state.next_launch_id.max(1);
         }
         self.reopen_logs(&state)?;
         let (records, bytes) = opened.replayed;

@@ -426,7 +426,8 @@ impl Testbed {
             true => self.next_round_time(),
             false => Some(self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0)),
         };
-        let finished = first.is_none() && !self.cfg.keep_alive && !self.workers_missing();
+        // A resumed run with nothing left to do ends without another round.
+        let mut finished = first.is_none() && !self.cfg.keep_alive && !self.workers_missing();
         self.now = first.map_or(self.now, |t| t.max(self.now));
         while !finished {
             self.round().await?;
@@ -435,7 +436,7 @@ impl Testbed {
             match self.next_round_time() {
                 Some(t) => self.now = t.max(self.now),
                 None if self.cfg.keep_alive || self.workers_missing() => self.idle_wait().await,
-                None => break,
+                None => finished = true,
             }
         }
         let summary = RunSummary {

@@ -85,6 +85,10 @@ if [ "$hosts" = loopback ] && command -v mpirun >/dev/null; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 rm -rf "$out/trainer-logs"
+# The scheduler's journal: a run started on a STATE_DIR holding one resumes it (RESUME=1 keeps
+# the default one; otherwise each run starts afresh).
+state=${STATE_DIR:-$out/state}
+[ -n "${STATE_DIR:-}" ] || [ "${RESUME:-0}" = 1 ] || rm -rf "$state"
 if [ -z "${MURI:-}" ]; then
   cargo build --release -q -p muri -p muri-workloads "${features[@]}"
   MURI=$CARGO_TARGET_DIR/release/muri
@@ -120,7 +124,7 @@ set -m
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
   --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
-  --decisions "$out/decisions.csv" "${tls_flags[@]}" 2> "$out/scheduler.log" &
+  --decisions "$out/decisions.csv" --state_dir "$state" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
   listen=127.0.0.1:0

@@ -108,6 +108,11 @@ pub struct SchedulerArgs {
     /// Compare logs with `muri diff`.
     #[arg(long, value_name = "CSV")]
     decisions: Option<PathBuf>,
+    /// Journal the scheduler's state here (fsync'd, checksummed). A scheduler restarted on a
+    /// directory holding a run resumes it: finished jobs stay finished, the logs are
+    /// appended to, the virtual clock goes on. Refused if the trace, cluster or policy differ.
+    #[arg(long = "state_dir", alias = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -398,6 +403,7 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         checkpoint_dir: args.checkpoint_dir,
         executor: scheduler::Executor::parse(&args.executor)?,
         decisions: args.decisions,
+        state_dir: args.state_dir,
     };
     let summary = runtime()?.block_on(scheduler::run_scheduler(cfg))?;
     eprintln!(

@@ -28,26 +28,30 @@ pub fn write_job_csv(path: &Path, records: &[JobRecord]) -> anyhow::Result<()> {
     let mut w = BufWriter::new(file);
     writeln!(w, "{JOB_HEADER}")?;
     for r in records {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            py_repr(r.end_time),
-            r.job_id,
-            r.num_gpu,
-            py_repr(r.submit_time),
-            py_repr(r.start_time),
-            py_repr(r.end_time),
-            py_repr(r.executed_time),
-            py_repr(r.real_executed_time),
-            py_repr(r.jct),
-            py_repr(r.duration),
-            py_repr(r.pending_time),
-            r.preempt,
-            r.promote
-        )?;
+        w.write_all(job_csv_line(r).as_bytes())?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// One `job.csv` row, newline included.
+pub fn job_csv_line(r: &JobRecord) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        py_repr(r.end_time),
+        r.job_id,
+        r.num_gpu,
+        py_repr(r.submit_time),
+        py_repr(r.start_time),
+        py_repr(r.end_time),
+        py_repr(r.executed_time),
+        py_repr(r.real_executed_time),
+        py_repr(r.jct),
+        py_repr(r.duration),
+        py_repr(r.pending_time),
+        r.preempt,
+        r.promote
+    )
 }
 
 pub fn write_cluster_csv(path: &Path, rows: &[ClusterRecord]) -> anyhow::Result<()> {

@@ -316,6 +316,13 @@ impl Round<'_> {
         Ok(())
     }
 
+    /// Rebuilds what a round leaves for the next (the policy's wake-up, the next end
+    /// event) from restored job state: a testbed scheduler resuming from its journal.
+    pub fn resume(&mut self, now: f64) -> Result<(), SimulationError> {
+        self.events.wakeup = self.policy.next_wakeup(now, self.jobs, self.runnable);
+        self.predict_ends(now)
+    }
+
     /// The `cluster.csv` row after this round.
     pub fn cluster_row(&self, now: f64, total_gpus: u32) -> ClusterRecord {
         cluster_record(

@@ -24,9 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Context;
 use muri_runtime::pb;
 
 use crate::cluster::ClusterSpec;
@@ -200,19 +198,15 @@ fn measure_fields(m: &RoundMeasures) -> String {
     out
 }
 
-/// Writes the testbed's `cluster.csv`: the reference's columns, then [`MEASURE_HEADER`].
-pub fn write_cluster_csv(
-    path: &Path,
-    rows: &[ClusterRecord],
-    measures: &[RoundMeasures],
-) -> anyhow::Result<()> {
-    let mut text = format!("{CLUSTER_HEADER},{MEASURE_HEADER}\n");
-    for (r, m) in rows.iter().zip(measures) {
-        text.push_str(&cluster_csv_fields(r));
-        text.push_str(&measure_fields(m));
-        text.push('\n');
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+/// The header of the testbed's `cluster.csv`: the reference's columns, then [`MEASURE_HEADER`].
+pub fn cluster_csv_header() -> String {
+    format!("{CLUSTER_HEADER},{MEASURE_HEADER}")
+}
+
+/// One line of the testbed's `cluster.csv` (newline included): the reference's columns,
+/// then the round's measurements.
+pub fn cluster_csv_line(row: &ClusterRecord, m: &RoundMeasures) -> String {
+    format!("{}{}\n", cluster_csv_fields(row), measure_fields(m))
 }
 
 #[cfg(test)]

@@ -10,9 +10,12 @@
 //! - [`worker`]: `muri worker` — launches and kills group process trees, reports Done.
 //! - [`control`]: `muri submit` / `status` / `cancel`.
 //! - [`certs`]: `muri tls gen`, a throwaway CA and certificate for TLS runs.
+//! - [`journal`]: `--state_dir`, the scheduler's durable state (checksummed, fsync'd
+//!   journal and snapshots) from which a restarted scheduler resumes its run.
 
 pub mod certs;
 pub mod control;
+pub mod journal;
 pub mod measure;
 pub mod scheduler;
 pub mod service;

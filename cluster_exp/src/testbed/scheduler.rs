@@ -13,7 +13,6 @@
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -27,10 +26,11 @@ use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
-use super::measure::{self, GroupUsage, RoundMeasures};
+use super::journal::{AppendCsv, Journal};
+use super::measure::{self, GroupUsage};
 use super::service::{Event, SchedulerService, Shared, Submission};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
-use crate::engine::{ClusterRecord, JobRecord};
+use crate::engine::JobRecord;
 use crate::interleave::{InterleaveModel, StageProfile};
 use crate::job::{build_jobs, Job, JobIdx, Status};
 use crate::models;
@@ -38,6 +38,8 @@ use crate::output;
 use crate::policy::{self, Policy, PolicyOptions};
 use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::{JobSpec, Trace};
+
+mod durable;
 
 /// Everything `muri scheduler` is told.
 #[derive(Debug, Clone)]
@@ -78,6 +80,8 @@ pub struct SchedulerConfig {
     pub executor: Executor,
     /// Where the decision log goes (`--decisions`), if anywhere.
     pub decisions: Option<PathBuf>,
+    /// Where the state is journaled (`--state_dir`); a directory holding a run resumes it.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What completes a launch (`--executor`).
@@ -345,11 +349,20 @@ struct Testbed {
     /// Each running group's last measured usage, by sorted member list.
     usage: HashMap<Vec<JobIdx>, GroupUsage>,
     records: Vec<JobRecord>,
-    cluster_log: Vec<ClusterRecord>,
-    /// The measurement columns of each `cluster_log` row.
-    measure_log: Vec<RoundMeasures>,
+    /// cluster.csv's lines (newline included): the reference's columns, then the round's
+    /// measurements ([`measure::MEASURE_HEADER`]).
+    cluster_lines: Vec<String>,
     /// launches.csv, created (with its header) at the first launch of the run.
-    launch_log: Option<std::fs::File>,
+    launch_log: Option<AppendCsv>,
+    /// job.csv and cluster.csv, appended after every round.
+    job_csv: Option<AppendCsv>,
+    cluster_csv: Option<AppendCsv>,
+    /// The `--state_dir` journal.
+    journal: Option<Journal>,
+    /// The run resumed from the journal (its clock goes on from the last journaled round).
+    resumed: bool,
+    /// Launches lost with a previous scheduler, by id: nodes still to kill them on.
+    orphans: BTreeMap<u64, Vec<u32>>,
     next_group_id: u64,
     rounds: usize,
     launches: usize,
@@ -377,7 +390,7 @@ impl Testbed {
                 profiles.push(key);
             }
         }
-        Ok(Testbed {
+        let mut testbed = Testbed {
             policy: policy::build(&cfg.policy, cfg.opts)?,
             extra: vec![JobExtra::default(); jobs.len()],
             queue: EventQueue::new(&jobs),
@@ -395,29 +408,43 @@ impl Testbed {
             startup_seen: HashMap::new(),
             usage: HashMap::new(),
             records: Vec::new(),
-            cluster_log: Vec::new(),
-            measure_log: Vec::new(),
+            cluster_lines: Vec::new(),
             launch_log: None,
+            job_csv: None,
+            cluster_csv: None,
+            journal: None,
+            resumed: false,
+            orphans: BTreeMap::new(),
             next_group_id: 1,
             rounds: 0,
             launches: 0,
             decisions: cfg.decisions.as_ref().map(|_| DecisionLog::new()),
             decisions_written: 0,
             cfg,
-        })
+        };
+        testbed.open_state()?;
+        Ok(testbed)
     }
 
     async fn run(&mut self) -> anyhow::Result<RunSummary> {
         self.wait_for_workers().await?;
+        self.kill_orphans().await;
         self.started = Instant::now();
-        self.now = self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0);
-        loop {
+        let first = match self.resumed {
+            true => self.next_round_time(),
+            false => Some(self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0)),
+        };
+        // A resumed run with nothing left to do ends without another round.
+        let mut finished = first.is_none() && !self.cfg.keep_alive && !self.workers_missing();
+        self.now = first.map_or(self.now, |t| t.max(self.now));
+        while !finished {
             self.round().await?;
+            self.journal_round()?;
             self.write_logs()?;
             match self.next_round_time() {
                 Some(t) => self.now = t.max(self.now),
                 None if self.cfg.keep_alive || self.workers_missing() => self.idle_wait().await,
-                None => break,
+                None => finished = true,
             }
         }
         let summary = RunSummary {
@@ -454,6 +481,7 @@ impl Testbed {
 
     async fn round(&mut self) -> anyhow::Result<()> {
         self.rounds += 1;
+        self.kill_orphans().await;
         self.take_submissions();
         self.take_cancels();
         self.reap_dead_workers();
@@ -478,28 +506,35 @@ impl Testbed {
             Err(_) => return,
         };
         for s in subs {
-            let Some(p) = models::profile(&s.model, s.num_gpu) else {
-                continue;
-            };
-            let spec = JobSpec {
-                job_id: s.job_id,
-                num_gpu: s.num_gpu,
-                submit_time: self.now,
-                iterations: s.iterations,
-                model_name: s.model.clone(),
-                batch_size: p.batch_size,
-                duration: (s.iterations as f64 * p.iteration_time_ms / 1000.0).floor(),
-                iteration_time_ms: p.iteration_time_ms,
-                resource_time_ms: p.resource_time_ms,
-                priority: 0,
-            };
-            let mut job = Job::new(self.jobs.len(), spec);
-            job.profile_id = self.profile_id(&job);
-            tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
-            self.queue.add_arrival(&job);
-            self.jobs.push(job);
-            self.extra.push(JobExtra::default());
+            if self.add_online_job(&s, self.now) {
+                tracing::info!(job = s.job_id, model = %s.model, gpus = s.num_gpu, "submitted");
+            }
         }
+    }
+
+    /// Adds a submitted job arriving at `submit_time`; false if its model has no profile.
+    fn add_online_job(&mut self, s: &Submission, submit_time: f64) -> bool {
+        let Some(p) = models::profile(&s.model, s.num_gpu) else {
+            return false;
+        };
+        let spec = JobSpec {
+            job_id: s.job_id,
+            num_gpu: s.num_gpu,
+            submit_time,
+            iterations: s.iterations,
+            model_name: s.model.clone(),
+            batch_size: p.batch_size,
+            duration: (s.iterations as f64 * p.iteration_time_ms / 1000.0).floor(),
+            iteration_time_ms: p.iteration_time_ms,
+            resource_time_ms: p.resource_time_ms,
+            priority: 0,
+        };
+        let mut job = Job::new(self.jobs.len(), spec);
+        job.profile_id = self.profile_id(&job);
+        self.queue.add_arrival(&job);
+        self.jobs.push(job);
+        self.extra.push(JobExtra::default());
+        true
     }
 
     fn profile_id(&mut self, job: &Job) -> u32 {
@@ -667,7 +702,7 @@ impl Testbed {
             .filter(|g| !self.running.contains(g))
             .cloned()
             .collect();
-        let outcomes = self.launch_all(&to_launch).await;
+        let outcomes = self.launch_all(&to_launch).await?;
         let mut failed_members: HashSet<JobIdx> = HashSet::new();
         self.startup_now.clear();
         for (group, outcome) in to_launch.iter().zip(outcomes) {
@@ -830,7 +865,7 @@ impl Testbed {
 
     /// Sends every group's Execute to every node of its placement, collects the samples,
     /// and writes one launches.csv row per launch.
-    async fn launch_all(&mut self, groups: &[RunningGroup]) -> Vec<LaunchOutcome> {
+    async fn launch_all(&mut self, groups: &[RunningGroup]) -> anyhow::Result<Vec<LaunchOutcome>> {
         let mut pending: BTreeMap<u64, PendingLaunch> = BTreeMap::new();
         let mut outcomes: BTreeMap<u64, LaunchOutcome> = BTreeMap::new();
         let mut ids = Vec::with_capacity(groups.len());
@@ -847,6 +882,7 @@ impl Testbed {
                 outcomes.insert(id, LaunchOutcome::Lost("a worker is gone".into()));
                 continue;
             };
+            self.journal_launch(id, group, launched_at)?;
             let req = self.execute_request(id, group);
             pending.insert(
                 id,
@@ -906,10 +942,11 @@ impl Testbed {
                 self.launch_row(id, group, outcome, resolved.get(&id), launched_at)
             })
             .collect();
+        self.journal_launch_rows(&rows)?;
         if let Err(e) = self.append_launch_rows(&rows) {
             tracing::error!("launches.csv: {e:#}");
         }
-        outcomes
+        Ok(outcomes)
     }
 
     fn launch_row(
@@ -952,15 +989,12 @@ impl Testbed {
         if self.launch_log.is_none() {
             std::fs::create_dir_all(&self.cfg.log_path)
                 .with_context(|| format!("creating {}", self.cfg.log_path.display()))?;
-            let mut file = std::fs::File::create(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(LaunchRow::HEADER.as_bytes())?;
-            self.launch_log = Some(file);
+            let header = LaunchRow::HEADER.trim_end();
+            self.launch_log = Some(AppendCsv::create(&path, header)?);
         }
-        let text: String = rows.iter().map(LaunchRow::to_csv).collect();
-        if let Some(file) = &mut self.launch_log {
-            file.write_all(text.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+        let lines: Vec<String> = rows.iter().map(LaunchRow::to_csv).collect();
+        if let Some(log) = &mut self.launch_log {
+            log.append(&lines)?;
         }
         Ok(())
     }
@@ -1215,7 +1249,6 @@ impl Testbed {
     fn log_cluster(&mut self) {
         let (now, total) = (self.now, self.cfg.spec.num_gpus());
         let row = self.round_state().cluster_row(now, total);
-        self.cluster_log.push(row);
         let running: Vec<&[JobIdx]> = self.running.iter().map(|g| &g.members[..]).collect();
         self.usage
             .retain(|members, _| running.contains(&&members[..]));
@@ -1226,18 +1259,21 @@ impl Testbed {
             &self.usage,
             &self.cfg.spec,
         );
-        self.measure_log.push(measures);
+        self.cluster_lines
+            .push(measure::cluster_csv_line(&row, &measures));
     }
 
     fn write_logs(&mut self) -> anyhow::Result<()> {
         let dir = &self.cfg.log_path;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        output::write_job_csv(&dir.join("job.csv"), &self.records)?;
-        measure::write_cluster_csv(
-            &dir.join("cluster.csv"),
-            &self.cluster_log,
-            &self.measure_log,
-        )?;
+        if let Some(csv) = &mut self.job_csv {
+            let new = self.records.get(csv.rows()..).unwrap_or_default();
+            csv.append(&new.iter().map(output::job_csv_line).collect::<Vec<_>>())?;
+        }
+        if let Some(csv) = &mut self.cluster_csv {
+            let new = self.cluster_lines.get(csv.rows()..).unwrap_or_default();
+            csv.append(new)?;
+        }
         if let (Some(path), Some(log)) = (&self.cfg.decisions, &self.decisions) {
             if log.len() != self.decisions_written || self.rounds == 1 {
                 log.write(path)?;

@@ -38,6 +38,7 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
         self.workers.lock().unwrap().push((r.node_id, r.addr));
         Ok(Response::new(pb::RegisterWorkerReply {
             heartbeat_interval_ms: 1000,
+            epoch: 1,
         }))
     }
     async fn done(&self, _req: Request<pb::DoneRequest>) -> Result<Response<pb::Ack>, Status> {
@@ -48,7 +49,10 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
         &self,
         _req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
-        Ok(Response::new(pb::HeartbeatReply { known: true }))
+        Ok(Response::new(pb::HeartbeatReply {
+            known: true,
+            ..Default::default()
+        }))
     }
 }
 
@@ -148,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
     warm.heartbeat(pb::HeartbeatRequest {
         node_id: 0,
         running_groups: vec![],
+        epoch: 0,
     })
     .await?;
 
@@ -185,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         warm.heartbeat(pb::HeartbeatRequest {
             node_id: 0,
             running_groups: vec![],
+            epoch: 0,
         })
         .await?;
     }

@@ -140,6 +140,7 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
         self.shared.wake.notify_one();
         Ok(Response::new(pb::RegisterWorkerReply {
             heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u32,
+            epoch: 0,
         }))
     }
 
@@ -171,7 +172,10 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
             }
             None => false,
         };
-        Ok(Response::new(pb::HeartbeatReply { known }))
+        Ok(Response::new(pb::HeartbeatReply {
+            known,
+            ..Default::default()
+        }))
     }
 }
 

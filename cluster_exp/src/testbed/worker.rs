@@ -340,6 +340,7 @@ async fn heartbeat(state: &WorkerState) -> bool {
         .heartbeat(pb::HeartbeatRequest {
             node_id: state.cfg.node_id,
             running_groups: running,
+            epoch: 0,
         })
         .await
     {
@@ -713,6 +714,7 @@ async fn watch_launch(
         signal,
         error: String::new(),
         wall_s: started.elapsed().as_secs_f64(),
+        epoch: 0,
     };
     send_done(&state, done).await;
 }

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,8 @@ pub struct WorkerConfig {
     pub trainer_flags: Vec<String>,
 }
 
-/// A running launch: the process-group ids of its process trees.
+/// A running launch: the process-group ids of its process trees (empty until they are
+/// spawned, which happens after Execute has been answered).
 struct Task {
     pgids: Vec<i32>,
     killed: bool,
@@ -70,6 +72,8 @@ struct WorkerState {
     agent: Option<LaunchAgent>,
     tasks: Mutex<HashMap<u64, Task>>,
     scheduler: tokio::sync::Mutex<Option<SchedulerClient>>,
+    /// The current registration's epoch (0 before the first), carried in Heartbeat and Done.
+    epoch: AtomicU64,
     shutdown: Notify,
 }
 
@@ -123,6 +127,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         agent,
         tasks: Mutex::new(HashMap::new()),
         scheduler: tokio::sync::Mutex::new(None),
+        epoch: AtomicU64::new(0),
         shutdown: Notify::new(),
     });
     let svc = pb::scheduler_to_worker_server::SchedulerToWorkerServer::with_interceptor(
@@ -279,6 +284,9 @@ async fn scheduler_client(state: &WorkerState) -> anyhow::Result<SchedulerClient
 }
 
 async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, RegisterError> {
+    // A registration refused or not answered leaves the worker without one: whatever
+    // epoch it had is stale from here on.
+    state.epoch.store(0, Ordering::Relaxed);
     let mut c = scheduler_client(state)
         .await
         .map_err(RegisterError::Unreachable)?;
@@ -292,8 +300,14 @@ async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, Register
         .await;
     match reply {
         Ok(r) => {
-            tracing::info!(node = state.cfg.node_id, "registered with the scheduler");
-            Ok(r.into_inner().heartbeat_interval_ms)
+            let r = r.into_inner();
+            state.epoch.store(r.epoch, Ordering::Relaxed);
+            tracing::info!(
+                node = state.cfg.node_id,
+                epoch = r.epoch,
+                "registered with the scheduler"
+            );
+            Ok(r.heartbeat_interval_ms)
         }
         Err(s) if is_refusal(s.code()) => {
             tracing::error!("the scheduler refused this worker: {}", s.message());
@@ -326,8 +340,10 @@ fn is_refusal(code: tonic::Code) -> bool {
     )
 }
 
-/// Returns whether the scheduler still knows this worker.
-async fn heartbeat(state: &WorkerState) -> bool {
+/// Returns whether the scheduler still knows this worker. Kills the launches the scheduler
+/// says it does not know; a fenced worker (its node registered again by another) kills
+/// every launch and registers again, which is refused while the newer one is live.
+async fn heartbeat(state: &Arc<WorkerState>) -> bool {
     let Ok(mut c) = scheduler_client(state).await else {
         return true;
     };
@@ -340,11 +356,29 @@ async fn heartbeat(state: &WorkerState) -> bool {
         .heartbeat(pb::HeartbeatRequest {
             node_id: state.cfg.node_id,
             running_groups: running,
-            epoch: 0,
+            epoch: state.epoch.load(Ordering::Relaxed),
         })
         .await
     {
-        Ok(r) => r.into_inner().known,
+        Ok(r) => {
+            let r = r.into_inner();
+            for group in r.kill_groups {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if kill_group(&state, group).await {
+                        tracing::warn!(group, "killed a launch the scheduler does not know");
+                    }
+                });
+            }
+            if r.fenced {
+                eprintln!(
+                    "worker {}: fenced: node {} was registered again by another worker; killing every launch",
+                    state.cfg.node_id, state.cfg.node_id
+                );
+                kill_all(state).await;
+            }
+            r.known
+        }
         Err(e) => {
             tracing::debug!("heartbeat: {}", e.message());
             true
@@ -664,6 +698,81 @@ fn launch(
         .collect()
 }
 
+/// Processes this node starts for a launch: none when the head's `mpirun` runs its ranks,
+/// one `mpirun` for a multi-GPU launch under MPI, else one trainer per local rank.
+fn local_process_count(cfg: &WorkerConfig, req: &pb::ExecuteRequest, part: &LocalPart) -> u32 {
+    if cfg.use_mpi && req.hosts.len() > 1 && !part.head {
+        0
+    } else if cfg.use_mpi && req.num_gpu > 1 {
+        1
+    } else {
+        part.gpu_ids.len() as u32
+    }
+}
+
+/// Spawns a recorded launch's process trees (blocking fork/exec, on the blocking pool) and
+/// watches them. A launch killed while it was being spawned is killed as soon as its trees
+/// exist; a spawn that fails is reported as Done with exit code 127 and the error, which
+/// the scheduler counts as the trainer's failure.
+async fn start_launch(state: Arc<WorkerState>, req: pb::ExecuteRequest, part: LocalPart) {
+    let started = Instant::now();
+    let group_id = req.group_id;
+    let spawner = state.clone();
+    let spawned = tokio::task::spawn_blocking(move || launch(&spawner, &req, &part))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+    let children = match spawned {
+        Ok(children) => children,
+        Err(e) => {
+            tracing::error!(group_id, "launch failed: {e:#}");
+            let task = state
+                .tasks
+                .lock()
+                .ok()
+                .and_then(|mut t| t.remove(&group_id));
+            if let Some(t) = &task {
+                t.exited.notify_waiters();
+            }
+            if task.is_some_and(|t| !t.killed) {
+                let done = pb::DoneRequest {
+                    node_id: state.cfg.node_id,
+                    group_id,
+                    exit_code: 127,
+                    signal: 0,
+                    error: format!("{e:#}"),
+                    wall_s: started.elapsed().as_secs_f64(),
+                    epoch: state.epoch.load(Ordering::Relaxed),
+                };
+                send_done(&state, done).await;
+            }
+            return;
+        }
+    };
+    let pgids: Vec<i32> = children
+        .iter()
+        .filter_map(|c| c.id())
+        .map(|p| p as i32)
+        .collect();
+    let killed = match state.tasks.lock() {
+        Ok(mut tasks) => match tasks.get_mut(&group_id) {
+            Some(task) => {
+                task.pgids = pgids.clone();
+                task.killed
+            }
+            None => true,
+        },
+        Err(_) => true,
+    };
+    if killed {
+        tracing::info!(group_id, "killed while it was being launched");
+        signal_groups(&pgids, libc::SIGKILL);
+    } else {
+        tracing::info!(group_id, processes = pgids.len(), "launched");
+    }
+    watch_launch(state, group_id, children, started).await;
+}
+
 /// Waits for every process of a launch, then reports Done unless it was killed.
 async fn watch_launch(
     state: Arc<WorkerState>,
@@ -714,7 +823,7 @@ async fn watch_launch(
         signal,
         error: String::new(),
         wall_s: started.elapsed().as_secs_f64(),
-        epoch: 0,
+        epoch: state.epoch.load(Ordering::Relaxed),
     };
     send_done(&state, done).await;
 }
@@ -741,6 +850,10 @@ async fn send_done(state: &WorkerState, done: pb::DoneRequest) {
         match scheduler_client(state).await {
             Ok(mut c) => match c.done(done.clone()).await {
                 Ok(_) => return,
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(group = done.group_id, "Done refused: {}", e.message());
+                    return;
+                }
                 Err(e) => tracing::warn!(attempt, "Done: {}", e.message()),
             },
             Err(e) => tracing::warn!(attempt, "Done: {e:#}"),
@@ -815,34 +928,24 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
                 req.group_id
             )));
         }
-        let children = launch(&self.state, &req, &part)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
-        if children.is_empty() {
+        let local_processes = local_process_count(cfg, &req, &part);
+        if local_processes == 0 {
             tracing::info!(group = req.group_id, head = req.hosts[0].node_id, gpus = ?part.gpu_ids, "share run by the head's mpirun");
             return Ok(Response::new(pb::ExecuteReply { local_processes: 0 }));
         }
-        let local_processes = children.len() as u32;
-        let pgids = children
-            .iter()
-            .filter_map(|c| c.id())
-            .map(|p| p as i32)
-            .collect();
         tasks.insert(
             req.group_id,
             Task {
-                pgids,
+                pgids: Vec::new(),
                 killed: false,
                 exited: Arc::new(Notify::new()),
             },
         );
         drop(tasks);
-        tracing::info!(group = req.group_id, jobs = req.jobs.len(), gpus = ?part.gpu_ids, first_rank = part.first_rank, "launched");
-        tokio::spawn(watch_launch(
-            self.state.clone(),
-            req.group_id,
-            children,
-            Instant::now(),
-        ));
+        // The launch is recorded (heartbeats list it, Kill finds it): answer now and start
+        // the process trees off the RPC path, so a round's dispatch does not wait for
+        // process spawns. A failed spawn is reported through Done.
+        tokio::spawn(start_launch(self.state.clone(), req, part));
         Ok(Response::new(pb::ExecuteReply { local_processes }))
     }
 

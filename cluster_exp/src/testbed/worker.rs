@@ -74,6 +74,9 @@ struct WorkerState {
     scheduler: tokio::sync::Mutex<Option<SchedulerClient>>,
     /// The current registration's epoch (0 before the first), carried in Heartbeat and Done.
     epoch: AtomicU64,
+    /// Launches spawning at once: a few, so that the process spawns of a large dispatch
+    /// queue up instead of taking every CPU from the threads answering the RPCs.
+    spawning: tokio::sync::Semaphore,
     shutdown: Notify,
 }
 
@@ -128,6 +131,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         tasks: Mutex::new(HashMap::new()),
         scheduler: tokio::sync::Mutex::new(None),
         epoch: AtomicU64::new(0),
+        spawning: tokio::sync::Semaphore::new(CONCURRENT_SPAWNS),
         shutdown: Notify::new(),
     });
     let svc = pb::scheduler_to_worker_server::SchedulerToWorkerServer::with_interceptor(
@@ -169,6 +173,9 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     kill_all(&state).await;
     outcome
 }
+
+/// Launches a worker spawns at once (see `WorkerState::spawning`).
+const CONCURRENT_SPAWNS: usize = 2;
 
 /// Wait after the first refused registration; it doubles per refusal up to
 /// [`REFUSED_MAX_WAIT`], so a misconfigured worker does not hammer the scheduler.
@@ -284,9 +291,6 @@ async fn scheduler_client(state: &WorkerState) -> anyhow::Result<SchedulerClient
 }
 
 async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, RegisterError> {
-    // A registration refused or not answered leaves the worker without one: whatever
-    // epoch it had is stale from here on.
-    state.epoch.store(0, Ordering::Relaxed);
     let mut c = scheduler_client(state)
         .await
         .map_err(RegisterError::Unreachable)?;
@@ -718,10 +722,13 @@ async fn start_launch(state: Arc<WorkerState>, req: pb::ExecuteRequest, part: Lo
     let started = Instant::now();
     let group_id = req.group_id;
     let spawner = state.clone();
-    let spawned = tokio::task::spawn_blocking(move || launch(&spawner, &req, &part))
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r);
+    let spawned = match state.spawning.acquire().await {
+        Ok(_permit) => tokio::task::spawn_blocking(move || launch(&spawner, &req, &part))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+        Err(e) => Err(anyhow::Error::from(e)),
+    };
     let children = match spawned {
         Ok(children) => children,
         Err(e) => {

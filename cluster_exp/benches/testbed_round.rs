@@ -6,7 +6,7 @@
 //!   64 nodes, without launches (the scheduler's own cost per round);
 //! - `trainers` executor (when `muri-trainer` is built next to the bench's target dir):
 //!   the first round also dispatches every placed group to its workers and waits for the
-//!   samples (2 iterations at time scale 0: process start-up dominates).
+//!   samples (2 iterations at time scale 0.001: process start-up dominates).
 //!
 //! Run: `cargo build --release -p muri-workloads && cargo bench -p muri --bench testbed_round`.
 
@@ -84,7 +84,7 @@ async fn run(executor: Executor, jobs: u64, trainer: PathBuf) -> anyhow::Result<
         log_path: log.path().to_path_buf(),
         schedule_interval: 3600.0,
         fast_forwarding: 2,
-        time_scale: 0.0001,
+        time_scale: 0.001,
         workers: WORKERS as usize,
         token: token.clone(),
         tls: Tls::plaintext(),
@@ -127,7 +127,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let s = run(Executor::Model, JOBS, PathBuf::from("/bin/true")).await?;
     println!(
-        "{WORKERS} workers × {GPUS} GPUs, {JOBS} jobs, executor model: {} rounds, mean round {:.2} ms, longest {:.1} ms ({:.1} s wall in all)",
+        "{WORKERS} workers × {GPUS} GPUs, {JOBS} jobs, executor model: {} completed, {} rounds, mean round {:.2} ms, longest {:.1} ms ({:.1} s wall in all)",
+        s.completed,
         s.rounds,
         s.wall_seconds * 1e3 / s.rounds.max(1) as f64,
         s.longest_round_s * 1e3,
@@ -138,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let s = run(Executor::Trainers, 64, trainer).await?;
             println!(
-                "{WORKERS} workers × {GPUS} GPUs, 64 jobs, executor trainers: {} rounds, {} launches, mean round {:.1} ms, longest {:.1} ms ({:.1} s wall in all)",
+                "{WORKERS} workers × {GPUS} GPUs, 64 jobs, executor trainers: {} completed, {} failed, {} rounds, {} launches, mean round {:.1} ms, longest {:.1} ms ({:.1} s wall in all)",
+                s.completed,
+                s.failed,
                 s.rounds,
                 s.launches,
                 s.wall_seconds * 1e3 / s.rounds.max(1) as f64,

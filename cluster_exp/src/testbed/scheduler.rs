@@ -699,7 +699,7 @@ impl Testbed {
                 let Some(w) = workers.get(&node) else {
                     continue;
                 };
-                if !w.reported_at.is_some_and(|t| t > since) {
+                if w.reported_at.is_none_or(|t| t <= since) {
                     continue;
                 }
                 if w.reported.contains(&id) {

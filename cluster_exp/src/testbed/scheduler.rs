@@ -1707,3 +1707,75 @@ pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
     addr.parse()
         .or_else(|_| bail!("--listen `{addr}`: expected IP:PORT"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(nodes: &[(u32, u64)], awaiting: &[u32]) -> PendingLaunch {
+        PendingLaunch {
+            members: vec![0],
+            nodes: nodes.iter().map(|&(n, _)| n).collect(),
+            epochs: nodes.iter().map(|&(_, e)| e).collect(),
+            missing_since: BTreeMap::new(),
+            awaiting: awaiting.iter().copied().collect(),
+            failure: None,
+            report: None,
+        }
+    }
+
+    fn outcome_of(nodes: &[(u32, u64)], registered: &[(u32, u64)]) -> Option<LaunchOutcome> {
+        let mut pending = BTreeMap::from([(7, launch(nodes, &[0]))]);
+        let mut outcomes = BTreeMap::new();
+        let registered: BTreeMap<u32, u64> = registered.iter().copied().collect();
+        resolve(&mut pending, &mut outcomes, &registered);
+        outcomes.remove(&7)
+    }
+
+    #[test]
+    fn a_launch_is_lost_with_a_worker_that_is_gone_or_registered_again() {
+        // Both workers as at launch: still waiting for node 0's Done.
+        assert!(outcome_of(&[(0, 10), (1, 11)], &[(0, 10), (1, 11)]).is_none());
+        // Node 1 reaped, or registered again (a new epoch: its old registration is fenced).
+        for registered in [vec![(0, 10)], vec![(0, 10), (1, 12)]] {
+            match outcome_of(&[(0, 10), (1, 11)], &registered) {
+                Some(LaunchOutcome::WorkerLost(why)) => assert!(why.contains("worker 1"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_spawn_failure_reported_through_done_is_the_trainers_failure() {
+        let mut pending = BTreeMap::from([(7, launch(&[(0, 10)], &[0]))]);
+        record_event(
+            &mut pending,
+            Event::Done(pb::DoneRequest {
+                node_id: 0,
+                group_id: 7,
+                exit_code: 127,
+                error: "spawning muri-trainer: No such file or directory".into(),
+                ..Default::default()
+            }),
+        );
+        let mut outcomes = BTreeMap::new();
+        resolve(&mut pending, &mut outcomes, &BTreeMap::from([(0, 10)]));
+        match outcomes.remove(&7) {
+            Some(LaunchOutcome::TrainerFailed(why)) => {
+                assert!(
+                    why.contains("exit code 127") && why.contains("spawning"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreachable_workers_are_told_apart_from_refusals() {
+        assert!(worker_unreachable(tonic::Code::Unavailable));
+        assert!(worker_unreachable(tonic::Code::DeadlineExceeded));
+        assert!(!worker_unreachable(tonic::Code::InvalidArgument));
+        assert!(!worker_unreachable(tonic::Code::FailedPrecondition));
+    }
+}

@@ -1131,6 +1131,25 @@ mod tests {
     }
 
     #[test]
+    fn execute_announces_the_processes_it_will_start() {
+        let req = two_node_request();
+        let head = config(3, vec![0, 1, 2, 3]);
+        let other = config(5, vec![0, 1, 2, 3]);
+        let part = |cfg: &WorkerConfig| validate_execute(cfg, &req).unwrap();
+        // Without MPI every node starts one trainer per local rank.
+        assert_eq!(local_process_count(&head, &req, &part(&head)), 4);
+        assert_eq!(local_process_count(&other, &req, &part(&other)), 2);
+        // Under MPI the head's mpirun runs every rank; the other node starts nothing.
+        let mpi = |mut cfg: WorkerConfig| {
+            cfg.use_mpi = true;
+            cfg
+        };
+        let (head, other) = (mpi(head), mpi(other));
+        assert_eq!(local_process_count(&head, &req, &part(&head)), 1);
+        assert_eq!(local_process_count(&other, &req, &part(&other)), 0);
+    }
+
+    #[test]
     fn refusals_back_off_exponentially_then_give_up() {
         let mut r = Refusals::new();
         let waits: Vec<u64> = (0..7)

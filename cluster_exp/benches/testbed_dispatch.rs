@@ -1,6 +1,8 @@
 //! Control-plane cost on loopback (plain std::time, `harness = false`):
 //! - dispatching 64 groups (Execute RPCs, issued concurrently) to 8 real worker daemons
-//!   (in-process, each with its own gRPC server), until every Execute returned and until
+//!   (`muri worker` processes, as deployed: their process spawns do not share this
+//!   process's address space, whose page tables every fork would lock), until every
+//!   Execute returned and until
 //!   every group's Done came back (the "trainer" is /bin/true, so process spawn is included);
 //!   every fourth group spans two workers (4 + 4 ranks: its Execute goes to both, and both
 //!   send Done), as a placement over two nodes is dispatched;
@@ -12,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use muri::testbed::worker::{run_worker, WorkerConfig};
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::tls::Tls;
 use muri_runtime::{client, pb};
@@ -21,6 +22,16 @@ use tonic::{Request, Response, Status};
 const WORKERS: u32 = 8;
 const GROUPS: u64 = 64;
 const PINGS: usize = 1000;
+
+/// A worker daemon, killed when the bench ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[derive(Clone, Default)]
 struct Registry {
@@ -38,6 +49,7 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
         self.workers.lock().unwrap().push((r.node_id, r.addr));
         Ok(Response::new(pb::RegisterWorkerReply {
             heartbeat_interval_ms: 1000,
+            epoch: 1,
         }))
     }
     async fn done(&self, _req: Request<pb::DoneRequest>) -> Result<Response<pb::Ack>, Status> {
@@ -48,7 +60,10 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for Registry {
         &self,
         _req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
-        Ok(Response::new(pb::HeartbeatReply { known: true }))
+        Ok(Response::new(pb::HeartbeatReply {
+            known: true,
+            ..Default::default()
+        }))
     }
 }
 
@@ -113,24 +128,16 @@ async fn main() -> anyhow::Result<()> {
             .add_service(svc)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    let mut daemons = Vec::new();
     for node in 0..WORKERS {
-        let cfg = WorkerConfig {
-            scheduler: sched_addr.clone(),
-            node_id: node,
-            gpus: vec![0, 1, 2, 3],
-            cpus: 32,
-            listen: "127.0.0.1:0".parse()?,
-            advertise: None,
-            token: token.clone(),
-            tls: Tls::plaintext(),
-            register_timeout: Duration::from_secs(60),
-            trainer: "/bin/true".into(),
-            use_mpi: false,
-            kill_grace: Duration::from_secs(1),
-            checkpoint_dir: None,
-            trainer_flags: Vec::new(),
-        };
-        tokio::spawn(run_worker(cfg));
+        let daemon = std::process::Command::new(env!("CARGO_BIN_EXE_muri"))
+            .args(["worker", "--scheduler", &sched_addr, "--node-id"])
+            .arg(node.to_string())
+            .args(["--gpus", "4", "--trainer", "/bin/true"])
+            .env("MURI_TOKEN", "bench")
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        daemons.push(Killed(daemon));
     }
     while registry.workers.lock().unwrap().len() < WORKERS as usize {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
     warm.heartbeat(pb::HeartbeatRequest {
         node_id: 0,
         running_groups: vec![],
+        epoch: 0,
     })
     .await?;
 
@@ -185,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         warm.heartbeat(pb::HeartbeatRequest {
             node_id: 0,
             running_groups: vec![],
+            epoch: 0,
         })
         .await?;
     }

@@ -115,6 +115,8 @@ pub struct RunSummary {
     pub launches: usize,
     pub wall_seconds: f64,
     pub virtual_seconds: f64,
+    /// The longest round in real seconds (dispatch and samples included).
+    pub longest_round_s: f64,
 }
 
 /// Per-job bookkeeping the core's `Job` does not have.
@@ -145,8 +147,11 @@ enum LaunchOutcome {
     Measured(Sample),
     /// The trainer exited non-zero (or spawned nothing).
     TrainerFailed(String),
-    /// The worker died or the sample timed out: not the job's fault.
+    /// The sample did not finish in time: not the trainer's failure, but an attempt.
     Lost(String),
+    /// A worker of the launch died, paused, was fenced, or lost the launch: neither the
+    /// trainer's failure nor an attempt.
+    WorkerLost(String),
 }
 
 /// A launch whose sample is under way: it is resolved when every node that started
@@ -155,6 +160,11 @@ struct PendingLaunch {
     members: Vec<JobIdx>,
     /// Every node of the launch, head first.
     nodes: Vec<u32>,
+    /// The registration epoch of each node when the launch was sent: a node registered
+    /// again since then has lost the launch.
+    epochs: Vec<u64>,
+    /// Nodes whose heartbeats stopped listing the launch before it reported Done, since when.
+    missing_since: BTreeMap<u32, Instant>,
     /// Nodes that started processes and have not reported Done yet.
     awaiting: BTreeSet<u32>,
     /// How the launch failed (a refused Execute, a non-zero exit), first cause only.
@@ -235,7 +245,9 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
         token: cfg.token.clone(),
         tls: cfg.tls.clone(),
         heartbeat_interval: cfg.heartbeat_interval,
+        heartbeat_timeout: cfg.heartbeat_timeout,
         workers: Mutex::new(BTreeMap::new()),
+        next_epoch: AtomicU64::new(super::service::first_epoch()),
         events: tx,
         submissions: Mutex::new(Vec::new()),
         cancels: Mutex::new(Vec::new()),
@@ -369,6 +381,15 @@ struct Testbed {
     decisions: Option<DecisionLog>,
     /// Decisions already in the file.
     decisions_written: usize,
+    /// The registration epoch of every worker the loop knows: a node missing from the
+    /// workers table, or there with another epoch, has lost its groups.
+    epochs: BTreeMap<u32, u64>,
+    /// Stray launches (node, launch id) the workers were told to kill, and when.
+    strays_sent: HashMap<(u32, u64), Instant>,
+    /// Consecutive rounds that lost a launch with its worker: the real-time back-off.
+    lost_streak: u32,
+    /// The longest round (real time) and its number.
+    longest_round: (Duration, usize),
 }
 
 impl Testbed {
@@ -420,6 +441,10 @@ impl Testbed {
             launches: 0,
             decisions: cfg.decisions.as_ref().map(|_| DecisionLog::new()),
             decisions_written: 0,
+            epochs: BTreeMap::new(),
+            strays_sent: HashMap::new(),
+            lost_streak: 0,
+            longest_round: (Duration::ZERO, 0),
             cfg,
         };
         testbed.open_state()?;
@@ -438,9 +463,12 @@ impl Testbed {
         let mut finished = first.is_none() && !self.cfg.keep_alive && !self.workers_missing();
         self.now = first.map_or(self.now, |t| t.max(self.now));
         while !finished {
+            let began = Instant::now();
             self.round().await?;
             self.journal_round()?;
             self.write_logs()?;
+            self.time_round(began.elapsed());
+            self.back_off_after_lost_launches().await;
             match self.next_round_time() {
                 Some(t) => self.now = t.max(self.now),
                 None if self.cfg.keep_alive || self.workers_missing() => self.idle_wait().await,
@@ -454,9 +482,49 @@ impl Testbed {
             launches: self.launches,
             wall_seconds: self.started.elapsed().as_secs_f64(),
             virtual_seconds: self.now,
+            longest_round_s: self.longest_round.0.as_secs_f64(),
         };
         tracing::info!(?summary, "all jobs finished");
+        eprintln!(
+            "longest round: {:.3} s wall (round {} of {})",
+            summary.longest_round_s, self.longest_round.1, self.rounds
+        );
         Ok(summary)
+    }
+
+    /// Logs a round's real duration (what a stopped worker must never stretch beyond the
+    /// heartbeat timeout) and keeps the longest.
+    fn time_round(&mut self, took: Duration) {
+        tracing::debug!(
+            round = self.rounds,
+            wall_ms = took.as_secs_f64() * 1e3,
+            "round"
+        );
+        if took > self.longest_round.0 {
+            self.longest_round = (took, self.rounds);
+        }
+    }
+
+    /// After a round that lost launches with their workers, waits (real time) before the
+    /// next one: a heartbeat interval, doubling per such round up to the heartbeat
+    /// timeout, so that the workers table settles (a dead worker is reaped, a restarted one
+    /// registers) instead of rounds spinning through lost launches while the virtual clock
+    /// runs on.
+    async fn back_off_after_lost_launches(&self) {
+        if self.lost_streak == 0 {
+            return;
+        }
+        let wait = self
+            .cfg
+            .heartbeat_interval
+            .saturating_mul(1 << (self.lost_streak - 1).min(16))
+            .min(self.cfg.heartbeat_timeout);
+        tracing::info!(
+            streak = self.lost_streak,
+            wait_ms = wait.as_millis() as u64,
+            "launches lost with their workers: backing off"
+        );
+        tokio::time::sleep(wait).await;
     }
 
     async fn wait_for_workers(&mut self) -> anyhow::Result<()> {
@@ -476,7 +544,8 @@ impl Testbed {
     /// Nothing to do in virtual time: wait (real time) for a submission or a worker.
     async fn idle_wait(&mut self) {
         let _ = tokio::time::timeout(Duration::from_millis(200), self.shared.wake.notified()).await;
-        self.reap_dead_workers();
+        self.reap_dead_workers(None);
+        self.reconcile(&mut BTreeMap::new(), Instant::now());
     }
 
     async fn round(&mut self) -> anyhow::Result<()> {
@@ -484,7 +553,8 @@ impl Testbed {
         self.kill_orphans().await;
         self.take_submissions();
         self.take_cancels();
-        self.reap_dead_workers();
+        self.reap_dead_workers(None);
+        self.reconcile(&mut BTreeMap::new(), Instant::now());
         self.open();
         self.release_held();
         let now = self.now;
@@ -577,41 +647,119 @@ impl Testbed {
         self.running.retain(|g| !g.members.contains(&j));
     }
 
-    /// Workers silent for longer than the heartbeat timeout are forgotten; their groups are
-    /// re-queued at the next schedule (the policy then sees a smaller cluster).
-    fn reap_dead_workers(&mut self) {
+    /// Workers silent for longer than the heartbeat timeout are forgotten, and a node
+    /// registered again (its old registration fenced) counts as lost too; their groups are
+    /// re-queued at the next schedule (the policy then sees a smaller cluster). `pending`:
+    /// the launches under way, whose members are named in the log as well.
+    fn reap_dead_workers(&mut self, pending: Option<&BTreeMap<u64, PendingLaunch>>) {
         let timeout = self.cfg.heartbeat_timeout;
-        let dead: Vec<u32> = match self.shared.workers.lock() {
+        let current: BTreeMap<u32, u64> = match self.shared.workers.lock() {
             Ok(mut w) => {
-                let dead: Vec<u32> = w
-                    .iter()
-                    .filter(|(_, e)| e.last_seen.elapsed() > timeout)
-                    .map(|(&n, _)| n)
-                    .collect();
-                for n in &dead {
-                    w.remove(n);
-                }
-                dead
+                w.retain(|_, e| e.last_seen.elapsed() <= timeout);
+                w.iter().map(|(&n, e)| (n, e.epoch)).collect()
             }
             Err(_) => return,
         };
-        for node in dead {
-            let (lost, kept): (Vec<RunningGroup>, Vec<RunningGroup>) =
-                std::mem::take(&mut self.running)
-                    .into_iter()
-                    .partition(|g| g.gpus.iter().any(|(n, _)| *n == node));
-            self.running = kept;
-            let mut ids = Vec::new();
-            for &m in lost.iter().flat_map(|g| &g.members) {
-                // The group's processes are gone: a preemption, whatever the job does next.
-                self.jobs[m].preempt += 1;
-                ids.push(self.jobs[m].spec.job_id);
-            }
-            tracing::warn!(node, now = self.now, preempted = ?ids, "worker missed its heartbeats: removed, its groups are re-queued");
+        let lost: Vec<(u32, &str)> = self
+            .epochs
+            .iter()
+            .filter_map(|(&node, &epoch)| match current.get(&node) {
+                None => Some((node, "missed its heartbeats")),
+                Some(&now) if now != epoch => Some((node, "registered again (old one fenced)")),
+                Some(_) => None,
+            })
+            .collect();
+        self.epochs = current;
+        for (node, why) in lost {
+            self.node_lost(node, why, pending);
+        }
+    }
+
+    /// Preempts the running groups on a lost node and logs every job it took down.
+    fn node_lost(&mut self, node: u32, why: &str, pending: Option<&BTreeMap<u64, PendingLaunch>>) {
+        let (lost, kept): (Vec<RunningGroup>, Vec<RunningGroup>) =
+            std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(|g| g.gpus.iter().any(|(n, _)| *n == node));
+        self.running = kept;
+        let mut ids = Vec::new();
+        for &m in lost.iter().flat_map(|g| &g.members) {
+            // The group's processes are gone: a preemption, whatever the job does next.
+            self.jobs[m].preempt += 1;
+            ids.push(self.jobs[m].spec.job_id);
+        }
+        let launching = pending
+            .into_iter()
+            .flat_map(|p| p.values())
+            .filter(|l| l.nodes.contains(&node))
+            .flat_map(|l| l.members.iter().map(|&m| self.jobs[m].spec.job_id));
+        ids.extend(launching);
+        ids.sort_unstable();
+        ids.dedup();
+        tracing::warn!(node, now = self.now, preempted = ?ids, "worker {why}: removed, its groups are re-queued");
+        if ids.is_empty() {
             eprintln!(
-                "worker {node} lost at t={:.0}: preempted jobs {ids:?}",
+                "worker {node} lost at t={:.0} ({why}): no job was running on it",
                 self.now
             );
+        } else {
+            eprintln!(
+                "worker {node} lost at t={:.0} ({why}): preempted jobs {ids:?}",
+                self.now
+            );
+        }
+    }
+
+    /// Compares what the workers' heartbeats report with what the loop knows. A launch a
+    /// worker runs that is not under way here (given up, or from before a restart) is a
+    /// stray: the next heartbeat reply tells the worker to kill it. A launch under way that
+    /// a worker stopped listing (fresh heartbeats, since `since`, lack it) and that sent no
+    /// Done within the heartbeat timeout is lost with that worker, and its jobs re-queued.
+    fn reconcile(&mut self, pending: &mut BTreeMap<u64, PendingLaunch>, since: Instant) {
+        let grace = self.cfg.heartbeat_timeout;
+        let Ok(mut workers) = self.shared.workers.lock() else {
+            return;
+        };
+        self.strays_sent.retain(|_, at| at.elapsed() <= grace);
+        for (&node, w) in workers.iter_mut() {
+            for &launch in &w.reported {
+                let known = pending
+                    .get(&launch)
+                    .is_some_and(|l| l.nodes.contains(&node));
+                if known || self.strays_sent.contains_key(&(node, launch)) {
+                    continue;
+                }
+                tracing::info!(
+                    node,
+                    launch,
+                    "worker runs a launch that is not under way: killing it"
+                );
+                w.strays.push(launch);
+                self.strays_sent.insert((node, launch), Instant::now());
+            }
+        }
+        for (&id, launch) in pending.iter_mut() {
+            for &node in &launch.awaiting {
+                let Some(w) = workers.get(&node) else {
+                    continue;
+                };
+                if w.reported_at.is_none_or(|t| t <= since) {
+                    continue;
+                }
+                if w.reported.contains(&id) {
+                    launch.missing_since.remove(&node);
+                    continue;
+                }
+                let first = *launch
+                    .missing_since
+                    .entry(node)
+                    .or_insert_with(Instant::now);
+                if first.elapsed() > grace && launch.failure.is_none() {
+                    launch.failure = Some(LaunchOutcome::WorkerLost(format!(
+                        "node {node} no longer runs launch {id} and sent no Done"
+                    )));
+                }
+            }
         }
     }
 
@@ -705,6 +853,7 @@ impl Testbed {
         let outcomes = self.launch_all(&to_launch).await?;
         let mut failed_members: HashSet<JobIdx> = HashSet::new();
         self.startup_now.clear();
+        let mut lost_with_worker = false;
         for (group, outcome) in to_launch.iter().zip(outcomes) {
             match outcome {
                 LaunchOutcome::Measured(sample) => self.sample_measured(group, sample),
@@ -717,8 +866,21 @@ impl Testbed {
                     failed_members.extend(&group.members);
                     self.launch_lost(group, &why);
                 }
+                LaunchOutcome::WorkerLost(why) => {
+                    tracing::warn!(jobs = ?self.ids(&group.members), "launch lost with its worker, re-queued (not an attempt): {why}");
+                    failed_members.extend(&group.members);
+                    lost_with_worker = true;
+                    for &m in &group.members {
+                        self.extra[m].error = why.clone();
+                    }
+                }
             }
         }
+        self.lost_streak = if lost_with_worker {
+            self.lost_streak + 1
+        } else {
+            0
+        };
         self.running = planned
             .into_iter()
             .filter(|g| g.members.iter().all(|m| !failed_members.contains(m)))
@@ -745,9 +907,10 @@ impl Testbed {
         }
     }
 
-    /// A lost launch (its worker died, or the sample timed out) is not the trainer's fault,
-    /// so the job stays runnable without a back-off; but it counts as an attempt, so a job
-    /// that can never finish its sample ends up failed instead of relaunched forever.
+    /// A launch whose sample timed out on live workers is not the trainer's fault, so the
+    /// job stays runnable without a back-off; but it counts as an attempt, so a job that can
+    /// never finish its sample ends up failed instead of relaunched forever. (A launch lost
+    /// with its worker is no attempt at all: see [`LaunchOutcome::WorkerLost`].)
     fn launch_lost(&mut self, group: &RunningGroup, why: &str) {
         for &m in &group.members {
             let extra = &mut self.extra[m];
@@ -877,9 +1040,9 @@ impl Testbed {
             self.launches += 1;
             ids.push(id);
             let nodes: Vec<u32> = group.gpus.iter().map(|(n, _)| *n).collect();
-            let clients: Option<Vec<_>> = nodes.iter().map(|&n| self.worker_client(n)).collect();
-            let Some(clients) = clients else {
-                outcomes.insert(id, LaunchOutcome::Lost("a worker is gone".into()));
+            let handles: Option<Vec<_>> = nodes.iter().map(|&n| self.worker_handle(n)).collect();
+            let Some(handles) = handles else {
+                outcomes.insert(id, LaunchOutcome::WorkerLost("a worker is gone".into()));
                 continue;
             };
             self.journal_launch(id, group, launched_at)?;
@@ -889,16 +1052,24 @@ impl Testbed {
                 PendingLaunch {
                     members: group.members.clone(),
                     nodes: nodes.clone(),
+                    epochs: handles.iter().map(|(_, e)| *e).collect(),
+                    missing_since: BTreeMap::new(),
                     awaiting: BTreeSet::new(),
                     failure: None,
                     report: None,
                 },
             );
-            for (node, mut client) in nodes.into_iter().zip(clients) {
+            for (node, (mut client, _)) in nodes.into_iter().zip(handles) {
                 let req = req.clone();
-                calls.spawn(async move { (id, node, client.execute(req).await) });
+                let deadline = self.rpc_deadline();
+                calls.spawn(async move {
+                    let reply = tokio::time::timeout(deadline, client.execute(req)).await;
+                    (id, node, reply.map_err(|_| deadline))
+                });
             }
         }
+        // Every Execute is under way at once; each has the heartbeat timeout as deadline,
+        // so a stopped worker holds this up no longer than it takes to be declared lost.
         while let Some(joined) = calls.join_next().await {
             let Ok((id, node, result)) = joined else {
                 continue;
@@ -907,19 +1078,26 @@ impl Testbed {
                 continue;
             };
             match result {
-                Ok(reply) if reply.get_ref().local_processes > 0 => {
+                Ok(Ok(reply)) if reply.get_ref().local_processes > 0 => {
                     launch.awaiting.insert(node);
                 }
-                Ok(_) => {}
-                Err(status) => {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => {
                     let why = format!("node {node}: Execute refused: {}", status.message());
                     launch
                         .failure
-                        .get_or_insert(if status.code() == tonic::Code::Unavailable {
-                            LaunchOutcome::Lost(why)
+                        .get_or_insert(if worker_unreachable(status.code()) {
+                            LaunchOutcome::WorkerLost(why)
                         } else {
                             LaunchOutcome::TrainerFailed(why)
                         });
+                }
+                Err(deadline) => {
+                    launch
+                        .failure
+                        .get_or_insert(LaunchOutcome::WorkerLost(format!(
+                            "node {node}: Execute got no answer within {deadline:.1?}"
+                        )));
                 }
             }
         }
@@ -960,7 +1138,7 @@ impl Testbed {
         let status = match outcome {
             LaunchOutcome::Measured(_) => "ok".to_string(),
             LaunchOutcome::TrainerFailed(why) => format!("failed: {why}"),
-            LaunchOutcome::Lost(why) => format!("lost: {why}"),
+            LaunchOutcome::Lost(why) | LaunchOutcome::WorkerLost(why) => format!("lost: {why}"),
         };
         LaunchRow {
             launch_id,
@@ -1000,12 +1178,23 @@ impl Testbed {
     }
 
     fn worker_client(&self, node: u32) -> Option<muri_runtime::client::WorkerClient> {
+        self.worker_handle(node).map(|(c, _)| c)
+    }
+
+    /// A registered worker's client and registration epoch.
+    fn worker_handle(&self, node: u32) -> Option<(muri_runtime::client::WorkerClient, u64)> {
         self.shared
             .workers
             .lock()
             .ok()?
             .get(&node)
-            .map(|w| w.client.clone())
+            .map(|w| (w.client.clone(), w.epoch))
+    }
+
+    /// How long any RPC to a worker may take: the heartbeat timeout, after which a silent
+    /// worker is declared lost anyway.
+    pub(super) fn rpc_deadline(&self) -> Duration {
+        self.cfg.heartbeat_timeout.max(Duration::from_millis(100))
     }
 
     /// The IP a worker registered with (its advertised address, the MPI host name).
@@ -1091,10 +1280,12 @@ impl Testbed {
         resolved: &mut BTreeMap<u64, PendingLaunch>,
     ) {
         let timeout = self.sample_timeout_for(pending);
-        let deadline = Instant::now() + timeout;
+        let since = Instant::now();
+        let deadline = since + timeout;
         loop {
-            let alive = self.alive_nodes();
-            for (id, launch) in resolve(pending, outcomes, &alive) {
+            self.reconcile(pending, since);
+            let registered = self.epochs_now();
+            for (id, launch) in resolve(pending, outcomes, &registered) {
                 if !launch.awaiting.is_empty() {
                     self.kill_launch(&launch.nodes, id).await;
                 }
@@ -1111,7 +1302,7 @@ impl Testbed {
                 Ok(None) => break,
                 Err(_) => {}
             }
-            self.reap_dead_workers();
+            self.reap_dead_workers(Some(pending));
         }
         for (id, launch) in std::mem::take(pending) {
             self.kill_launch(&launch.nodes, id).await;
@@ -1123,15 +1314,26 @@ impl Testbed {
         }
     }
 
-    /// Kills a launch on every one of its nodes that is still registered, concurrently.
+    /// Kills a launch on every one of its nodes that is still registered, concurrently,
+    /// each within the RPC deadline (a stopped worker's part is killed by reconciliation
+    /// once it heartbeats again).
     async fn kill_launch(&self, nodes: &[u32], group_id: u64) {
         let mut kills = JoinSet::new();
         for &node in nodes {
             if let Some(client) = self.worker_client(node) {
-                kills.spawn(kill_group(client, node, group_id));
+                kills.spawn(kill_group(client, node, group_id, self.rpc_deadline()));
             }
         }
         while kills.join_next().await.is_some() {}
+    }
+
+    /// The registration epoch of every registered worker, now.
+    fn epochs_now(&self) -> BTreeMap<u32, u64> {
+        self.shared
+            .workers
+            .lock()
+            .map(|w| w.iter().map(|(&n, e)| (n, e.epoch)).collect())
+            .unwrap_or_default()
     }
 
     fn trainer_failed(&mut self, group: &RunningGroup, why: &str) {
@@ -1368,14 +1570,22 @@ impl Testbed {
         }
     }
 
+    /// Tells every worker to kill what it runs and exit, concurrently, each within the RPC
+    /// deadline.
     async fn shutdown_workers(&self) {
         let clients: Vec<_> = match self.shared.workers.lock() {
             Ok(w) => w.values().map(|e| e.client.clone()).collect(),
             Err(_) => return,
         };
+        let deadline = self.rpc_deadline();
+        let mut exits = JoinSet::new();
         for mut c in clients {
-            let _ = c.exit(pb::ExitRequest { kill_running: true }).await;
+            exits.spawn(async move {
+                let exit = c.exit(pb::ExitRequest { kill_running: true });
+                let _ = tokio::time::timeout(deadline, exit).await;
+            });
         }
+        while exits.join_next().await.is_some() {}
     }
 }
 
@@ -1522,17 +1732,31 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
     }
 }
 
-async fn kill_group(mut client: muri_runtime::client::WorkerClient, node: u32, group_id: u64) {
-    if let Err(e) = client.kill(pb::KillRequest { group_id }).await {
-        tracing::warn!(node, group_id, "Kill failed: {}", e.message());
+async fn kill_group(
+    mut client: muri_runtime::client::WorkerClient,
+    node: u32,
+    group_id: u64,
+    deadline: Duration,
+) {
+    match tokio::time::timeout(deadline, client.kill(pb::KillRequest { group_id })).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(node, group_id, "Kill failed: {}", e.message()),
+        Err(_) => tracing::warn!(node, group_id, "Kill got no answer within {deadline:.1?}"),
     }
+}
+
+/// RPC errors that say the worker is not there (down, stopped, cut off), as opposed to a
+/// refusal of the request itself.
+fn worker_unreachable(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unavailable | DeadlineExceeded | Cancelled | Unknown)
 }
 
 /// Moves launches whose fate is known from `pending` to `outcomes`; returns them.
 fn resolve(
     pending: &mut BTreeMap<u64, PendingLaunch>,
     outcomes: &mut BTreeMap<u64, LaunchOutcome>,
-    alive: &[u32],
+    registered: &BTreeMap<u32, u64>,
 ) -> Vec<(u64, PendingLaunch)> {
     let ids: Vec<u64> = pending.keys().copied().collect();
     let mut out = Vec::new();
@@ -1540,9 +1764,15 @@ fn resolve(
         let Some(p) = pending.get_mut(&id) else {
             continue;
         };
-        let lost_node = p.nodes.iter().find(|n| !alive.contains(n));
+        let lost_node = p
+            .nodes
+            .iter()
+            .zip(&p.epochs)
+            .find(|(n, e)| registered.get(n) != Some(e));
         let outcome = match (lost_node, p.failure.take(), p.awaiting.is_empty()) {
-            (Some(n), _, _) => Some(LaunchOutcome::Lost(format!("worker {n} died"))),
+            (Some((n, _)), _, _) => Some(LaunchOutcome::WorkerLost(format!(
+                "worker {n} died, stopped or was replaced"
+            ))),
             (None, Some(failure), _) => Some(failure),
             (None, None, true) => Some(match p.report {
                 Some(sample) => LaunchOutcome::Measured(sample),
@@ -1567,4 +1797,76 @@ fn resolve(
 pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
     addr.parse()
         .or_else(|_| bail!("--listen `{addr}`: expected IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(nodes: &[(u32, u64)], awaiting: &[u32]) -> PendingLaunch {
+        PendingLaunch {
+            members: vec![0],
+            nodes: nodes.iter().map(|&(n, _)| n).collect(),
+            epochs: nodes.iter().map(|&(_, e)| e).collect(),
+            missing_since: BTreeMap::new(),
+            awaiting: awaiting.iter().copied().collect(),
+            failure: None,
+            report: None,
+        }
+    }
+
+    fn outcome_of(nodes: &[(u32, u64)], registered: &[(u32, u64)]) -> Option<LaunchOutcome> {
+        let mut pending = BTreeMap::from([(7, launch(nodes, &[0]))]);
+        let mut outcomes = BTreeMap::new();
+        let registered: BTreeMap<u32, u64> = registered.iter().copied().collect();
+        resolve(&mut pending, &mut outcomes, &registered);
+        outcomes.remove(&7)
+    }
+
+    #[test]
+    fn a_launch_is_lost_with_a_worker_that_is_gone_or_registered_again() {
+        // Both workers as at launch: still waiting for node 0's Done.
+        assert!(outcome_of(&[(0, 10), (1, 11)], &[(0, 10), (1, 11)]).is_none());
+        // Node 1 reaped, or registered again (a new epoch: its old registration is fenced).
+        for registered in [vec![(0, 10)], vec![(0, 10), (1, 12)]] {
+            match outcome_of(&[(0, 10), (1, 11)], &registered) {
+                Some(LaunchOutcome::WorkerLost(why)) => assert!(why.contains("worker 1"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_spawn_failure_reported_through_done_is_the_trainers_failure() {
+        let mut pending = BTreeMap::from([(7, launch(&[(0, 10)], &[0]))]);
+        record_event(
+            &mut pending,
+            Event::Done(pb::DoneRequest {
+                node_id: 0,
+                group_id: 7,
+                exit_code: 127,
+                error: "spawning muri-trainer: No such file or directory".into(),
+                ..Default::default()
+            }),
+        );
+        let mut outcomes = BTreeMap::new();
+        resolve(&mut pending, &mut outcomes, &BTreeMap::from([(0, 10)]));
+        match outcomes.remove(&7) {
+            Some(LaunchOutcome::TrainerFailed(why)) => {
+                assert!(
+                    why.contains("exit code 127") && why.contains("spawning"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreachable_workers_are_told_apart_from_refusals() {
+        assert!(worker_unreachable(tonic::Code::Unavailable));
+        assert!(worker_unreachable(tonic::Code::DeadlineExceeded));
+        assert!(!worker_unreachable(tonic::Code::InvalidArgument));
+        assert!(!worker_unreachable(tonic::Code::FailedPrecondition));
+    }
 }

@@ -30,6 +30,15 @@ pub struct WorkerEntry {
     pub cpus: u32,
     pub last_seen: Instant,
     pub client: WorkerClient,
+    /// This registration's generation: Heartbeat and Done from an older one are refused.
+    pub epoch: u64,
+    /// Launch ids the worker said it runs in its last heartbeat, and when (`None`: no
+    /// heartbeat since it registered).
+    pub reported: Vec<u64>,
+    pub reported_at: Option<Instant>,
+    /// Launches the loop found running there without its knowledge: the next heartbeat
+    /// reply tells the worker to kill them.
+    pub strays: Vec<u64>,
 }
 
 /// A job submitted with `muri submit`, waiting for the loop to pick it up.
@@ -55,7 +64,11 @@ pub struct Shared {
     /// How the loop dials the workers (their registered address, TLS when configured).
     pub tls: Tls,
     pub heartbeat_interval: Duration,
+    /// A worker silent this long may be replaced by a new registration for its node.
+    pub heartbeat_timeout: Duration,
     pub workers: Mutex<BTreeMap<u32, WorkerEntry>>,
+    /// The next registration epoch (see [`first_epoch`]).
+    pub next_epoch: AtomicU64,
     pub events: mpsc::UnboundedSender<Event>,
     pub submissions: Mutex<Vec<Submission>>,
     pub cancels: Mutex<Vec<u64>>,
@@ -71,6 +84,21 @@ impl Shared {
     }
 }
 
+/// The first registration epoch of this scheduler process: microseconds since the Unix
+/// epoch, so the epochs of a restarted scheduler are larger than any its predecessor gave
+/// out and a worker's stale epoch can never match a new registration.
+pub fn first_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+}
+
+/// Whether a request carrying `epoch` comes from the registration `entry` (0: the sender
+/// gave none, as a client outside the worker daemon may).
+fn current(entry: &WorkerEntry, epoch: u64) -> bool {
+    epoch == 0 || epoch == entry.epoch
+}
+
 /// One object serving the three scheduler-side services.
 #[derive(Clone)]
 pub struct SchedulerService {
@@ -83,6 +111,28 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, Status> {
 }
 
 impl SchedulerService {
+    /// A node id is owned by one live registration. A new one for the node is refused
+    /// while the registered worker heartbeats, unless it comes from the same address (the
+    /// same daemon registering again after a lost reply: nothing else can hold its port).
+    /// A silent one (past the heartbeat timeout) is fenced: the loop sees the epoch change,
+    /// preempts the node's groups, and the old daemon's later Heartbeat and Done are refused.
+    fn fence(&self, node: u32, old: &WorkerEntry, addr: &str) -> Result<(), Status> {
+        let silent = old.last_seen.elapsed();
+        let timeout = self.shared.heartbeat_timeout;
+        if old.addr != addr && silent <= timeout {
+            tracing::warn!(node, live = %old.addr, newcomer = %addr, "second registration for a live node refused");
+            return Err(Status::already_exists(format!(
+                "node {node} is registered by a live worker at {} (heard from {} ms ago); a new \
+                 registration for it is refused until that one misses its heartbeats for {} ms",
+                old.addr,
+                silent.as_millis(),
+                timeout.as_millis()
+            )));
+        }
+        tracing::warn!(node, old = %old.addr, old_epoch = old.epoch, new = %addr, silent_ms = silent.as_millis() as u64, "registration replaces the previous one, which is fenced");
+        Ok(())
+    }
+
     fn validate_worker(&self, req: &pb::RegisterWorkerRequest) -> Result<(), Status> {
         let spec = &self.shared.spec;
         if req.node_id >= spec.num_nodes() {
@@ -128,23 +178,50 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
         )
         .map(WorkerClient::new)
         .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let epoch = self.shared.next_epoch.fetch_add(1, Ordering::Relaxed);
         let entry = WorkerEntry {
             addr: req.addr.clone(),
             gpus: req.gpu_ids.clone(),
             cpus: req.cpus,
             last_seen: Instant::now(),
             client,
+            epoch,
+            reported: Vec::new(),
+            reported_at: None,
+            strays: Vec::new(),
         };
-        lock(&self.shared.workers)?.insert(req.node_id, entry);
-        tracing::info!(node = req.node_id, addr = %req.addr, gpus = ?req.gpu_ids, "worker registered");
+        let mut workers = lock(&self.shared.workers)?;
+        if let Some(old) = workers.get(&req.node_id) {
+            self.fence(req.node_id, old, &req.addr)?;
+        }
+        workers.insert(req.node_id, entry);
+        drop(workers);
+        tracing::info!(node = req.node_id, addr = %req.addr, gpus = ?req.gpu_ids, epoch, "worker registered");
         self.shared.wake.notify_one();
         Ok(Response::new(pb::RegisterWorkerReply {
             heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u32,
+            epoch,
         }))
     }
 
     async fn done(&self, req: Request<pb::DoneRequest>) -> Result<Response<pb::Ack>, Status> {
         let req = req.into_inner();
+        let registered = lock(&self.shared.workers)?
+            .get(&req.node_id)
+            .is_some_and(|w| current(w, req.epoch));
+        if !registered {
+            tracing::warn!(
+                group = req.group_id,
+                node = req.node_id,
+                epoch = req.epoch,
+                "Done from a registration that is gone or replaced: ignored"
+            );
+            return Err(Status::failed_precondition(format!(
+                "node {} epoch {} is not registered (fenced or forgotten): its launches were \
+                 already given up",
+                req.node_id, req.epoch
+            )));
+        }
         tracing::debug!(
             group = req.group_id,
             node = req.node_id,
@@ -164,14 +241,34 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
     ) -> Result<Response<pb::HeartbeatReply>, Status> {
         let req = req.into_inner();
         let mut workers = lock(&self.shared.workers)?;
-        let known = match workers.get_mut(&req.node_id) {
-            Some(w) => {
-                w.last_seen = Instant::now();
-                true
+        let reply = match workers.get_mut(&req.node_id) {
+            Some(w) if current(w, req.epoch) => {
+                let now = Instant::now();
+                w.last_seen = now;
+                w.reported = req.running_groups;
+                w.reported_at = Some(now);
+                pb::HeartbeatReply {
+                    known: true,
+                    kill_groups: std::mem::take(&mut w.strays),
+                    fenced: false,
+                }
             }
-            None => false,
+            Some(w) => {
+                tracing::warn!(
+                    node = req.node_id,
+                    stale = req.epoch,
+                    current = w.epoch,
+                    "heartbeat from a replaced registration: fenced"
+                );
+                pb::HeartbeatReply {
+                    known: false,
+                    kill_groups: Vec::new(),
+                    fenced: true,
+                }
+            }
+            None => pb::HeartbeatReply::default(),
         };
-        Ok(Response::new(pb::HeartbeatReply { known }))
+        Ok(Response::new(reply))
     }
 }
 

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,8 @@ pub struct WorkerConfig {
     pub trainer_flags: Vec<String>,
 }
 
-/// A running launch: the process-group ids of its process trees.
+/// A running launch: the process-group ids of its process trees (empty until they are
+/// spawned, which happens after Execute has been answered).
 struct Task {
     pgids: Vec<i32>,
     killed: bool,
@@ -70,6 +72,11 @@ struct WorkerState {
     agent: Option<LaunchAgent>,
     tasks: Mutex<HashMap<u64, Task>>,
     scheduler: tokio::sync::Mutex<Option<SchedulerClient>>,
+    /// The current registration's epoch (0 before the first), carried in Heartbeat and Done.
+    epoch: AtomicU64,
+    /// Launches spawning at once: a few, so that the process spawns of a large dispatch
+    /// queue up instead of taking every CPU from the threads answering the RPCs.
+    spawning: tokio::sync::Semaphore,
     shutdown: Notify,
 }
 
@@ -123,6 +130,8 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         agent,
         tasks: Mutex::new(HashMap::new()),
         scheduler: tokio::sync::Mutex::new(None),
+        epoch: AtomicU64::new(0),
+        spawning: tokio::sync::Semaphore::new(CONCURRENT_SPAWNS),
         shutdown: Notify::new(),
     });
     let svc = pb::scheduler_to_worker_server::SchedulerToWorkerServer::with_interceptor(
@@ -164,6 +173,9 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     kill_all(&state).await;
     outcome
 }
+
+/// Launches a worker spawns at once (see `WorkerState::spawning`).
+const CONCURRENT_SPAWNS: usize = 2;
 
 /// Wait after the first refused registration; it doubles per refusal up to
 /// [`REFUSED_MAX_WAIT`], so a misconfigured worker does not hammer the scheduler.
@@ -292,8 +304,14 @@ async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, Register
         .await;
     match reply {
         Ok(r) => {
-            tracing::info!(node = state.cfg.node_id, "registered with the scheduler");
-            Ok(r.into_inner().heartbeat_interval_ms)
+            let r = r.into_inner();
+            state.epoch.store(r.epoch, Ordering::Relaxed);
+            tracing::info!(
+                node = state.cfg.node_id,
+                epoch = r.epoch,
+                "registered with the scheduler"
+            );
+            Ok(r.heartbeat_interval_ms)
         }
         Err(s) if is_refusal(s.code()) => {
             tracing::error!("the scheduler refused this worker: {}", s.message());
@@ -326,8 +344,10 @@ fn is_refusal(code: tonic::Code) -> bool {
     )
 }
 
-/// Returns whether the scheduler still knows this worker.
-async fn heartbeat(state: &WorkerState) -> bool {
+/// Returns whether the scheduler still knows this worker. Kills the launches the scheduler
+/// says it does not know; a fenced worker (its node registered again by another) kills
+/// every launch and registers again, which is refused while the newer one is live.
+async fn heartbeat(state: &Arc<WorkerState>) -> bool {
     let Ok(mut c) = scheduler_client(state).await else {
         return true;
     };
@@ -340,10 +360,29 @@ async fn heartbeat(state: &WorkerState) -> bool {
         .heartbeat(pb::HeartbeatRequest {
             node_id: state.cfg.node_id,
             running_groups: running,
+            epoch: state.epoch.load(Ordering::Relaxed),
         })
         .await
     {
-        Ok(r) => r.into_inner().known,
+        Ok(r) => {
+            let r = r.into_inner();
+            for group in r.kill_groups {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if kill_group(&state, group).await {
+                        tracing::warn!(group, "killed a launch the scheduler does not know");
+                    }
+                });
+            }
+            if r.fenced {
+                eprintln!(
+                    "worker {}: fenced: node {} was registered again by another worker; killing every launch",
+                    state.cfg.node_id, state.cfg.node_id
+                );
+                kill_all(state).await;
+            }
+            r.known
+        }
         Err(e) => {
             tracing::debug!("heartbeat: {}", e.message());
             true
@@ -663,6 +702,84 @@ fn launch(
         .collect()
 }
 
+/// Processes this node starts for a launch: none when the head's `mpirun` runs its ranks,
+/// one `mpirun` for a multi-GPU launch under MPI, else one trainer per local rank.
+fn local_process_count(cfg: &WorkerConfig, req: &pb::ExecuteRequest, part: &LocalPart) -> u32 {
+    if cfg.use_mpi && req.hosts.len() > 1 && !part.head {
+        0
+    } else if cfg.use_mpi && req.num_gpu > 1 {
+        1
+    } else {
+        part.gpu_ids.len() as u32
+    }
+}
+
+/// Spawns a recorded launch's process trees (blocking fork/exec, on the blocking pool) and
+/// watches them. A launch killed while it was being spawned is killed as soon as its trees
+/// exist; a spawn that fails is reported as Done with exit code 127 and the error, which
+/// the scheduler counts as the trainer's failure.
+async fn start_launch(state: Arc<WorkerState>, req: pb::ExecuteRequest, part: LocalPart) {
+    let started = Instant::now();
+    let group_id = req.group_id;
+    let spawner = state.clone();
+    let spawned = match state.spawning.acquire().await {
+        Ok(_permit) => tokio::task::spawn_blocking(move || launch(&spawner, &req, &part))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+        Err(e) => Err(anyhow::Error::from(e)),
+    };
+    let children = match spawned {
+        Ok(children) => children,
+        Err(e) => {
+            tracing::error!(group_id, "launch failed: {e:#}");
+            let task = state
+                .tasks
+                .lock()
+                .ok()
+                .and_then(|mut t| t.remove(&group_id));
+            if let Some(t) = &task {
+                t.exited.notify_waiters();
+            }
+            if task.is_some_and(|t| !t.killed) {
+                let done = pb::DoneRequest {
+                    node_id: state.cfg.node_id,
+                    group_id,
+                    exit_code: 127,
+                    signal: 0,
+                    error: format!("{e:#}"),
+                    wall_s: started.elapsed().as_secs_f64(),
+                    epoch: state.epoch.load(Ordering::Relaxed),
+                };
+                send_done(&state, done).await;
+            }
+            return;
+        }
+    };
+    let pgids: Vec<i32> = children
+        .iter()
+        .filter_map(|c| c.id())
+        .map(|p| p as i32)
+        .collect();
+    let killed = match state.tasks.lock() {
+        Ok(mut tasks) => match tasks.get_mut(&group_id) {
+            Some(task) => {
+                task.pgids = pgids.clone();
+                task.killed
+            }
+            None => true,
+        },
+        Err(_) => true,
+    };
+    if killed {
+        tracing::info!(group_id, "killed while it was being launched");
+        signal_groups(&pgids, libc::SIGKILL);
+    } else {
+        tracing::info!(group_id, processes = pgids.len(), "launched");
+    }
+    watch_launch(state, group_id, children, started).await;
+}
+
 /// Waits for every process of a launch, then reports Done unless it was killed.
 async fn watch_launch(
     state: Arc<WorkerState>,
@@ -713,6 +830,7 @@ async fn watch_launch(
         signal,
         error: String::new(),
         wall_s: started.elapsed().as_secs_f64(),
+        epoch: state.epoch.load(Ordering::Relaxed),
     };
     send_done(&state, done).await;
 }
@@ -739,6 +857,10 @@ async fn send_done(state: &WorkerState, done: pb::DoneRequest) {
         match scheduler_client(state).await {
             Ok(mut c) => match c.done(done.clone()).await {
                 Ok(_) => return,
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(group = done.group_id, "Done refused: {}", e.message());
+                    return;
+                }
                 Err(e) => tracing::warn!(attempt, "Done: {}", e.message()),
             },
             Err(e) => tracing::warn!(attempt, "Done: {e:#}"),
@@ -813,34 +935,24 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
                 req.group_id
             )));
         }
-        let children = launch(&self.state, &req, &part)
-            .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
-        if children.is_empty() {
+        let local_processes = local_process_count(cfg, &req, &part);
+        if local_processes == 0 {
             tracing::info!(group = req.group_id, head = req.hosts[0].node_id, gpus = ?part.gpu_ids, "share run by the head's mpirun");
             return Ok(Response::new(pb::ExecuteReply { local_processes: 0 }));
         }
-        let local_processes = children.len() as u32;
-        let pgids = children
-            .iter()
-            .filter_map(|c| c.id())
-            .map(|p| p as i32)
-            .collect();
         tasks.insert(
             req.group_id,
             Task {
-                pgids,
+                pgids: Vec::new(),
                 killed: false,
                 exited: Arc::new(Notify::new()),
             },
         );
         drop(tasks);
-        tracing::info!(group = req.group_id, jobs = req.jobs.len(), gpus = ?part.gpu_ids, first_rank = part.first_rank, "launched");
-        tokio::spawn(watch_launch(
-            self.state.clone(),
-            req.group_id,
-            children,
-            Instant::now(),
-        ));
+        // The launch is recorded (heartbeats list it, Kill finds it): answer now and start
+        // the process trees off the RPC path, so a round's dispatch does not wait for
+        // process spawns. A failed spawn is reported through Done.
+        tokio::spawn(start_launch(self.state.clone(), req, part));
         Ok(Response::new(pb::ExecuteReply { local_processes }))
     }
 
@@ -1016,6 +1128,25 @@ mod tests {
         bad_addr.hosts[1].addr = "node-b".into();
         let err = validate_execute(&config(3, vec![0, 1, 2, 3]), &bad_addr).unwrap_err();
         assert!(err.message().contains("not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn execute_announces_the_processes_it_will_start() {
+        let req = two_node_request();
+        let head = config(3, vec![0, 1, 2, 3]);
+        let other = config(5, vec![0, 1, 2, 3]);
+        let part = |cfg: &WorkerConfig| validate_execute(cfg, &req).unwrap();
+        // Without MPI every node starts one trainer per local rank.
+        assert_eq!(local_process_count(&head, &req, &part(&head)), 4);
+        assert_eq!(local_process_count(&other, &req, &part(&other)), 2);
+        // Under MPI the head's mpirun runs every rank; the other node starts nothing.
+        let mpi = |mut cfg: WorkerConfig| {
+            cfg.use_mpi = true;
+            cfg
+        };
+        let (head, other) = (mpi(head), mpi(other));
+        assert_eq!(local_process_count(&head, &req, &part(&head)), 1);
+        assert_eq!(local_process_count(&other, &req, &part(&other)), 0);
     }
 
     #[test]

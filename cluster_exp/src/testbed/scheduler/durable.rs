@@ -283,7 +283,7 @@ impl Testbed {
             for node in nodes {
                 match self.worker_client(node) {
                     Some(client) => {
-                        kills.spawn(kill_group(client, node, id));
+                        kills.spawn(kill_group(client, node, id, self.rpc_deadline()));
                     }
                     None => waiting.push(node),
                 }

@@ -38,6 +38,11 @@ use crate::policy::{self, Policy, PolicyOptions};
 use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::{JobSpec, Trace};
 
+mod gpu_assign;
+mod realtime;
+
+use gpu_assign::GpuAssigner;
+
 /// Everything `muri scheduler` is told.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -249,8 +254,8 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
 fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
     super::advertised_ip(cfg.listen, cfg.advertise)?;
     anyhow::ensure!(
-        cfg.fast_forwarding >= 2,
-        "--fast_forwarding must be at least 2 iterations"
+        cfg.fast_forwarding != 1,
+        "--fast_forwarding must be 0 (real time) or at least 2 iterations"
     );
     anyhow::ensure!(
         cfg.schedule_interval.is_finite() && cfg.schedule_interval > 0.0,
@@ -349,6 +354,8 @@ struct Testbed {
     decisions: Option<DecisionLog>,
     /// Decisions already in the file.
     decisions_written: usize,
+    /// Launches and progress of the real-time mode (`--fast_forwarding 0`).
+    realtime: realtime::RealTime,
 }
 
 impl Testbed {
@@ -394,11 +401,15 @@ impl Testbed {
             launches: 0,
             decisions: cfg.decisions.as_ref().map(|_| DecisionLog::new()),
             decisions_written: 0,
+            realtime: realtime::RealTime::default(),
             cfg,
         })
     }
 
     async fn run(&mut self) -> anyhow::Result<RunSummary> {
+        if self.cfg.fast_forwarding == 0 && self.cfg.executor == Executor::Trainers {
+            return self.run_realtime().await;
+        }
         self.wait_for_workers().await?;
         self.started = Instant::now();
         self.now = self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0);
@@ -411,6 +422,10 @@ impl Testbed {
                 None => break,
             }
         }
+        Ok(self.summary())
+    }
+
+    fn summary(&self) -> RunSummary {
         let summary = RunSummary {
             completed: self.records.len(),
             failed: self.extra.iter().filter(|e| e.failed).count(),
@@ -420,7 +435,7 @@ impl Testbed {
             virtual_seconds: self.now,
         };
         tracing::info!(?summary, "all jobs finished");
-        Ok(summary)
+        summary
     }
 
     async fn wait_for_workers(&mut self) -> anyhow::Result<()> {
@@ -788,17 +803,18 @@ impl Testbed {
     }
 
     /// Each placed job with its group members (sorted, once), and the GPU ids of its
-    /// placement per node (`None` when a node of it has no worker or it names no nodes).
+    /// placement per node (`None` when a node of it has no worker, or too few GPUs are
+    /// free). A group the policy left where it runs keeps its GPUs; a placement without
+    /// nodes (Tiresias places by GPU count only) gets free GPUs of live workers.
     fn placed_groups(&self, alive: &[u32]) -> Vec<PlacedGroup> {
         let mut seen: HashSet<JobIdx> = HashSet::new();
-        let mut next_gpu: HashMap<u32, usize> = HashMap::new();
         let workers = self
             .shared
             .workers
             .lock()
             .map(|w| w.clone())
             .unwrap_or_default();
-        let mut out = Vec::new();
+        let mut placed: Vec<(Vec<JobIdx>, &Placement)> = Vec::new();
         for &j in &self.runnable {
             let Some(placement) = &self.jobs[j].placement else {
                 continue;
@@ -812,10 +828,31 @@ impl Testbed {
             members.sort_unstable();
             members.dedup();
             seen.extend(&members);
-            let gpus = assign_gpus(placement, alive, &workers, &mut next_gpu);
-            out.push((members, gpus));
+            placed.push((members, placement));
         }
-        out
+        let mut gpus = GpuAssigner::new(alive, &workers);
+        let mut out: Vec<Option<gpu_assign::NodeGpus>> = placed
+            .iter()
+            .map(|(members, placement)| {
+                let running = self.running.iter().find(|g| g.members == *members)?;
+                gpus.keep(placement, &running.gpus)
+            })
+            .collect();
+        for (slot, (_, placement)) in out.iter_mut().zip(&placed) {
+            if slot.is_none() && !placement.shares.is_empty() {
+                *slot = gpus.place(placement);
+            }
+        }
+        for (slot, (members, placement)) in out.iter_mut().zip(&placed) {
+            if slot.is_none() && placement.shares.is_empty() {
+                *slot = gpus.place_anywhere(self.jobs[members[0]].num_gpu());
+            }
+        }
+        placed
+            .into_iter()
+            .zip(out)
+            .map(|((members, _), gpus)| (members, gpus))
+            .collect()
     }
 
     /// Sends every group's Execute to every node of its placement, collects the samples,
@@ -983,7 +1020,10 @@ impl Testbed {
                     job_id: job.spec.job_id,
                     model: job.spec.model_name.clone(),
                     batch_size: job.spec.batch_size,
-                    iterations: self.cfg.fast_forwarding,
+                    iterations: match self.cfg.fast_forwarding {
+                        0 => self.remaining_iterations(m),
+                        sample => sample,
+                    },
                     stage_ms: emulated_stage_ms(job, order.len()),
                     checkpoint_path: self
                         .cfg
@@ -1337,31 +1377,6 @@ fn profile_key(job: &Job) -> ([u64; 3], u64) {
     )
 }
 
-/// GPU ids for each node of a placement: node i of the policy's cluster is the i-th live
-/// worker; GPUs are handed out per node in placement order; the first share's node is the
-/// launch's head (rank 0).
-fn assign_gpus(
-    placement: &Placement,
-    alive: &[u32],
-    workers: &BTreeMap<u32, super::service::WorkerEntry>,
-    next_gpu: &mut HashMap<u32, usize>,
-) -> Option<Vec<(u32, Vec<u32>)>> {
-    let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
-    for share in &placement.shares {
-        let node = *alive.get(share.node as usize)?;
-        let gpus = &workers.get(&node)?.gpus;
-        let from = next_gpu.entry(node).or_insert(0);
-        let ids = gpus.get(*from..*from + share.gpus as usize)?;
-        *from += share.gpus as usize;
-        // One host entry per node: two shares on a node are one MPI host with both's ranks.
-        match out.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, held)) => held.extend_from_slice(ids),
-            None => out.push((node, ids.to_vec())),
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 /// The members in pipeline-slot order: the permutation with the shortest modelled period.
 fn slot_order(jobs: &[Job], members: &[JobIdx]) -> Vec<JobIdx> {
     if members.len() < 2 {
@@ -1414,6 +1429,8 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
                     )));
             }
         }
+        // A member that finished early (real-time mode): the launch's own report follows.
+        Event::Report(r) if r.partial => {}
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
                 let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);

@@ -5,7 +5,9 @@
 //! round the placements are turned into GPU ids in three passes:
 //! 1. a group that runs already, and that the policy left on the same nodes with the same
 //!    counts, keeps its GPU ids, so it is not relaunched because another group moved;
-//! 2. other placements get the first free GPUs of their nodes;
+//! 2. other placements get the first free GPUs of their nodes, and GPUs already handed out
+//!    when the policy put more on a node than it has free (AntMan's opportunistic jobs
+//!    share the GPUs of guaranteed ones);
 //! 3. placements without nodes get free GPUs wherever they are: one node when one has
 //!    enough (the fullest that fits), else node after node.
 
@@ -37,17 +39,15 @@ impl<'a> GpuAssigner<'a> {
     }
 
     /// Pass 1: `running`'s GPU ids, when `placement` puts the same number of GPUs on each
-    /// of the same nodes (in the same order) and none of them is taken.
+    /// of the same nodes (in the same order). Running groups hold disjoint GPUs unless the
+    /// policy made them share, so keeping them all never doubles a GPU up by itself.
     pub(super) fn keep(&mut self, placement: &Placement, running: &NodeGpus) -> Option<NodeGpus> {
         let wanted = self.node_counts(placement)?;
         let had: Vec<(u32, u32)> = running
             .iter()
             .map(|(n, ids)| (*n, ids.len() as u32))
             .collect();
-        let free = running
-            .iter()
-            .all(|(n, ids)| ids.iter().all(|g| !self.used.contains(&(*n, *g))));
-        if wanted != had || !free {
+        if wanted != had {
             return None;
         }
         for (n, ids) in running {
@@ -56,19 +56,26 @@ impl<'a> GpuAssigner<'a> {
         Some(running.clone())
     }
 
-    /// Pass 2: the first free GPUs of each node the placement names; `None` when a node has
-    /// no worker (or too few free GPUs).
+    /// Pass 2: the first free GPUs of each node the placement names, then (the policy
+    /// shares GPUs) the node's GPUs already handed out; `None` when a node has no worker or
+    /// fewer GPUs than the placement puts on it.
     pub(super) fn place(&mut self, placement: &Placement) -> Option<NodeGpus> {
         let counts = self.node_counts(placement)?;
         let mut out = NodeGpus::new();
         for (node, count) in counts {
-            let ids: Vec<u32> = self
-                .free_on(node)
-                .into_iter()
-                .take(count as usize)
-                .collect();
-            if ids.len() < count as usize {
-                self.release(&out);
+            let count = count as usize;
+            let mut ids: Vec<u32> = self.free_on(node).into_iter().take(count).collect();
+            if ids.len() < count {
+                let all = self.workers.get(&node).map(|w| w.gpus.clone());
+                let shared: Vec<u32> = all
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|g| !ids.contains(g))
+                    .take(count - ids.len())
+                    .collect();
+                ids.extend(shared);
+            }
+            if ids.len() < count {
                 return None;
             }
             self.used.extend(ids.iter().map(|&g| (node, g)));
@@ -146,13 +153,5 @@ impl<'a> GpuAssigner<'a> {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    fn release(&mut self, gpus: &NodeGpus) {
-        for (n, ids) in gpus {
-            for g in ids {
-                self.used.remove(&(*n, *g));
-            }
-        }
     }
 }

@@ -11,6 +11,9 @@
 //! clock jumps to the next round: the next predicted completion, arrival, policy wake-up,
 //! retry, or `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
+//! With `--fast_forwarding 0` the real-time driver (`scheduler/realtime.rs`) runs the same
+//! round on the wall clock instead: launches run every remaining iteration and jobs complete
+//! when their trainers report it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;

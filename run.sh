@@ -20,6 +20,9 @@
 #     --gpu-mix 1:0.35,2:0.2,4:0.2,8:0.25 --seed 5 -o trace-data/testbed-multinode.csv
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
 # PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+# FAST_FORWARD=0 runs in real time: every iteration runs, the virtual clock is wall time ÷
+# TIME_SCALE, which then defaults to 0.004 for emulated stages (testbed.csv's 33,561 virtual
+# seconds take about 2.5 minutes) and to 1 for real models.
 # EXECUTOR=model completes launches with the simulator's progress model instead of trainers
 # (workers still register); its results/<policy>/decisions.csv then equals the decision log of
 # `muri simulate --decisions` on the same trace and cluster (`muri diff` compares them). Every
@@ -47,6 +50,7 @@ case $workload in
   real) trace=trace-data/testbed-real.csv; TIME_SCALE=${TIME_SCALE:-1}; FAST_FORWARD=${FAST_FORWARD:-5} ;;
   *) echo "WORKLOAD must be emulated or real" >&2; exit 2 ;;
 esac
+[ "${FAST_FORWARD:-}" = 0 ] && TIME_SCALE=${TIME_SCALE:-0.004}
 workers=2 gpus=4 spec="" hosts=local
 while [ $# -gt 0 ]; do
   case $1 in

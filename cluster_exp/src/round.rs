@@ -122,6 +122,16 @@ impl EventQueue {
         }
     }
 
+    /// Submit time of the next arrival.
+    pub fn next_arrival(&self) -> Option<f64> {
+        self.starts.front().map(|e| e.time)
+    }
+
+    /// The policy's wake-up, as its last round named it.
+    pub fn wakeup(&self) -> Option<f64> {
+        self.wakeup
+    }
+
     /// Jobs that have not arrived yet remain.
     pub fn has_arrivals(&self) -> bool {
         !self.starts.is_empty()
@@ -211,7 +221,20 @@ impl Round<'_> {
         }
     }
 
-    fn complete(&mut self, ends: &[JobIdx], now: f64) {
+    /// Admits every arrival due by `now`, for a driver whose jobs complete on reports
+    /// from their trainers instead of on predicted end events (the real-time testbed).
+    pub fn admit_due(&mut self, now: f64) {
+        while self.events.next_arrival().is_some_and(|t| t <= now) {
+            if let Some(event) = self.events.starts.pop_front() {
+                for &j in &event.jobs {
+                    self.admit(j);
+                }
+            }
+        }
+    }
+
+    /// Completes `ends` at `now`: records them and takes them out of the runnable jobs.
+    pub fn complete(&mut self, ends: &[JobIdx], now: f64) {
         for &j in ends {
             let job = &mut self.jobs[j];
             if job.status == Status::Done {

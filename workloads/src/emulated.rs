@@ -117,6 +117,10 @@ impl JobWorkload for EmulatedJob {
     fn iterations_done(&self) -> u64 {
         self.iterations_done
     }
+
+    fn absorb_delay(&mut self, late: Duration) {
+        self.overrun_s += late.as_secs_f64();
+    }
 }
 
 #[cfg(test)]

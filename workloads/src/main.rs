@@ -243,7 +243,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let slot_jobs = build_workloads(&args, &jobs)?;
+    let early_finish = reporter.as_ref().map(Reporter::early_finish_sender);
+    let slot_jobs = build_workloads(&args, &jobs, early_finish.as_ref())?;
     if args.warmup > 0 {
         let warm: Vec<SlotJob> = slot_jobs
             .iter()
@@ -281,6 +282,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             "muri-trainer: stopped by SIGTERM after {:?} iterations; checkpoints saved",
             measured.iterations_run
         );
+        // The scheduler carries these counts into the next launch; it may be gone already
+        // (shutting down), which is no failure of this launch.
+        if let Some(r) = reporter {
+            if let Err(e) = r.report(&jobs, &measured, startup_s, &usage) {
+                tracing::warn!("final report after SIGTERM: {e:#}");
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     match reporter {
@@ -409,7 +417,14 @@ fn checkpoint_path(args: &Args, job_id: u64) -> Option<PathBuf> {
         .map(|d| d.join(format!("job-{job_id}.ckpt")))
 }
 
-fn build_workloads(args: &Args, jobs: &[JobArg]) -> anyhow::Result<Vec<SlotJob>> {
+/// Every job's workload, resumed from its checkpoint; jobs shorter than the group's
+/// longest announce their last iteration on `early_finish`.
+fn build_workloads(
+    args: &Args,
+    jobs: &[JobArg],
+    early_finish: Option<&EarlyFinish>,
+) -> anyhow::Result<Vec<SlotJob>> {
+    let longest = jobs.iter().map(|j| j.iterations).max().unwrap_or(0);
     #[cfg(feature = "torch")]
     if args.workload == Workload::Real {
         muri_workloads::torch::configure_threads(args.torch_threads);
@@ -424,6 +439,13 @@ fn build_workloads(args: &Args, jobs: &[JobArg]) -> anyhow::Result<Vec<SlotJob>>
         }
         if args.check_sync {
             w = Box::new(SyncChecked { inner: w });
+        }
+        if let Some(tx) = early_finish.filter(|_| j.iterations > 0 && j.iterations < longest) {
+            w = Box::new(FinishNotice {
+                inner: w,
+                left: j.iterations,
+                notify: tx.clone(),
+            });
         }
         tracing::debug!(job = j.job_id, model = %j.model, batch = j.batch_size, slot = j.slot, "workload ready");
         out.push(SlotJob {
@@ -540,6 +562,9 @@ impl JobWorkload for SyncChecked {
     fn param_checksum(&self) -> Option<Vec<f32>> {
         self.inner.param_checksum()
     }
+    fn absorb_delay(&mut self, late: Duration) {
+        self.inner.absorb_delay(late)
+    }
 }
 
 /// Rank 0 of each job saves its checkpoint (all ranks hold identical state).
@@ -610,6 +635,9 @@ impl Reporter {
         }))
     }
 
+    /// The launch's final report: measured times, what rank 0's process used and, per job,
+    /// the iterations it ran (so a stopped launch's jobs resume where they stopped) and
+    /// whether it ran them all.
     fn report(
         mut self,
         jobs: &[JobArg],
@@ -617,6 +645,12 @@ impl Reporter {
         startup_s: f64,
         usage: &Usage,
     ) -> anyhow::Result<()> {
+        let finished_job_ids = jobs
+            .iter()
+            .zip(&m.iterations_run)
+            .filter(|(j, &ran)| j.iterations > 0 && ran >= j.iterations)
+            .map(|(j, _)| j.job_id)
+            .collect();
         let req = pb::ReportIterTimeRequest {
             group_id: self.group_id,
             job_ids: jobs.iter().map(|j| j.job_id).collect(),
@@ -631,11 +665,88 @@ impl Reporter {
                 write_bps: usage.write_bps,
                 gpu_util: usage.gpu_util,
             }),
+            job_iterations: m.iterations_run.clone(),
+            finished_job_ids,
+            partial: false,
         };
         self.rt
             .block_on(self.client.report_iter_time(req))
             .context("ReportIterTime")?;
         Ok(())
+    }
+}
+
+impl Reporter {
+    /// Where a job that finishes before the group's longest announces its job id: each is
+    /// sent to the scheduler (a partial report) the moment its last iteration ends, so that
+    /// in real-time mode it completes then, not when the whole launch exits.
+    fn early_finish_sender(&self) -> EarlyFinish {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let (mut client, group_id) = (self.client.clone(), self.group_id);
+        self.rt.spawn(async move {
+            while let Some(job_id) = rx.recv().await {
+                let req = pb::ReportIterTimeRequest {
+                    group_id,
+                    job_ids: vec![job_id],
+                    finished_job_ids: vec![job_id],
+                    partial: true,
+                    ..Default::default()
+                };
+                if let Err(e) = client.report_iter_time(req).await {
+                    tracing::warn!(job = job_id, "early-finish report: {}", e.message());
+                }
+            }
+        });
+        tx
+    }
+}
+
+type EarlyFinish = tokio::sync::mpsc::UnboundedSender<u64>;
+
+/// Counts a job's iterations in this launch and announces its last one.
+struct FinishNotice {
+    inner: Box<dyn JobWorkload>,
+    left: u64,
+    notify: EarlyFinish,
+}
+
+impl JobWorkload for FinishNotice {
+    fn job_id(&self) -> u64 {
+        self.inner.job_id()
+    }
+    fn load_data(&mut self) -> anyhow::Result<()> {
+        self.inner.load_data()
+    }
+    fn compute(&mut self) -> anyhow::Result<()> {
+        self.inner.compute()
+    }
+    fn allreduce_and_step(&mut self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()> {
+        self.inner.allreduce_and_step(comm, slot)?;
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
+            // The receiver lives as long as the reporter's runtime: a closed channel only
+            // means the process is exiting.
+            let _ = self.notify.send(self.inner.job_id());
+        }
+        Ok(())
+    }
+    fn checkpoint(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.inner.checkpoint(path)
+    }
+    fn restore(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.inner.restore(path)
+    }
+    fn last_loss(&self) -> Option<f64> {
+        self.inner.last_loss()
+    }
+    fn iterations_done(&self) -> u64 {
+        self.inner.iterations_done()
+    }
+    fn param_checksum(&self) -> Option<Vec<f32>> {
+        self.inner.param_checksum()
+    }
+    fn absorb_delay(&mut self, late: Duration) {
+        self.inner.absorb_delay(late)
     }
 }
 

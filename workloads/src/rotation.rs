@@ -78,8 +78,12 @@ pub fn run(
     let mut sync_done: Vec<Vec<Instant>> = vec![Vec::new(); SLOTS];
     let mut draining = false;
     let started = Instant::now();
+    // Time the rotation spent beyond its stages' work (spawning, joining, draining checks),
+    // handed to the next stage's jobs to make up: see `JobWorkload::absorb_delay`.
+    let mut late = Duration::ZERO;
     let mut t = 0;
     while t <= last_stage {
+        let stage_started = Instant::now();
         let s = (t % 4) as usize;
         if s == 0 && !draining && comm.agree_any(stop.load(Ordering::Relaxed))? {
             draining = true;
@@ -97,22 +101,30 @@ pub fn run(
         let sync_slot = (s + 1) % 4;
         let compute_job = active(&by_slot, &limits, compute_slot, t, 2);
         let sync_job = active(&by_slot, &limits, sync_slot, t, 3);
-        std::thread::scope(|scope| -> anyhow::Result<()> {
+        let owed = if compute_job.is_some() || sync_job.is_some() {
+            std::mem::take(&mut late)
+        } else {
+            Duration::ZERO
+        };
+        let work = std::thread::scope(|scope| -> anyhow::Result<Duration> {
             let compute = compute_job.map(|job| {
                 let times = stage_times.clone();
-                scope.spawn(move || compute_stage(job, data, &times))
+                scope.spawn(move || compute_stage(job, data, &times, owed))
             });
+            let mut work = Duration::ZERO;
             if let Some(job) = sync_job {
-                sync_stage(job, comm, &stage_times)?;
+                work = sync_stage(job, comm, &stage_times, owed)?;
                 sync_done[sync_slot].push(Instant::now());
             }
             if let Some(handle) = compute {
-                handle
+                let took = handle
                     .join()
                     .map_err(|_| anyhow!("compute thread panicked"))??;
+                work = work.max(took);
             }
-            Ok(())
+            Ok(work)
         })?;
+        late += stage_started.elapsed().saturating_sub(work);
         if s == 3 {
             finished.fetch_add(1, Ordering::Relaxed);
         }
@@ -190,11 +202,14 @@ fn spawn_data_load(job: &SlotJob, times: StageTimes) -> JoinHandle<anyhow::Resul
     })
 }
 
+/// Joins the job's data load, then computes; returns how long both took (the stage's work).
 fn compute_stage(
     job: &SlotJob,
     data: Option<JoinHandle<anyhow::Result<()>>>,
     times: &StageTimes,
-) -> anyhow::Result<()> {
+    owed: Duration,
+) -> anyhow::Result<Duration> {
+    let began = Instant::now();
     if let Some(handle) = data {
         handle
             .join()
@@ -205,22 +220,31 @@ fn compute_stage(
         .workload
         .lock()
         .map_err(|_| anyhow!("workload lock poisoned"))?;
+    w.absorb_delay(owed);
     w.compute()
         .with_context(|| format!("job {}: compute stage", w.job_id()))?;
     record(times, 1, started.elapsed());
-    Ok(())
+    Ok(began.elapsed())
 }
 
-fn sync_stage(job: &SlotJob, comm: &dyn Collective, times: &StageTimes) -> anyhow::Result<()> {
+/// The all-reduce and step; returns how long they took.
+fn sync_stage(
+    job: &SlotJob,
+    comm: &dyn Collective,
+    times: &StageTimes,
+    owed: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut w = job
         .workload
         .lock()
         .map_err(|_| anyhow!("workload lock poisoned"))?;
+    w.absorb_delay(owed);
     w.allreduce_and_step(comm, job.slot)
         .with_context(|| format!("job {}: all-reduce stage", w.job_id()))?;
-    record(times, 2, started.elapsed());
-    Ok(())
+    let took = started.elapsed();
+    record(times, 2, took);
+    Ok(took)
 }
 
 /// Per phase (k live members, k = n … 1), the mean gap between consecutive iteration ends

@@ -65,4 +65,8 @@ pub trait JobWorkload: Send {
     fn param_checksum(&self) -> Option<Vec<f32>> {
         None
     }
+    /// The rotation ran `late` behind this workload's stage times (thread start-up and
+    /// hand-offs between stages): an emulated workload makes it up in its next sleeps, so
+    /// its iterations keep their profiled length; real work has nothing to shorten.
+    fn absorb_delay(&mut self, _late: std::time::Duration) {}
 }

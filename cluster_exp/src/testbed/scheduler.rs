@@ -11,6 +11,9 @@
 //! clock jumps to the next round: the next predicted completion, arrival, policy wake-up,
 //! retry, or `--schedule_interval` tick, whichever is first. Unchanged groups keep their measured
 //! speed without a relaunch (quirk 19 of the reference, which relaunches everything).
+//! With `--fast_forwarding 0` the real-time driver (`scheduler/realtime.rs`) runs the same
+//! round on the wall clock instead: launches run every remaining iteration and jobs complete
+//! when their trainers report it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +43,10 @@ use crate::round::{DecisionLog, EventQueue, Round};
 use crate::trace::{JobSpec, Trace};
 
 mod durable;
+mod gpu_assign;
+mod realtime;
+
+use gpu_assign::GpuAssigner;
 
 /// Everything `muri scheduler` is told.
 #[derive(Debug, Clone)]
@@ -268,8 +275,8 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
 fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
     super::advertised_ip(cfg.listen, cfg.advertise)?;
     anyhow::ensure!(
-        cfg.fast_forwarding >= 2,
-        "--fast_forwarding must be at least 2 iterations"
+        cfg.fast_forwarding != 1,
+        "--fast_forwarding must be 0 (real time) or at least 2 iterations"
     );
     anyhow::ensure!(
         cfg.schedule_interval.is_finite() && cfg.schedule_interval > 0.0,
@@ -280,6 +287,12 @@ fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
         "--time_scale must be > 0"
     );
     anyhow::ensure!(cfg.max_attempts >= 1, "--max_attempts must be at least 1");
+    // The real-time driver keeps its launches outside the journal: resuming one would lose
+    // them, so the combination is refused rather than half supported.
+    anyhow::ensure!(
+        cfg.state_dir.is_none() || cfg.fast_forwarding != 0 || cfg.executor == Executor::Model,
+        "--state_dir is not supported in real-time mode (--fast_forwarding 0) yet"
+    );
     if let Some(trace) = &cfg.trace {
         crate::simulate::check_fits(trace, &cfg.spec)?;
     }
@@ -390,6 +403,8 @@ struct Testbed {
     lost_streak: u32,
     /// The longest round (real time) and its number.
     longest_round: (Duration, usize),
+    /// Launches and progress of the real-time mode (`--fast_forwarding 0`).
+    realtime: realtime::RealTime,
 }
 
 impl Testbed {
@@ -445,6 +460,7 @@ impl Testbed {
             strays_sent: HashMap::new(),
             lost_streak: 0,
             longest_round: (Duration::ZERO, 0),
+            realtime: realtime::RealTime::default(),
             cfg,
         };
         testbed.open_state()?;
@@ -452,6 +468,9 @@ impl Testbed {
     }
 
     async fn run(&mut self) -> anyhow::Result<RunSummary> {
+        if self.cfg.fast_forwarding == 0 && self.cfg.executor == Executor::Trainers {
+            return self.run_realtime().await;
+        }
         self.wait_for_workers().await?;
         self.kill_orphans().await;
         self.started = Instant::now();
@@ -475,6 +494,10 @@ impl Testbed {
                 None => finished = true,
             }
         }
+        Ok(self.summary())
+    }
+
+    fn summary(&self) -> RunSummary {
         let summary = RunSummary {
             completed: self.records.len(),
             failed: self.extra.iter().filter(|e| e.failed).count(),
@@ -489,7 +512,7 @@ impl Testbed {
             "longest round: {:.3} s wall (round {} of {})",
             summary.longest_round_s, self.longest_round.1, self.rounds
         );
-        Ok(summary)
+        summary
     }
 
     /// Logs a round's real duration (what a stopped worker must never stretch beyond the
@@ -996,17 +1019,18 @@ impl Testbed {
     }
 
     /// Each placed job with its group members (sorted, once), and the GPU ids of its
-    /// placement per node (`None` when a node of it has no worker or it names no nodes).
+    /// placement per node (`None` when a node of it has no worker, or too few GPUs are
+    /// free). A group the policy left where it runs keeps its GPUs; a placement without
+    /// nodes (Tiresias places by GPU count only) gets free GPUs of live workers.
     fn placed_groups(&self, alive: &[u32]) -> Vec<PlacedGroup> {
         let mut seen: HashSet<JobIdx> = HashSet::new();
-        let mut next_gpu: HashMap<u32, usize> = HashMap::new();
         let workers = self
             .shared
             .workers
             .lock()
             .map(|w| w.clone())
             .unwrap_or_default();
-        let mut out = Vec::new();
+        let mut placed: Vec<(Vec<JobIdx>, &Placement)> = Vec::new();
         for &j in &self.runnable {
             let Some(placement) = &self.jobs[j].placement else {
                 continue;
@@ -1020,10 +1044,31 @@ impl Testbed {
             members.sort_unstable();
             members.dedup();
             seen.extend(&members);
-            let gpus = assign_gpus(placement, alive, &workers, &mut next_gpu);
-            out.push((members, gpus));
+            placed.push((members, placement));
         }
-        out
+        let mut gpus = GpuAssigner::new(alive, &workers);
+        let mut out: Vec<Option<gpu_assign::NodeGpus>> = placed
+            .iter()
+            .map(|(members, placement)| {
+                let running = self.running.iter().find(|g| g.members == *members)?;
+                gpus.keep(placement, &running.gpus)
+            })
+            .collect();
+        for (slot, (_, placement)) in out.iter_mut().zip(&placed) {
+            if slot.is_none() && !placement.shares.is_empty() {
+                *slot = gpus.place(placement);
+            }
+        }
+        for (slot, (members, placement)) in out.iter_mut().zip(&placed) {
+            if slot.is_none() && placement.shares.is_empty() {
+                *slot = gpus.place_anywhere(self.jobs[members[0]].num_gpu());
+            }
+        }
+        placed
+            .into_iter()
+            .zip(out)
+            .map(|((members, _), gpus)| (members, gpus))
+            .collect()
     }
 
     /// Sends every group's Execute to every node of its placement, collects the samples,
@@ -1217,7 +1262,10 @@ impl Testbed {
                     job_id: job.spec.job_id,
                     model: job.spec.model_name.clone(),
                     batch_size: job.spec.batch_size,
-                    iterations: self.cfg.fast_forwarding,
+                    iterations: match self.cfg.fast_forwarding {
+                        0 => self.remaining_iterations(m),
+                        sample => sample,
+                    },
                     stage_ms: emulated_stage_ms(job, order.len(), stretch),
                     checkpoint_path: self
                         .cfg
@@ -1632,31 +1680,6 @@ fn profile_key(job: &Job) -> ([u64; 3], u64) {
     )
 }
 
-/// GPU ids for each node of a placement: node i of the policy's cluster is the i-th live
-/// worker; GPUs are handed out per node in placement order; the first share's node is the
-/// launch's head (rank 0).
-fn assign_gpus(
-    placement: &Placement,
-    alive: &[u32],
-    workers: &BTreeMap<u32, super::service::WorkerEntry>,
-    next_gpu: &mut HashMap<u32, usize>,
-) -> Option<Vec<(u32, Vec<u32>)>> {
-    let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
-    for share in &placement.shares {
-        let node = *alive.get(share.node as usize)?;
-        let gpus = &workers.get(&node)?.gpus;
-        let from = next_gpu.entry(node).or_insert(0);
-        let ids = gpus.get(*from..*from + share.gpus as usize)?;
-        *from += share.gpus as usize;
-        // One host entry per node: two shares on a node are one MPI host with both's ranks.
-        match out.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, held)) => held.extend_from_slice(ids),
-            None => out.push((node, ids.to_vec())),
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 /// The members in pipeline-slot order: the permutation with the shortest modelled period.
 fn slot_order(jobs: &[Job], members: &[JobIdx]) -> Vec<JobIdx> {
     if members.len() < 2 {
@@ -1709,6 +1732,8 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
                     )));
             }
         }
+        // A member that finished early (real-time mode): the launch's own report follows.
+        Event::Report(r) if r.partial => {}
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
                 let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);

@@ -74,7 +74,7 @@ libmpi_dir=$(python3 -c 'import sys; print(sys.prefix + "/lib")' 2>/dev/null || 
 if [ -f "$bin_dir/TORCH_VERSION" ]; then
   built_for=$(cat "$bin_dir/TORCH_VERSION")
   if [ -z "$torch_lib" ] || [ ! -f "$torch_lib/libtorch_cpu.so" ]; then
-    say "error: $bin_dir needs libtorch $built_for at run time, and python3 finds no torch here (set MURI_TORCH_LIB=<site-packages>/torch/lib)"
+    say "error: $bin_dir needs libtorch $built_for at run time: no libtorch_cpu.so in '${torch_lib:-python3 finds no torch}' (point MURI_TORCH_LIB at <site-packages>/torch/lib)"
     exit 1
   fi
   if [ "${torch_version%%+*}" != "$built_for" ]; then

@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/muri-rs/target
 export CARGO_TARGET_DIR
 MURI := $(CARGO_TARGET_DIR)/release/muri
 
-.PHONY: simulate test build bench fmt clippy trace-data clean rpc gpu gpu-check
+.PHONY: simulate test build bench fmt clippy trace-data clean rpc gpu gpu-check gpu-carry
 
 simulate:            ## default trace, every policy, comparison table
 	scripts/simulate.sh
@@ -23,6 +23,9 @@ gpu:                 ## GPU binaries into gpu-bin/ against the GPU machine's lib
 
 gpu-check:           ## the GPU check (CPU fallback without a GPU) into results/gpu-check.txt
 	scripts/gpu-check.sh
+
+gpu-carry:           ## gpu-bin/ up to date, its carry size checked, and the device run to ask for
+	scripts/gpu-carry.sh $(TORCH_VERSION)
 
 bench: build         ## the BENCHMARKS.md figures
 	scripts/bench.sh

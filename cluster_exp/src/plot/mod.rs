@@ -1,6 +1,6 @@
 //! Figures from run logs (`muri plot`): paper-style normalised bar charts, JCT CDFs and
 //! cluster timelines, drawn with plotters into PNG and SVG, and into PDF through svg2pdf
-//! ([`pdf`]); `--paper` lays out the paper's Figures 9–13 ([`paper`]).
+//! ([`svg_to_pdf`]); `--paper` lays out the paper's Figures 9–13 ([`paper`]).
 //!
 //! Everything is computed from the logs on disk: each run's `job.csv` (recomputed with
 //! [`Summary`]) and `cluster.csv`. A directory of runs is either a sweep

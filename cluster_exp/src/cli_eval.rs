@@ -240,9 +240,27 @@ pub struct PlotArgs {
     /// Where the figures go (default: DIR/plots).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Image formats, comma-separated: png, svg.
+    /// Image formats, comma-separated: png, svg, pdf.
     #[arg(long, default_value = "png,svg")]
     pub format: String,
+    /// Draw only these policies, in this order (comma-separated; reference names such as
+    /// `shortest`, paper names such as `SRTF`, or run directory names such as
+    /// `multi-resource-blossom-same-gpu-unaware-p2`). Default: every policy.
+    #[arg(long, value_delimiter = ',', value_name = "POLICY,...")]
+    pub policies: Option<Vec<String>>,
+    /// Draw only these traces, in this order (comma-separated). Default: every trace.
+    #[arg(long, value_delimiter = ',', value_name = "TRACE,...")]
+    pub traces: Option<Vec<String>>,
+    /// Put a title line on each figure (default: none, as papers set captions themselves).
+    #[arg(long, overrides_with = "no_title")]
+    pub title: bool,
+    /// No title line on the figures (the default).
+    #[arg(long = "no_title", alias = "no-title", overrides_with = "title")]
+    pub no_title: bool,
+    /// Draw Figures 9-13 of the Muri paper in its layout (one file per figure:
+    /// fig9 … fig13, plus paper.csv) from DIR, the output of `muri sweep experiments/all.toml`.
+    #[arg(long, conflicts_with_all = ["policies", "traces", "baseline", "timeline"])]
+    pub paper: bool,
     /// Policy the bar charts are normalised to (name such as
     /// `multi-resource-blossom-same-gpu`, a run directory name, or a paper name such as
     /// `Muri-L`). Default: Muri-S if present, else Muri-L, else the first policy.
@@ -292,10 +310,25 @@ pub fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
         formats: plot::Format::parse_list(&args.format)?,
         baseline,
         timelines,
+        policies: args.policies,
+        traces: args.traces,
+        title: args.title && !args.no_title,
     };
     let runs = plot::discover_runs(&args.dir)?;
     for warning in check_plotted_runs(&runs, args.allow_mixed)? {
         eprintln!("warning: {warning}");
+    }
+    if args.paper {
+        let report = plot::paper::plot_paper(&runs, &opts)?;
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        eprintln!(
+            "{} files under {} (Figures 9-13 of the paper)",
+            report.files.len(),
+            opts.out.display()
+        );
+        return Ok(());
     }
     let report = plot::plot_runs(&runs, &opts)?;
     for w in &report.warnings {

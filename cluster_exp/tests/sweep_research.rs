@@ -100,6 +100,7 @@ fn a_seeds_sweep_reports_mean_and_ci_over_seeds() {
             formats: vec![plot::Format::Svg],
             baseline: None,
             timelines: Some(Vec::new()),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -1,5 +1,6 @@
 //! Figures from run logs (`muri plot`): paper-style normalised bar charts, JCT CDFs and
-//! cluster timelines, drawn with plotters into PNG and SVG.
+//! cluster timelines, drawn with plotters into PNG and SVG, and into PDF through svg2pdf
+//! ([`svg_to_pdf`]); `--paper` lays out the paper's Figures 9–13 ([`paper`]).
 //!
 //! Everything is computed from the logs on disk: each run's `job.csv` (recomputed with
 //! [`Summary`]) and `cluster.csv`. A directory of runs is either a sweep
@@ -7,7 +8,8 @@
 //! policies (`DIR/<policy>/job.csv`, the trace is then named after `DIR`).
 //!
 //! Text uses DejaVu Sans, embedded in the binary and registered with plotters once, so no
-//! system font library is needed.
+//! system font library is needed. Series are told apart by colour (Okabe–Ito) and by hatch or
+//! dash ([`style`]), so the figures survive greyscale printing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,15 @@ use crate::metrics::Summary;
 use crate::output;
 use crate::policy::{self, PolicyKind};
 
+pub mod paper;
+mod pdf;
+pub mod style;
+
+pub use pdf::svg_to_pdf;
+use style::SeriesStyle;
+
 /// DejaVu Sans (licence: assets/fonts/LICENSE-DejaVu.txt).
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub(crate) static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 static FONT_INIT: Once = Once::new();
 
 /// Registers the embedded font as plotters' "sans-serif" (idempotent).
@@ -49,29 +58,13 @@ const LEGEND_PX: u32 = 19;
 const VALUE_PX: u32 = 18;
 const MAX_LINE_POINTS: usize = 1500;
 
-/// Colour-blind-friendly Tableau 10.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-fn colour(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
-}
-
 /// Output image formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Png,
     Svg,
+    /// Drawn as SVG, converted by svg2pdf.
+    Pdf,
 }
 
 impl Format {
@@ -79,24 +72,26 @@ impl Format {
         match self {
             Format::Png => "png",
             Format::Svg => "svg",
+            Format::Pdf => "pdf",
         }
     }
 
-    /// Parses `png,svg`.
+    /// Parses `png,svg,pdf`.
     pub fn parse_list(s: &str) -> anyhow::Result<Vec<Format>> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let f = match part.to_ascii_lowercase().as_str() {
                 "png" => Format::Png,
                 "svg" => Format::Svg,
-                other => bail!("--format: unknown format `{other}` (expected png, svg)"),
+                "pdf" => Format::Pdf,
+                other => bail!("--format: unknown format `{other}` (expected png, svg, pdf)"),
             };
             if !out.contains(&f) {
                 out.push(f);
             }
         }
         if out.is_empty() {
-            bail!("--format is empty (expected png, svg or png,svg)");
+            bail!("--format is empty (expected one or more of png, svg, pdf)");
         }
         Ok(out)
     }
@@ -364,6 +359,18 @@ fn traces_and_keys(runs: &[Run]) -> (Vec<String>, Vec<String>) {
 /// for the same seed, and the bar is the mean of those ratios with its 95 % interval.
 pub fn normalised_table(runs: &[Run], metric: Metric, baseline: &str) -> NormTable {
     let (traces, keys) = traces_and_keys(runs);
+    normalised_table_of(runs, metric, baseline, traces, keys)
+}
+
+/// As [`normalised_table`], for the given traces and run keys (replicate keys, see
+/// [`replicate_key`]) in the given order.
+pub fn normalised_table_of(
+    runs: &[Run],
+    metric: Metric,
+    baseline: &str,
+    traces: Vec<String>,
+    keys: Vec<String>,
+) -> NormTable {
     let members = |t: &str, k: &str| -> Vec<(&Run, Option<u64>)> {
         runs.iter()
             .filter(|r| r.trace == t)
@@ -437,9 +444,108 @@ pub struct PlotOptions {
     pub formats: Vec<Format>,
     /// Baseline policy of the bar charts (see [`choose_baseline`]).
     pub baseline: Option<String>,
-    /// Timelines to draw: `None` every run, `Some(list)` only those `TRACE/KEY` runs (an empty
-    /// list draws none).
+    /// Timelines to draw: `None` every drawn run, `Some(list)` only those `TRACE/KEY` runs (an
+    /// empty list draws none).
     pub timelines: Option<Vec<String>>,
+    /// Policies to draw, in this order (see [`select_keys`]); `None`: every policy, in
+    /// `muri policies` order.
+    pub policies: Option<Vec<String>>,
+    /// Traces to draw, in this order; `None`: every trace, sorted by name.
+    pub traces: Option<Vec<String>>,
+    /// Whether figures get a title line (papers set their captions themselves).
+    pub title: bool,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            out: PathBuf::from("plots"),
+            formats: vec![Format::Png, Format::Svg],
+            baseline: None,
+            timelines: None,
+            policies: None,
+            traces: None,
+            title: false,
+        }
+    }
+}
+
+/// Resolves `--policies` selectors to run keys (replicate keys), in the order given. A
+/// selector is a run key (`multi-resource-blossom-same-gpu-unaware-p2`), a legend label
+/// (`Muri-L (p2)`) or a policy's reference or paper name, which selects every run of that
+/// policy (all its flag variants). Duplicates keep their first place.
+pub fn select_keys(selectors: &[String], keys: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let have = || {
+        keys.iter()
+            .map(|k| label_for_key(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for sel in selectors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let exact: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.as_str() == sel || label_for_key(k).eq_ignore_ascii_case(sel))
+            .collect();
+        let chosen: Vec<&String> = if !exact.is_empty() {
+            exact
+        } else {
+            let kind = PolicyKind::parse(sel).map_err(|e| anyhow::anyhow!("--policies: {e}"))?;
+            let of_kind: Vec<&String> = keys
+                .iter()
+                .filter(|k| split_key(k).0 == kind.name())
+                .collect();
+            if of_kind.is_empty() {
+                bail!(
+                    "--policies {sel}: no {} runs in this directory (have: {})",
+                    kind.paper_name(),
+                    have()
+                );
+            }
+            of_kind
+        };
+        for k in chosen {
+            if !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("--policies is empty (have: {})", have());
+    }
+    Ok(out)
+}
+
+/// Resolves `--traces` names (exact, else ignoring ASCII case) in the order given; an unknown
+/// name is refused with the closest known one.
+pub fn select_traces(names: &[String], traces: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let found = traces
+            .iter()
+            .find(|t| t.as_str() == name)
+            .or_else(|| traces.iter().find(|t| t.eq_ignore_ascii_case(name)));
+        let Some(t) = found else {
+            let hint = traces
+                .iter()
+                .map(|t| (strsim::jaro_winkler(name, t), t))
+                .filter(|(score, _)| *score >= 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, t)| format!("; did you mean `{t}`?"))
+                .unwrap_or_default();
+            bail!(
+                "--traces: no trace `{name}` in this directory{hint} (have: {})",
+                traces.join(", ")
+            );
+        };
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!("--traces is empty (have: {})", traces.join(", "));
+    }
+    Ok(out)
 }
 
 /// What was drawn.
@@ -460,10 +566,22 @@ pub fn plot_dir(dir: &Path, opts: &PlotOptions) -> anyhow::Result<PlotReport> {
 /// Draws every figure for `runs` into `opts.out`.
 pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport> {
     register_font();
+    let (all_traces, all_keys) = traces_and_keys(runs);
+    let traces = match &opts.traces {
+        Some(names) => select_traces(names, &all_traces)?,
+        None => all_traces,
+    };
+    let keys = match &opts.policies {
+        Some(selectors) => select_keys(selectors, &all_keys)?,
+        None => all_keys.clone(),
+    };
+    // The baseline may be a policy that is not drawn (e.g. `--policies SRTF,SRSF`, bars
+    // normalised to Muri-S).
+    let baseline = choose_baseline(&all_keys, opts.baseline.as_deref())?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let (traces, keys) = traces_and_keys(runs);
-    let baseline = choose_baseline(&keys, opts.baseline.as_deref())?;
+    let drawn =
+        |r: &Run| traces.contains(&r.trace) && keys.iter().any(|k| k == replicate_key(&r.key).0);
     let mut warnings = Vec::new();
     for t in &traces {
         if !runs
@@ -478,11 +596,12 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
     let mut files = Vec::new();
     let mut tables = Vec::new();
     for metric in Metric::ALL {
-        let table = normalised_table(runs, metric, &baseline);
+        let table = normalised_table_of(runs, metric, &baseline, traces.clone(), keys.clone());
+        let look = BarLook::plain(&table, opts.title);
         let stem = opts.out.join(format!("bars-{}", metric.slug()));
         for &f in &opts.formats {
             let path = stem.with_extension(f.ext());
-            render(&path, f, (1100, 580), Figure::Bars(&table))?;
+            render(&path, f, (1100, 580), Figure::Bars(&table, &look))?;
             files.push(path);
         }
         tables.push(table);
@@ -493,18 +612,37 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
     files.push(csv);
 
     for t in &traces {
-        let pooled = pool_replicates(runs.iter().filter(|r| &r.trace == t));
-        let trace_runs: Vec<&Run> = pooled.iter().collect();
+        let pooled = pool_replicates(runs.iter().filter(|r| &r.trace == t && drawn(r)));
+        // In the bars' order, so each policy keeps its colour and pattern across figures.
+        let trace_runs: Vec<(&Run, SeriesStyle)> = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(j, k)| {
+                pooled
+                    .iter()
+                    .find(|r| &r.key == k)
+                    .map(|r| (r, style::series(j)))
+            })
+            .collect();
+        if trace_runs.is_empty() {
+            continue;
+        }
+        let title = opts.title.then(|| format!("JCT CDF, {t}"));
         let stem = opts.out.join(format!("cdf-{}", sanitize(t)));
         for &f in &opts.formats {
             let path = stem.with_extension(f.ext());
-            render(&path, f, (900, 620), Figure::Cdf(t, &trace_runs))?;
+            render(
+                &path,
+                f,
+                (900, 620),
+                Figure::Cdf(title.as_deref(), &trace_runs),
+            )?;
             files.push(path);
         }
     }
 
     let selected: Vec<&Run> = match &opts.timelines {
-        None => runs.iter().collect(),
+        None => runs.iter().filter(|r| drawn(r)).collect(),
         Some(list) => {
             let mut v = Vec::new();
             for want in list {
@@ -552,7 +690,15 @@ pub fn plot_runs(runs: &[Run], opts: &PlotOptions) -> anyhow::Result<PlotReport>
         ));
         for &f in &opts.formats {
             let path = stem.with_extension(f.ext());
-            render(&path, f, (1000, 760), Figure::Timeline(r, &rows))?;
+            let title = opts
+                .title
+                .then(|| format!("Cluster timeline, {}, {}", r.trace, r.label()));
+            render(
+                &path,
+                f,
+                (1000, 760),
+                Figure::Timeline(title.as_deref(), &rows),
+            )?;
             files.push(path);
         }
     }
@@ -631,9 +777,13 @@ pub fn tables_csv(tables: &[NormTable]) -> String {
 
 /// One figure to draw, independent of the backend.
 enum Figure<'a> {
-    Bars(&'a NormTable),
-    Cdf(&'a str, &'a [&'a Run]),
-    Timeline(&'a Run, &'a [ClusterRecord]),
+    Bars(&'a NormTable, &'a BarLook),
+    /// Bar-chart panels side by side (the paper's sub-figures (a), (b), (c)).
+    Panels(&'a [(NormTable, BarLook)]),
+    /// Optional title, runs with their styles.
+    Cdf(Option<&'a str>, &'a [(&'a Run, SeriesStyle)]),
+    /// Optional title, the run's cluster log.
+    Timeline(Option<&'a str>, &'a [ClusterRecord]),
 }
 
 /// Renders one figure to `path` in `format`; errors name the file.
@@ -647,8 +797,22 @@ fn render(path: &Path, format: Format, size: (u32, u32), fig: Figure<'_>) -> any
             let root = SVGBackend::new(path, size).into_drawing_area();
             draw_figure(&root, &fig).and_then(|()| Ok(root.present()?))
         }
+        Format::Pdf => render_svg_string(size, &fig).and_then(|svg| {
+            let pdf = svg_to_pdf(&svg)?;
+            std::fs::write(path, pdf).context("writing the file")
+        }),
     };
     res.with_context(|| format!("drawing {}", path.display()))
+}
+
+fn render_svg_string(size: (u32, u32), fig: &Figure<'_>) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw_figure(&root, fig)?;
+        root.present()?;
+    }
+    Ok(svg)
 }
 
 fn draw_figure<DB: DrawingBackend>(
@@ -660,14 +824,42 @@ where
 {
     root.fill(&WHITE)?;
     match fig {
-        Figure::Bars(t) => draw_bars(root, t),
-        Figure::Cdf(trace, runs) => draw_cdf(root, trace, runs),
-        Figure::Timeline(run, rows) => draw_timeline(root, run, rows),
+        Figure::Bars(t, look) => draw_bars(root, t, look),
+        Figure::Panels(panels) => {
+            let areas = root.split_evenly((1, panels.len().max(1)));
+            for (area, (t, look)) in areas.iter().zip(panels.iter()) {
+                draw_bars(area, t, look)?;
+            }
+            Ok(())
+        }
+        Figure::Cdf(title, runs) => draw_cdf(root, *title, runs),
+        Figure::Timeline(title, rows) => draw_timeline(root, *title, rows),
     }
 }
 
 fn font(px: u32) -> TextStyle<'static> {
     ("sans-serif", px).into_font().color(&BLACK)
+}
+
+/// `area` with `title` drawn above it, or `area` itself when there is no title.
+fn maybe_titled<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: Option<&str>,
+) -> anyhow::Result<DrawingArea<DB, Shift>>
+where
+    DB::ErrorType: 'static,
+{
+    Ok(match title {
+        Some(t) => area.titled(t, font(TITLE_PX))?,
+        None => area.clone(),
+    })
+}
+
+/// A legend entry's sample: a hatched bar or a dashed line.
+#[derive(Debug, Clone, Copy)]
+enum Swatch {
+    Bar(SeriesStyle),
+    Line(SeriesStyle),
 }
 
 const LEGEND_ROW_PX: i32 = 28;
@@ -676,7 +868,7 @@ const LEGEND_ROW_PX: i32 = 28;
 /// entries never overlap): (rows of entry indices, each entry's width).
 fn legend_rows<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    entries: &[(String, RGBColor)],
+    entries: &[(String, Swatch)],
 ) -> (Vec<Vec<usize>>, Vec<i32>) {
     let (w, _) = area.dim_in_pixel();
     let style = font(LEGEND_PX);
@@ -687,7 +879,7 @@ fn legend_rows<DB: DrawingBackend>(
                 .estimate_text_size(s, &style)
                 .map(|(tw, _)| tw as i32)
                 .unwrap_or(12 * s.len() as i32);
-            22 + tw + 30
+            SWATCH_W + 6 + tw + 26
         })
         .collect();
     let mut rows: Vec<Vec<usize>> = vec![vec![]];
@@ -703,10 +895,12 @@ fn legend_rows<DB: DrawingBackend>(
     (rows, items)
 }
 
+const SWATCH_W: i32 = 30;
+
 /// Splits a legend strip off the top of `area`, draws the legend there and returns the rest.
 fn with_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    entries: &[(String, RGBColor)],
+    entries: &[(String, Swatch)],
 ) -> anyhow::Result<DrawingArea<DB, Shift>>
 where
     DB::ErrorType: 'static,
@@ -721,11 +915,28 @@ where
         let mut x = (w as i32 - total).max(0) / 2;
         let y = 15 + r as i32 * LEGEND_ROW_PX;
         for &i in row {
-            let (label, c) = &entries[i];
-            legend.draw(&Rectangle::new([(x, y - 8), (x + 16, y + 8)], c.filled()))?;
+            let (label, swatch) = &entries[i];
+            match swatch {
+                Swatch::Bar(s) => {
+                    style::draw_bar(&legend, *s, (x, y - 10), (x + SWATCH_W, y + 10))?
+                }
+                Swatch::Line(s) => {
+                    let pts = vec![(x, y), (x + SWATCH_W, y)];
+                    let stroke = s.colour.stroke_width(3);
+                    match s.dash {
+                        style::Dash::Solid => legend.draw(&PathElement::new(pts, stroke))?,
+                        style::Dash::Dashed => legend.draw(
+                            &plotters::element::DashedPathElement::new(pts, 9, 5, stroke),
+                        )?,
+                        style::Dash::Dotted => legend.draw(
+                            &plotters::element::DashedPathElement::new(pts, 3, 4, stroke),
+                        )?,
+                    }
+                }
+            }
             legend.draw(&Text::new(
                 label.clone(),
-                (x + 22, y),
+                (x + SWATCH_W + 6, y),
                 style.pos(Pos::new(HPos::Left, VPos::Center)),
             ))?;
             x += items[i];
@@ -734,21 +945,51 @@ where
     Ok(rest)
 }
 
-fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &NormTable) -> anyhow::Result<()>
+/// How a bar chart is labelled and styled.
+#[derive(Debug, Clone)]
+pub(crate) struct BarLook {
+    title: Option<String>,
+    x_desc: String,
+    y_desc: String,
+    /// One per trace of the table.
+    trace_labels: Vec<String>,
+    /// One per key of the table.
+    key_labels: Vec<String>,
+    styles: Vec<SeriesStyle>,
+    /// Print each bar's value above it (when the bars are wide enough).
+    values_on_bars: bool,
+}
+
+impl BarLook {
+    /// `muri plot`'s own bar charts: trace names, legend labels from the run keys.
+    fn plain(t: &NormTable, title: bool) -> BarLook {
+        let baseline = label_for_key(&t.baseline);
+        BarLook {
+            title: title.then(|| format!("{}, normalised to {baseline}", t.metric.title())),
+            x_desc: "trace".into(),
+            y_desc: format!("{} (× {baseline})", t.metric.title()),
+            trace_labels: t.traces.clone(),
+            key_labels: t.keys.iter().map(|k| label_for_key(k)).collect(),
+            styles: (0..t.keys.len()).map(style::series).collect(),
+            values_on_bars: true,
+        }
+    }
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    t: &NormTable,
+    look: &BarLook,
+) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let title = format!(
-        "{}, normalised to {}",
-        t.metric.title(),
-        label_for_key(&t.baseline)
-    );
-    let root = root.titled(&title, font(TITLE_PX))?;
-    let entries: Vec<(String, RGBColor)> = t
-        .keys
+    let root = maybe_titled(root, look.title.as_deref())?;
+    let entries: Vec<(String, Swatch)> = look
+        .key_labels
         .iter()
-        .enumerate()
-        .map(|(j, k)| (label_for_key(k), colour(j)))
+        .zip(&look.styles)
+        .map(|(l, s)| (l.clone(), Swatch::Bar(*s)))
         .collect();
     let plot = with_legend(&root, &entries)?;
 
@@ -773,21 +1014,21 @@ where
         .disable_x_mesh()
         .x_labels(0)
         .y_label_formatter(&|y| format!("{y:.1}"))
-        .x_desc("trace")
-        .y_desc(format!(
-            "{} (× {})",
-            t.metric.title(),
-            label_for_key(&t.baseline)
-        ))
+        .x_desc(look.x_desc.as_str())
+        .y_desc(look.y_desc.as_str())
         .label_style(font(TICK_PX))
         .axis_desc_style(font(LABEL_PX))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     // Trace names under the groups (plotters' key points do not fit a grouped bar chart).
     let base = plot.get_base_pixel();
-    for (i, name) in t.traces.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(i as f64, 0.0));
-        let (x, y) = (px - base.0, py - base.1);
+    let plotting = chart.plotting_area().clone();
+    let to_px = |x: f64, y: f64| {
+        let (px, py) = plotting.map_coordinate(&(x, y));
+        (px - base.0, py - base.1)
+    };
+    for (i, name) in look.trace_labels.iter().enumerate() {
+        let (x, y) = to_px(i as f64, 0.0);
         plot.draw(&PathElement::new(vec![(x, y), (x, y + 5)], BLACK))?;
         plot.draw(&Text::new(
             name.clone(),
@@ -798,23 +1039,26 @@ where
 
     let group = 0.8;
     let bar = group / m as f64;
-    // Print values on the bars when they fit.
     let plot_w = plot.dim_in_pixel().0.saturating_sub(110) as f64;
     let bar_px = plot_w / n as f64 * bar;
     let value_style = font(VALUE_PX).pos(Pos::new(HPos::Center, VPos::Bottom));
-    for (j, _key) in t.keys.iter().enumerate() {
-        let c = colour(j);
+    for (j, s) in look.styles.iter().enumerate().take(t.keys.len()) {
         let bars: Vec<(f64, f64)> = t
             .values
             .iter()
             .enumerate()
             .filter_map(|(i, row)| row[j].map(|v| (i as f64 - group / 2.0 + j as f64 * bar, v)))
             .collect();
-        chart.draw_series(bars.iter().map(|&(x0, v)| {
-            Rectangle::new([(x0 + bar * 0.06, 0.0), (x0 + bar * 0.94, v)], c.filled())
-        }))?;
+        for &(x0, v) in &bars {
+            style::draw_bar(
+                &plot,
+                *s,
+                to_px(x0 + bar * 0.06, 0.0),
+                to_px(x0 + bar * 0.94, v),
+            )?;
+        }
         draw_error_bars(&mut chart, t, j, group, bar)?;
-        if bar_px >= 42.0 {
+        if look.values_on_bars && bar_px >= 42.0 {
             // Above the whisker where the bar has one (same rows as `bars`).
             let tops = t
                 .values
@@ -905,15 +1149,15 @@ fn fmt_hours(h: f64) -> String {
 
 fn draw_cdf<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    trace: &str,
-    runs: &[&Run],
+    title: Option<&str>,
+    runs: &[(&Run, SeriesStyle)],
 ) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let root = root.titled(&format!("JCT CDF, {trace}"), font(TITLE_PX))?;
+    let root = maybe_titled(root, title)?;
     let mut series: Vec<(String, Vec<f64>)> = Vec::new();
-    for r in runs {
+    for (r, _) in runs {
         let mut h: Vec<f64> = r.jobs.iter().map(|j| (j.jct / 3600.0).max(1e-4)).collect();
         h.sort_by(f64::total_cmp);
         series.push((r.label(), h));
@@ -931,10 +1175,10 @@ where
     } else {
         (0.01, 100.0)
     };
-    let entries: Vec<(String, RGBColor)> = series
+    let entries: Vec<(String, Swatch)> = series
         .iter()
-        .enumerate()
-        .map(|(j, (l, _))| (l.clone(), colour(j)))
+        .zip(runs)
+        .map(|((l, _), (_, s))| (l.clone(), Swatch::Line(*s)))
         .collect();
     let plot = with_legend(&root, &entries)?;
     let mut chart = ChartBuilder::on(&plot)
@@ -953,13 +1197,13 @@ where
         .axis_desc_style(font(LABEL_PX))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
-    for (j, (_, h)) in series.iter().enumerate() {
+    for ((_, h), (_, s)) in series.iter().zip(runs) {
         let n = h.len();
         let pts: Vec<(f64, f64)> = sample_indices(n, MAX_LINE_POINTS)
             .into_iter()
             .map(|i| (h[i], (i + 1) as f64 / n as f64))
             .collect();
-        chart.draw_series(LineSeries::new(pts, colour(j).stroke_width(3)))?;
+        style::line_series(&mut chart, pts, *s, 3)?;
     }
     Ok(())
 }
@@ -1012,14 +1256,13 @@ fn step_series(
 
 fn draw_timeline<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    run: &Run,
+    title: Option<&str>,
     rows: &[ClusterRecord],
 ) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let title = format!("Cluster timeline, {}, {}", run.trace, run.label());
-    let root = root.titled(&title, font(TITLE_PX))?;
+    let root = maybe_titled(root, title)?;
     let (_, h) = root.dim_in_pixel();
     let (upper, lower) = root.split_vertically(h * 55 / 100);
     let x_max = rows[rows.len() - 1].time / 3600.0;
@@ -1035,8 +1278,8 @@ where
         .map(|p| p.1)
         .fold(1.0f64, f64::max);
     let entries = vec![
-        ("running jobs".to_string(), colour(0)),
-        ("pending jobs".to_string(), colour(1)),
+        ("running jobs".to_string(), Swatch::Line(style::series(0))),
+        ("pending jobs".to_string(), Swatch::Line(style::series(1))),
     ];
     let upper = with_legend(&upper, &entries)?;
     let mut chart = ChartBuilder::on(&upper)
@@ -1055,8 +1298,8 @@ where
         .axis_desc_style(font(LABEL_PX))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
-    chart.draw_series(LineSeries::new(running, colour(0).stroke_width(2)))?;
-    chart.draw_series(LineSeries::new(pending, colour(1).stroke_width(2)))?;
+    style::line_series(&mut chart, running, style::series(0), 2)?;
+    style::line_series(&mut chart, pending, style::series(1), 2)?;
 
     let util = step_series(
         rows,
@@ -1074,8 +1317,18 @@ where
     let lower = with_legend(
         &lower,
         &[
-            ("GPU utilisation (busy / all GPUs)".to_string(), colour(2)),
-            (format!("time-weighted mean {mean:.1} %"), RGBColor(0, 0, 0)),
+            (
+                "GPU utilisation (busy / all GPUs)".to_string(),
+                Swatch::Line(style::series(2)),
+            ),
+            (
+                format!("time-weighted mean {mean:.1} %"),
+                Swatch::Line(SeriesStyle {
+                    colour: BLACK,
+                    hatch: style::Hatch::None,
+                    dash: style::Dash::Dashed,
+                }),
+            ),
         ],
     )?;
     let mut chart = ChartBuilder::on(&lower)
@@ -1094,7 +1347,11 @@ where
         .axis_desc_style(font(LABEL_PX))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
-    chart.draw_series(LineSeries::new(util, colour(2).stroke_width(2)))?;
+    let util_style = SeriesStyle {
+        dash: style::Dash::Solid,
+        ..style::series(2)
+    };
+    style::line_series(&mut chart, util, util_style, 2)?;
     chart.draw_series(DashedLineSeries::new(
         vec![(x_min, mean), (x_max, mean)],
         8,

@@ -153,11 +153,26 @@ pub fn plot_testbed(dir: &Path, out: &Path, formats: &[Format]) -> anyhow::Resul
                 let root = SVGBackend::new(&path, size).into_drawing_area();
                 draw(&root, &timelines).and_then(|()| Ok(root.present()?))
             }
+            Format::Pdf => svg_string(size, &timelines).and_then(|svg| {
+                let pdf = plot::svg_to_pdf(&svg)?;
+                Ok(std::fs::write(&path, pdf)?)
+            }),
         };
         drawn.with_context(|| format!("drawing {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// The timeline as SVG text, which [`plot::svg_to_pdf`] turns into PDF.
+fn svg_string(size: (u32, u32), timelines: &[Timeline]) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw(&root, timelines)?;
+        root.present()?;
+    }
+    Ok(svg)
 }
 
 fn font(px: u32) -> TextStyle<'static> {

@@ -329,6 +329,8 @@ fn check_testbed_timeline(log: &Path, dir: &Path) {
         "plot",
         log.to_str().unwrap(),
         "--testbed",
+        "--format",
+        "png,svg,pdf",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -337,6 +339,8 @@ fn check_testbed_timeline(log: &Path, dir: &Path) {
         "{}",
         String::from_utf8_lossy(&plot.stderr)
     );
+    let pdf = std::fs::read(out.join("testbed-timeline.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "the timeline is a PDF");
     for ext in ["png", "svg"] {
         let len = std::fs::metadata(out.join(format!("testbed-timeline.{ext}")))
             .unwrap()

@@ -21,7 +21,11 @@ pub enum Status {
     Done,
 }
 
-/// Mutable per-job state. Field names follow the reference's `job.csv` where they appear there.
+/// Mutable per-job state that the engine and every policy share. Field names follow the
+/// reference's `job.csv` where they appear there. What only one policy reads (sort keys,
+/// Tiresias' queue, Themis' fairness memory) lives in that policy's own [`PerJob`] table.
+///
+/// [`PerJob`]: crate::policy::PerJob
 #[derive(Debug, Clone)]
 pub struct Job {
     pub idx: JobIdx,
@@ -51,15 +55,6 @@ pub struct Job {
     pub placement: Option<Placement>,
     /// Other members of the job's group, when it runs interleaved.
     pub group: Vec<JobIdx>,
-    /// Policy bookkeeping: remaining time, remaining GPU time, attained GPU time, sort key.
-    pub remaining_time: f64,
-    pub remaining_gputime: f64,
-    pub total_executed_gputime: f64,
-    pub sort_val: f64,
-    /// Attained service used by Tiresias' queues (seconds).
-    pub executed_time: f64,
-    /// Tiresias queue index.
-    pub queue: usize,
     /// Completion time, once done.
     pub end_time: Option<f64>,
 }
@@ -86,12 +81,6 @@ impl Job {
             overhead,
             placement: None,
             group: Vec::new(),
-            remaining_time: 0.0,
-            remaining_gputime: 0.0,
-            total_executed_gputime: 0.0,
-            sort_val: 0.0,
-            executed_time: 0.0,
-            queue: 0,
             end_time: None,
             spec,
         }

@@ -7,6 +7,7 @@
 //! decides who runs where.
 
 use std::fmt;
+use std::ops::{Index, IndexMut};
 use std::str::FromStr;
 
 use crate::cluster::Cluster;
@@ -366,13 +367,38 @@ pub fn build(name: &str, opts: PolicyOptions) -> Result<Box<dyn Policy>, Unknown
     Ok(PolicyKind::parse(name)?.build(opts))
 }
 
+/// A policy's own per-job state, indexed by [`JobIdx`] and grown on first write: state that
+/// only one policy reads stays out of [`Job`]. A job never written reads as `T::default()`.
+#[derive(Debug, Clone, Default)]
+pub struct PerJob<T> {
+    rows: Vec<T>,
+    unset: T,
+}
+
+impl<T: Clone + Default> Index<JobIdx> for PerJob<T> {
+    type Output = T;
+
+    fn index(&self, j: JobIdx) -> &T {
+        self.rows.get(j).unwrap_or(&self.unset)
+    }
+}
+
+impl<T: Clone + Default> IndexMut<JobIdx> for PerJob<T> {
+    fn index_mut(&mut self, j: JobIdx) -> &mut T {
+        if self.rows.len() <= j {
+            self.rows.resize(j + 1, T::default());
+        }
+        &mut self.rows[j]
+    }
+}
+
 /// Python's stable `list.sort(key=...)` on f64 keys (no NaNs occur), in `total_cmp` order.
 ///
 /// Runs every event over every runnable job (thousands on the `_pr` traces), so each key is
-/// read once and the (stable, run-adaptive) sort compares compact `(key, job)` pairs instead
-/// of loading two jobs per comparison.
-pub(crate) fn stable_sort_by_key(runnable: &mut [JobIdx], jobs: &[Job], key: impl Fn(&Job) -> f64) {
-    sort_by_int_key(runnable, |j| total_order(key(&jobs[j])));
+/// read once and the (stable, run-adaptive) sort compares compact `(key, job)` pairs. Keys
+/// come from the policy's own [`PerJob`] table.
+pub(crate) fn stable_sort_by_key(runnable: &mut [JobIdx], key: impl Fn(JobIdx) -> f64) {
+    sort_by_int_key(runnable, |j| total_order(key(j)));
 }
 
 /// Stable sort of `runnable` by an integer key computed once per entry.

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{
-    sort_by_gpus_descending, stable_sort_by_key, Policy, PolicyOptions, SchedulingContext, TieRule,
+    sort_by_gpus_descending, stable_sort_by_key, PerJob, Policy, PolicyOptions, SchedulingContext,
+    TieRule,
 };
 use crate::cluster::Placement;
 use crate::float::isclose_rel;
@@ -224,6 +225,19 @@ pub struct Muri {
     candidate: Vec<bool>,
     /// Scratch: index of each job's group in the final placement step.
     group_of: Vec<usize>,
+    /// Each job's ranking state.
+    rank: PerJob<RankState>,
+}
+
+/// What Muri ranks a job by.
+#[derive(Debug, Clone, Copy, Default)]
+struct RankState {
+    /// Remaining GPU-time (Muri-S's key; the trace's duration until the job first runs).
+    remaining_gputime: f64,
+    /// Attained GPU-time (Muri-L's key).
+    executed_gputime: f64,
+    /// This pass's key: one of the two above.
+    sort_val: f64,
 }
 
 impl Muri {
@@ -249,6 +263,7 @@ impl Muri {
             recorder: MatchingRecorder::from_env(),
             candidate: Vec::new(),
             group_of: Vec::new(),
+            rank: PerJob::default(),
         }
     }
 
@@ -393,7 +408,7 @@ impl Muri {
         required: &mut u32,
         cluster_gpus: u32,
     ) -> GroupsBySize {
-        if *required <= cluster_gpus && self.matching_cannot_matter(jobs, &groups) {
+        if *required <= cluster_gpus && self.matching_cannot_matter(&groups) {
             return groups;
         }
         // `ready`: per size, vertex order; a matched pair at its larger vertex.
@@ -450,14 +465,14 @@ impl Muri {
     /// stably sorted by `sort_val` and same-size entries keep their relative order only when
     /// their keys tie. So when no two candidates of one size share a `sort_val`, the
     /// permutation cannot change the outcome and the O(n³) matching is pure cost.
-    fn matching_cannot_matter(&self, jobs: &[Job], groups: &GroupsBySize) -> bool {
+    fn matching_cannot_matter(&self, groups: &GroupsBySize) -> bool {
         if !self.opts.autopack {
             return true;
         }
         groups.iter().all(|(_, list)| {
             let mut keys: Vec<f64> = list
                 .iter()
-                .flat_map(|g| g.iter().map(|&j| jobs[j].sort_val))
+                .flat_map(|g| g.iter().map(|&j| self.rank[j].sort_val))
                 .collect();
             keys.sort_by(f64::total_cmp);
             keys.windows(2).all(|w| w[0] != w[1])
@@ -654,12 +669,12 @@ impl Muri {
                     entries.extend(
                         group
                             .iter()
-                            .map(|&j| (size, Group::single(j), jobs[j].sort_val)),
+                            .map(|&j| (size, Group::single(j), self.rank[j].sort_val)),
                     );
                 } else {
                     let key = group
                         .iter()
-                        .map(|&j| jobs[j].sort_val)
+                        .map(|&j| self.rank[j].sort_val)
                         .fold(f64::INFINITY, |m, v| if v < m { v } else { m });
                     entries.push((size, group, key));
                 }
@@ -748,29 +763,31 @@ impl Policy for Muri {
     }
 
     fn on_arrival(&mut self, job: &mut Job) {
-        job.remaining_time = job.spec.duration;
-        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
-        job.total_executed_gputime = 0.0;
+        let r = &mut self.rank[job.idx];
+        r.remaining_gputime = job.spec.duration * job.num_gpu() as f64;
+        r.executed_gputime = 0.0;
     }
 
     fn on_progress(&mut self, job: &mut Job, _start: f64, _now: f64) {
-        job.remaining_time = job.remaining_iteration * job.iteration_time;
-        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+        let r = &mut self.rank[job.idx];
+        let remaining_time = job.remaining_iteration * job.iteration_time;
+        r.remaining_gputime = remaining_time * job.num_gpu() as f64;
         if !self.muri.know_duration {
-            job.total_executed_gputime = job.total_executed_time * job.num_gpu() as f64;
+            r.executed_gputime = job.total_executed_time * job.num_gpu() as f64;
         }
     }
 
     fn schedule(&mut self, ctx: &mut SchedulingContext<'_>) {
         for &j in ctx.runnable.iter() {
-            let job = &mut ctx.jobs[j];
-            job.sort_val = if self.muri.know_duration {
-                job.remaining_gputime
+            let r = &mut self.rank[j];
+            r.sort_val = if self.muri.know_duration {
+                r.remaining_gputime
             } else {
-                job.total_executed_gputime
+                r.executed_gputime
             };
         }
-        stable_sort_by_key(ctx.runnable, ctx.jobs, |j| j.sort_val);
+        let rank = &self.rank;
+        stable_sort_by_key(ctx.runnable, |j| rank[j].sort_val);
         let (candidates, required) = self.choose_candidates(ctx);
         let cluster_gpus = ctx.cluster.num_gpus();
         let groups = if self.muri.blossom {

@@ -1,17 +1,32 @@
 //! SRTF (`shortest`) and SRSF (`shortest-gpu`): preemptive shortest-remaining-first with
 //! backfilling, placed by yarn.
 
-use super::{stable_sort_by_key, Policy, SchedulingContext};
+use super::{stable_sort_by_key, PerJob, Policy, SchedulingContext};
 use crate::job::Job;
 
 pub struct ShortestFirst {
     /// Rank by remaining GPU-time (SRSF) instead of remaining time (SRTF).
     gpu_time: bool,
+    /// Each job's sort key: remaining time (SRTF) or remaining GPU-time (SRSF), refreshed on
+    /// arrival and after progress.
+    remaining: PerJob<f64>,
 }
 
 impl ShortestFirst {
     pub fn new(gpu_time: bool) -> Self {
-        ShortestFirst { gpu_time }
+        ShortestFirst {
+            gpu_time,
+            remaining: PerJob::default(),
+        }
+    }
+
+    fn update(&mut self, job: &Job) {
+        let remaining_time = job.remaining_iteration * job.iteration_time;
+        self.remaining[job.idx] = if self.gpu_time {
+            remaining_time * job.num_gpu() as f64
+        } else {
+            remaining_time
+        };
     }
 }
 
@@ -25,24 +40,17 @@ impl Policy for ShortestFirst {
     }
 
     fn on_arrival(&mut self, job: &mut Job) {
-        job.remaining_time = job.remaining_iteration * job.iteration_time;
-        job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
+        self.update(job);
     }
 
     fn on_progress(&mut self, job: &mut Job, _start: f64, _now: f64) {
-        job.remaining_time = job.remaining_iteration * job.iteration_time;
-        if self.gpu_time {
-            job.remaining_gputime = job.remaining_time * job.num_gpu() as f64;
-        }
+        self.update(job);
     }
 
     fn schedule(&mut self, ctx: &mut SchedulingContext<'_>) {
         let jobs = &mut *ctx.jobs;
-        if self.gpu_time {
-            stable_sort_by_key(ctx.runnable, jobs, |j| j.remaining_gputime);
-        } else {
-            stable_sort_by_key(ctx.runnable, jobs, |j| j.remaining_time);
-        }
+        let remaining = &self.remaining;
+        stable_sort_by_key(ctx.runnable, |j| remaining[j]);
         // A job that does not fit is skipped, so smaller jobs further down backfill. Free
         // resources only shrink, so a size that failed once is not tried again.
         let mut failed: Vec<u32> = Vec::new();

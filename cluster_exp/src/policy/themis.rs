@@ -58,6 +58,8 @@ struct FairnessMemory {
     prev_isolated_rate: f64,
     /// Isolated time "earned" so far (reference: iterations / fraction; fixed: seconds).
     cumulative_isolated: f64,
+    /// This event's rank key: the share over the time executed so far.
+    sort_val: f64,
     /// Σ x · (event interval): the service the shares promised.
     time_should_receive: f64,
     deficit: f64,
@@ -170,22 +172,22 @@ impl Themis {
     }
 
     /// Ranks the runnable list: descending (sort_val, deficit, allocation), stable.
-    fn rank(&mut self, now: f64, jobs: &mut [Job], runnable: &mut [JobIdx], shares: &[f64]) {
+    fn rank(&mut self, now: f64, jobs: &[Job], runnable: &mut [JobIdx], shares: &[f64]) {
         let interval = now - self.last_event_time;
         for (&j, &x) in runnable.iter().zip(shares) {
             let executed = jobs[j].total_executed_time;
-            jobs[j].sort_val = if executed == 0.0 {
+            let m = self.memory_mut(j);
+            m.sort_val = if executed == 0.0 {
                 x * 1e9
             } else {
                 x / executed
             };
-            let m = self.memory_mut(j);
             m.allocation = x;
             m.deficit = m.time_should_receive - executed;
             m.time_should_receive += x * interval;
         }
         let memory = &self.memory;
-        let key = |j: JobIdx| (jobs[j].sort_val, memory[j].deficit, memory[j].allocation);
+        let key = |j: JobIdx| (memory[j].sort_val, memory[j].deficit, memory[j].allocation);
         runnable.sort_by(|&a, &b| {
             let (ka, kb) = (key(a), key(b));
             kb.0.total_cmp(&ka.0)

@@ -5,7 +5,7 @@
 //! only (no fragmentation) and keeps running jobs in front of pending ones in every queue.
 //! Starvation handling is off, as in the paper's runs.
 
-use super::{EndEventRule, Policy, SchedulingContext};
+use super::{EndEventRule, PerJob, Policy, SchedulingContext};
 use crate::cluster::Placement;
 use crate::job::{Job, JobIdx};
 
@@ -14,12 +14,23 @@ const NUM_QUEUES: usize = 3;
 
 pub struct Tiresias {
     queues: [Vec<JobIdx>; NUM_QUEUES],
+    attained: PerJob<Attained>,
+}
+
+/// What Tiresias knows of a job.
+#[derive(Debug, Clone, Copy, Default)]
+struct Attained {
+    /// Attained service: seconds the job has run (times its GPUs gives GPU-seconds).
+    executed_time: f64,
+    /// Index of the queue the job is in.
+    queue: usize,
 }
 
 impl Tiresias {
     pub fn new() -> Self {
         Tiresias {
             queues: Default::default(),
+            attained: PerJob::default(),
         }
     }
 }
@@ -34,22 +45,23 @@ impl Policy for Tiresias {
     }
 
     fn on_arrival(&mut self, job: &mut Job) {
-        job.queue = 0;
+        self.attained[job.idx].queue = 0;
         self.queues[0].push(job.idx);
     }
 
     fn on_progress(&mut self, job: &mut Job, interval_start: f64, now: f64) {
-        job.executed_time = job.executed_time + now - interval_start;
-        let q = job.queue;
-        if q + 1 < NUM_QUEUES && job.executed_time * job.num_gpu() as f64 >= QUEUE_LIMITS[q] {
-            job.queue = q + 1;
+        let a = &mut self.attained[job.idx];
+        a.executed_time = a.executed_time + now - interval_start;
+        let q = a.queue;
+        if q + 1 < NUM_QUEUES && a.executed_time * job.num_gpu() as f64 >= QUEUE_LIMITS[q] {
+            a.queue = q + 1;
             self.queues[q + 1].push(job.idx);
             self.queues[q].retain(|&j| j != job.idx);
         }
     }
 
     fn on_completion(&mut self, job: &Job) {
-        self.queues[job.queue].retain(|&j| j != job.idx);
+        self.queues[self.attained[job.idx].queue].retain(|&j| j != job.idx);
     }
 
     fn schedule(&mut self, ctx: &mut SchedulingContext<'_>) {
@@ -76,8 +88,11 @@ impl Policy for Tiresias {
         runnable
             .iter()
             .map(|&j| &jobs[j])
-            .filter(|j| j.placement.is_some() && j.queue + 1 < NUM_QUEUES)
-            .map(|j| (QUEUE_LIMITS[j.queue] / j.num_gpu() as f64).ceil() - j.executed_time + now)
+            .filter(|j| j.placement.is_some() && self.attained[j.idx].queue + 1 < NUM_QUEUES)
+            .map(|j| {
+                let a = self.attained[j.idx];
+                (QUEUE_LIMITS[a.queue] / j.num_gpu() as f64).ceil() - a.executed_time + now
+            })
             .reduce(f64::min)
     }
 }

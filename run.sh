@@ -93,6 +93,9 @@ rm -rf "$out/trainer-logs"
 # the default one; otherwise each run starts afresh).
 state=${STATE_DIR:-$out/state}
 [ -n "${STATE_DIR:-}" ] || [ "${RESUME:-0}" = 1 ] || rm -rf "$state"
+# Real-time runs are not journaled (the scheduler refuses --state_dir there).
+state_flags=(--state_dir "$state")
+[ "${FAST_FORWARD:-}" = 0 ] && state_flags=()
 if [ -z "${MURI:-}" ]; then
   cargo build --release -q -p muri -p muri-workloads "${features[@]}"
   MURI=$CARGO_TARGET_DIR/release/muri
@@ -128,7 +131,7 @@ set -m
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
   --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
-  --decisions "$out/decisions.csv" --state_dir "$state" "${tls_flags[@]}" 2> "$out/scheduler.log" &
+  --decisions "$out/decisions.csv" "${state_flags[@]}" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")
 for ((n = 0; n < workers; n++)); do
   listen=127.0.0.1:0

@@ -77,7 +77,65 @@ struct WorkerState {
     /// Launches spawning at once: a few, so that the process spawns of a large dispatch
     /// queue up instead of taking every CPU from the threads answering the RPCs.
     spawning: tokio::sync::Semaphore,
+    /// The threads that fork trainers (see [`SpawnThreads`]).
+    spawn_threads: SpawnThreads,
     shutdown: Notify,
+}
+
+/// A job for a [`SpawnThreads`] thread.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Threads that fork the trainers and live as long as the worker. `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked a child exits, not its process: a trainer forked on tokio's
+/// blocking pool, whose idle threads exit after 10 s, would be SIGKILLed with its thread in
+/// the middle of a long launch.
+struct SpawnThreads(std::sync::mpsc::Sender<SpawnJob>);
+
+impl SpawnThreads {
+    /// Starts `threads` threads in the current tokio runtime's context (a
+    /// `tokio::process::Command` registers its child with the runtime).
+    fn start(threads: usize) -> SpawnThreads {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let runtime = tokio::runtime::Handle::current();
+        for i in 0..threads {
+            let (rx, runtime) = (rx.clone(), runtime.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("muri-spawn-{i}"))
+                .spawn(move || {
+                    let _context = runtime.enter();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("starting a spawn thread: {e}");
+            }
+        }
+        SpawnThreads(tx)
+    }
+
+    /// Runs `f` on a spawn thread and returns its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| anyhow::anyhow!("the spawn threads are gone"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("a spawn thread died while spawning"))
+    }
 }
 
 #[derive(Clone)]
@@ -132,6 +190,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         scheduler: tokio::sync::Mutex::new(None),
         epoch: AtomicU64::new(0),
         spawning: tokio::sync::Semaphore::new(CONCURRENT_SPAWNS),
+        spawn_threads: SpawnThreads::start(CONCURRENT_SPAWNS),
         shutdown: Notify::new(),
     });
     let svc = pb::scheduler_to_worker_server::SchedulerToWorkerServer::with_interceptor(
@@ -714,7 +773,7 @@ fn local_process_count(cfg: &WorkerConfig, req: &pb::ExecuteRequest, part: &Loca
     }
 }
 
-/// Spawns a recorded launch's process trees (blocking fork/exec, on the blocking pool) and
+/// Spawns a recorded launch's process trees (blocking fork/exec, on a spawn thread) and
 /// watches them. A launch killed while it was being spawned is killed as soon as its trees
 /// exist; a spawn that fails is reported as Done with exit code 127 and the error, which
 /// the scheduler counts as the trainer's failure.
@@ -723,9 +782,10 @@ async fn start_launch(state: Arc<WorkerState>, req: pb::ExecuteRequest, part: Lo
     let group_id = req.group_id;
     let spawner = state.clone();
     let spawned = match state.spawning.acquire().await {
-        Ok(_permit) => tokio::task::spawn_blocking(move || launch(&spawner, &req, &part))
+        Ok(_permit) => state
+            .spawn_threads
+            .run(move || launch(&spawner, &req, &part))
             .await
-            .map_err(anyhow::Error::from)
             .and_then(|r| r),
         Err(e) => Err(anyhow::Error::from(e)),
     };
@@ -1025,6 +1085,29 @@ pub fn default_trainer() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trainer forked for a launch outlives tokio's idle blocking threads (10 s): the
+    /// thread that forked it, whose exit would SIGKILL it, lives as long as the worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forked_trainer_outlives_idle_threads() {
+        let threads = SpawnThreads::start(1);
+        let mut child = threads
+            .run(|| {
+                let mut sleep = Command::new("sleep");
+                sleep.arg("30");
+                spawn_tree(sleep, &[0], None)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child died with its spawning thread"
+        );
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
 
     fn config(node_id: u32, gpus: Vec<u32>) -> WorkerConfig {
         WorkerConfig {

@@ -7,24 +7,17 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use muri::output::read_job_csv;
 
+mod testbed_support;
+use testbed_support::{processes_with_token, Proc};
+
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-/// A child process killed (SIGKILL) when the test ends, so nothing outlives a failed test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn trainer_present() {
     let trainer = Path::new(MURI).with_file_name("muri-trainer");
@@ -575,30 +568,6 @@ fn write_spec(dir: &Path, nodes: u32) -> PathBuf {
 fn start_host_worker(port: u16, node: u32, token: &str) -> Proc {
     let listen = format!("127.0.0.{}:0", node + 2);
     start_worker_with(port, node, token, &[], &["--listen", &listen])
-}
-
-/// Processes (pid, command line) whose environment holds `MURI_TOKEN=token`: everything a
-/// run started (scheduler, workers, mpirun, MPI daemons, trainers), and nothing else.
-fn processes_with_token(token: &str) -> Vec<(u32, String)> {
-    let needle = format!("MURI_TOKEN={token}");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    out
 }
 
 /// Waits until no process of the run is left; fails listing the survivors.

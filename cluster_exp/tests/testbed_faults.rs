@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,19 +17,12 @@ use muri_runtime::auth::Token;
 use muri_runtime::tls::Tls;
 use muri_runtime::{client, pb};
 
+mod testbed_support;
+use testbed_support::{processes_with_token, Proc};
+
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1500);
-
-/// A child process killed (SIGKILL) when the test ends, so nothing outlives a failed test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(p: &Proc, sig: i32) {
     // SAFETY: kill(2) on a child this test owns; no memory is touched.
@@ -154,29 +147,6 @@ fn start_worker(port: u16, node: u32, token: &str, extra: &[&str]) -> Command {
         .env("MURI_TOKEN", token)
         .stdout(Stdio::null());
     cmd
-}
-
-/// Processes whose environment holds `MURI_TOKEN=token`: everything the run started.
-fn processes_with_token(token: &str) -> Vec<(u32, String)> {
-    let needle = format!("MURI_TOKEN={token}");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    out
 }
 
 /// The seconds of the scheduler's `longest round: X s wall` line.

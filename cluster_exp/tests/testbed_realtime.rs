@@ -7,11 +7,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use muri::output::read_job_csv;
+
+mod testbed_support;
+use testbed_support::Proc;
 
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -31,16 +34,6 @@ const JCT_TOLERANCE: f64 = 0.35;
 
 /// Real-time runs are timed: one at a time, so that they do not slow each other down.
 static TIMED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A child process killed (SIGKILL) when the test ends, so nothing outlives a failed test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn muri(args: &[&str]) -> Output {
     Command::new(MURI).args(args).output().unwrap()

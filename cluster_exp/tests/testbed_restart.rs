@@ -10,22 +10,15 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod testbed_support;
+use testbed_support::{processes_with_token, Proc};
+
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-/// A child process SIGKILLed when dropped, so nothing outlives a failed test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn trainer_present() {
     let trainer = Path::new(MURI).with_file_name("muri-trainer");
@@ -227,30 +220,6 @@ fn rows(path: &Path) -> Vec<String> {
         .skip(1)
         .map(str::to_string)
         .collect()
-}
-
-/// Processes (pid, command line) whose environment holds `MURI_TOKEN=token`: everything the
-/// run started (scheduler, workers, mpirun, trainers).
-fn processes_with_token(token: &str) -> Vec<(u32, String)> {
-    let needle = format!("MURI_TOKEN={token}");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            out.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    out
 }
 
 fn assert_nothing_left(token: &str, limit: Duration) {

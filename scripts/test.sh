@@ -38,7 +38,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 # The matching's self-checks (cfg(debug_assertions)) and overflow checks, in the optimised
 # `ci` profile: the matching's tests, then the reference rows of a fidelity subset.
 echo "== cargo test --profile ci (debug assertions): matching + fidelity subset"
-cargo test --profile ci -p muri --lib
+cargo test --profile ci -p muri-core -p muri --lib
 cargo test --profile ci -p muri --test matching
 MURI_FIDELITY_TRACES="$CI_FIDELITY_TRACES" cargo test --profile ci -p muri --test fidelity reference_rows
 # Every feature this machine can build: MPI (Open MPI above), NCCL (cudarc loads CUDA/NCCL at

@@ -1,31 +1,24 @@
-//! muri: the scheduling core shared by simulate mode and the testbed.
+//! muri: the simulator, the testbed and the command line on top of [`muri_core`].
 //!
-//! See ARCHITECTURE.md at the repository root for the map. In short: [`trace`] and
-//! [`cluster`] read inputs, [`policy`] holds one module per scheduling policy behind the
-//! [`policy::Policy`] trait, [`interleave`] and [`matching`] are the grouping model Muri's
-//! policies call, [`engine`] is the simulated clock and executor, and [`metrics`] /
-//! [`output`] turn results into the reference's logs and numbers.
+//! See ARCHITECTURE.md at the repository root for the map. The scheduling core — [`trace`],
+//! [`cluster`], [`job`], [`policy`], [`round`], [`matching`], [`metrics`], [`output`] and the rest
+//! — is the `muri-core` crate, re-exported here under the same paths. This crate adds the two
+//! drivers of the one round: [`engine`], the simulator's clock and executor, and [`testbed`],
+//! the gRPC scheduler and worker daemons; and what a user runs: [`simulate`], [`sweep`],
+//! [`report`], [`plot`], trace generation and profiling.
 
-pub mod cluster;
+pub use muri_core::{
+    cluster, error, float, interleave, job, matching, metrics, models, output, policy, record,
+    round, trace, trace_import,
+};
+
 pub mod engine;
-pub mod error;
-pub mod float;
-pub mod interleave;
-pub mod job;
-pub mod matching;
-pub mod metrics;
-pub mod models;
-pub mod output;
 pub mod plot;
 pub mod plot_timeline;
-pub mod policy;
 pub mod profile;
 pub mod report;
-pub mod round;
 pub mod runinfo;
 pub mod simulate;
 pub mod sweep;
 pub mod testbed;
-pub mod trace;
-pub mod trace_import;
 pub mod tracegen;

@@ -1,5 +1,5 @@
-//! One scheduling round, shared by the simulator ([`crate::engine`]) and the testbed
-//! ([`crate::testbed::scheduler`]).
+//! One scheduling round, shared by the simulator (`muri::engine`) and the testbed
+//! (`muri::testbed::scheduler`).
 //!
 //! A round at time `now` is: take the event due now (complete the jobs whose end it is, admit
 //! the arrivals), credit progress, run the policy on an empty cluster, apply the state
@@ -21,10 +21,10 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::cluster::Cluster;
-use crate::engine::{ClusterRecord, JobRecord};
 use crate::float::{isclose, isclose_rel};
 use crate::job::{Job, JobIdx, Status};
 use crate::policy::{EndEventRule, Policy, SchedulingContext, TieRule};
+use crate::record::{ClusterRecord, JobRecord};
 
 #[derive(Debug)]
 struct StartEvent {

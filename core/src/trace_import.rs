@@ -54,7 +54,8 @@ use crate::models::{Catalogue, MeasuredProfile, GPU_SIZES};
 use crate::trace::{JobSpec, Trace};
 
 /// The published trace formats `muri trace import` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     Philly,
     Helios,

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::engine::{ClusterRecord, JobRecord, SimResult};
 use crate::error::{column_indices, csv_with_header, data_rows, read_input, InputError};
 use crate::float::py_repr;
+use crate::record::{ClusterRecord, JobRecord, SimResult};
 
 pub const JOB_HEADER: &str = "time,job_id,num_gpu,submit_time,start_time,end_time,executed_time,real_executed_time,JCT,duration,pending_time,preempt,promote";
 pub const CLUSTER_HEADER: &str =

@@ -2,7 +2,7 @@
 //!
 //! A policy is the "order → group → place" part of a scheduling pass (the Kubernetes
 //! framework's queue-sort / filter / score / bind, minus dispatch). The event loop in
-//! [`crate::engine`] (simulation) or the testbed scheduler owns the clock and the executor
+//! `muri::engine` (simulation) or the testbed scheduler owns the clock and the executor
 //! and calls the policy at every event; the policy only reorders the runnable list and
 //! decides who runs where.
 
@@ -298,6 +298,8 @@ impl FromStr for PolicyKind {
     }
 }
 
+/// `--schedule` and `--policies` take paper or reference names, with help per policy.
+#[cfg(feature = "clap")]
 impl clap::ValueEnum for PolicyKind {
     fn value_variants<'a>() -> &'a [Self] {
         &PolicyKind::ALL

@@ -1,6 +1,6 @@
 //! Metrics over job logs: what the reference `calc.py` prints, and more.
 
-use crate::engine::JobRecord;
+use crate::record::JobRecord;
 
 /// Summary of one run.
 #[derive(Debug, Clone, Copy, PartialEq)]

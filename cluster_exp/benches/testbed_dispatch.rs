@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(muri_runtime::server::incoming(listener)),
     );
     let mut daemons = Vec::new();
     for node in 0..WORKERS {

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod server;
 pub mod tls;
 
 /// Generated protobuf messages and tonic services (package `muri.v1`).

@@ -785,7 +785,7 @@ async fn serve_stats(
         CheckToken(token),
     );
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = muri_runtime::server::incoming(listener);
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(svc)
             .serve_with_incoming(incoming)

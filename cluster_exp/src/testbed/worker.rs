@@ -79,6 +79,9 @@ struct WorkerState {
     spawning: tokio::sync::Semaphore,
     /// The threads that fork trainers (see [`SpawnThreads`]).
     spawn_threads: SpawnThreads,
+    /// When the last Execute arrived: spawns wait for a round's burst to end (see
+    /// [`wait_for_dispatch_burst`]).
+    last_execute: Mutex<Instant>,
     shutdown: Notify,
 }
 
@@ -191,6 +194,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
         epoch: AtomicU64::new(0),
         spawning: tokio::sync::Semaphore::new(CONCURRENT_SPAWNS),
         spawn_threads: SpawnThreads::start(CONCURRENT_SPAWNS),
+        last_execute: Mutex::new(Instant::now()),
         shutdown: Notify::new(),
     });
     let svc = pb::scheduler_to_worker_server::SchedulerToWorkerServer::with_interceptor(
@@ -207,7 +211,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> anyhow::Result<()> {
     }
     let shutdown_state = state.clone();
     let mut server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = muri_runtime::server::incoming(listener);
         builder
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -773,6 +777,35 @@ fn local_process_count(cfg: &WorkerConfig, req: &pb::ExecuteRequest, part: &Loca
     }
 }
 
+/// How long no Execute must have arrived before a launch's processes are spawned.
+const DISPATCH_QUIET: Duration = Duration::from_millis(2);
+/// The longest a spawn waits for the burst to end (a stream of Executes can't starve it).
+const DISPATCH_QUIET_MAX_WAIT: Duration = Duration::from_millis(25);
+
+/// Waits until no Execute has arrived for [`DISPATCH_QUIET`] (at most
+/// [`DISPATCH_QUIET_MAX_WAIT`]). A round's Executes reach a worker as a burst within a
+/// millisecond or two, and the scheduler's round waits for all their replies. Forking a
+/// trainer stalls the worker's RPC threads (the fork holds the address space; the child's
+/// exec takes a CPU), so spawning each launch as its Execute is answered delays the replies
+/// still to come: 64 groups on 8 workers took 40–60 ms to be answered with spawns
+/// interleaved, 4 ms with the spawns after the burst (BENCHMARKS.md). A launch starts at
+/// most a few milliseconds later, against a process start of hundreds.
+async fn wait_for_dispatch_burst(state: &WorkerState) {
+    let began = Instant::now();
+    loop {
+        let quiet = match state.last_execute.lock() {
+            Ok(last) => last.elapsed(),
+            Err(_) => return,
+        };
+        let waited = began.elapsed();
+        if quiet >= DISPATCH_QUIET || waited >= DISPATCH_QUIET_MAX_WAIT {
+            return;
+        }
+        let left = (DISPATCH_QUIET - quiet).min(DISPATCH_QUIET_MAX_WAIT - waited);
+        tokio::time::sleep(left).await;
+    }
+}
+
 /// Spawns a recorded launch's process trees (blocking fork/exec, on a spawn thread) and
 /// watches them. A launch killed while it was being spawned is killed as soon as its trees
 /// exist; a spawn that fails is reported as Done with exit code 127 and the error, which
@@ -781,6 +814,7 @@ async fn start_launch(state: Arc<WorkerState>, req: pb::ExecuteRequest, part: Lo
     let started = Instant::now();
     let group_id = req.group_id;
     let spawner = state.clone();
+    wait_for_dispatch_burst(&state).await;
     let spawned = match state.spawning.acquire().await {
         Ok(_permit) => state
             .spawn_threads
@@ -981,6 +1015,9 @@ impl pb::scheduler_to_worker_server::SchedulerToWorker for WorkerService {
         &self,
         req: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteReply>, Status> {
+        if let Ok(mut last) = self.state.last_execute.lock() {
+            *last = Instant::now();
+        }
         let req = req.into_inner();
         let cfg = &self.state.cfg;
         let part = validate_execute(cfg, &req)?;

@@ -416,6 +416,38 @@ fn sigkilled_worker_groups_are_requeued_and_every_job_finishes() {
     );
 }
 
+/// SRTF puts a newly arrived shorter job first, so it takes the policy's node 0 and the
+/// running job is placed on node 1. The executor reads the policy's nodes so that the
+/// running job stays on its worker: one launch for it, and the new job on the other worker.
+#[test]
+fn a_running_job_keeps_its_worker_when_a_shorter_one_arrives() {
+    trainer_present();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace,
+        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
+         0,4,0,43103,gpt2,4,20000000,0,464,0.7,416,40,0\n\
+         1,4,2000000,2155,gpt2,4,1000000,2000000,464,0.7,416,40,0\n",
+    )
+    .unwrap();
+    let mut run = start_scheduler(dir.path(), Some(&trace), "shortest", &[], "keep");
+    let _w0 = start_worker(run.port, 0, "keep", &[]);
+    let _w1 = start_worker(run.port, 1, "keep", &[]);
+    let err = wait_done(&mut run, Duration::from_secs(60));
+    assert!(err.contains("2 jobs completed, 0 failed"), "{err}");
+    let launches = read_launches(&run.log);
+    let of = |job: &str| -> Vec<&[String; 5]> { launches.iter().filter(|l| l[0] == job).collect() };
+    assert_eq!(of("0").len(), 1, "job 0 is never relaunched: {launches:?}");
+    assert_eq!(of("0")[0][4], "ok", "{launches:?}");
+    assert_eq!(of("1").len(), 1, "{launches:?}");
+    assert_ne!(
+        of("0")[0][1],
+        of("1")[0][1],
+        "the jobs run on different workers: {launches:?}"
+    );
+}
+
 #[test]
 fn crashing_trainers_are_retried_then_marked_failed() {
     trainer_present();

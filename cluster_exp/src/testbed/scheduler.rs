@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use super::journal::{AppendCsv, Journal};
 use super::measure::{self, GroupUsage};
-use super::service::{Event, SchedulerService, Shared, Submission};
+use super::service::{Event, SchedulerService, Shared, Submission, WorkerEntry};
 use crate::cluster::{Cluster, ClusterSpec, Placement};
 use crate::engine::JobRecord;
 use crate::interleave::{InterleaveModel, StageProfile};
@@ -44,6 +44,7 @@ use crate::trace::{JobSpec, Trace};
 
 mod durable;
 mod gpu_assign;
+mod node_labels;
 mod realtime;
 
 use gpu_assign::GpuAssigner;
@@ -339,7 +340,7 @@ async fn spawn_server(
     tracing::info!(%bound, tls = shared.tls.is_server_tls(), "scheduler listening");
     eprintln!("scheduler listening on {bound}");
     let server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = muri_runtime::server::incoming(listener);
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!("scheduler server stopped: {e}");
         }
@@ -1046,7 +1047,8 @@ impl Testbed {
             seen.extend(&members);
             placed.push((members, placement));
         }
-        let mut gpus = GpuAssigner::new(alive, &workers);
+        let labels = self.node_labels(alive, &workers, &placed);
+        let mut gpus = GpuAssigner::new(&labels, &workers);
         let mut out: Vec<Option<gpu_assign::NodeGpus>> = placed
             .iter()
             .map(|(members, placement)| {
@@ -1069,6 +1071,44 @@ impl Testbed {
             .zip(out)
             .map(|((members, _), gpus)| (members, gpus))
             .collect()
+    }
+
+    /// The live worker each of the policy's nodes stands for this round: running groups
+    /// keep their workers where the policy's placement allows it (see [`node_labels`]).
+    fn node_labels(
+        &self,
+        alive: &[u32],
+        workers: &BTreeMap<u32, WorkerEntry>,
+        placed: &[(Vec<JobIdx>, &Placement)],
+    ) -> Vec<u32> {
+        let mut claims: Vec<node_labels::Claim> = placed
+            .iter()
+            .filter_map(|(members, placement)| {
+                let running = self.running.iter().find(|g| g.members == *members)?;
+                let mut wanted: Vec<(u32, u32)> = Vec::new();
+                for share in &placement.shares {
+                    match wanted.iter_mut().find(|(n, _)| *n == share.node) {
+                        Some((_, count)) => *count += share.gpus,
+                        None => wanted.push((share.node, share.gpus)),
+                    }
+                }
+                let running = running
+                    .gpus
+                    .iter()
+                    .map(|(n, ids)| (*n, ids.len() as u32))
+                    .collect();
+                Some(node_labels::Claim { wanted, running })
+            })
+            .collect();
+        claims.sort_by_key(|c| std::cmp::Reverse(c.running.iter().map(|r| r.1).sum::<u32>()));
+        let spec = &self.cfg.spec;
+        let whole = alive.len() == spec.num_nodes() as usize && spec.num_switch > 1;
+        let per_switch = spec.num_node_p_switch.max(1) as usize;
+        let gpus_of = |k: usize| workers.get(&alive[k]).map(|w| w.gpus.len());
+        let interchangeable = |i: usize, k: usize| {
+            (!whole || i / per_switch == k / per_switch) && gpus_of(i) == gpus_of(k)
+        };
+        node_labels::node_labels(alive, interchangeable, &claims)
     }
 
     /// Sends every group's Execute to every node of its placement, collects the samples,

@@ -358,7 +358,7 @@ fn make_collective(args: &Args) -> anyhow::Result<Box<dyn Collective>> {
         k => k,
     };
     match kind {
-        CollectiveKind::Mpi => mpi_collective(),
+        CollectiveKind::Mpi => mpi_collective(args.workload),
         CollectiveKind::Nccl => nccl_collective(),
         _ => {
             anyhow::ensure!(
@@ -377,14 +377,19 @@ fn make_collective(args: &Args) -> anyhow::Result<Box<dyn Collective>> {
     }
 }
 
+/// Emulated ranks wait for each other's all-reduces sleeping, not spinning (see
+/// `MpiCollective::patient`).
 #[cfg(feature = "mpi")]
-fn mpi_collective() -> anyhow::Result<Box<dyn Collective>> {
+fn mpi_collective(workload: Workload) -> anyhow::Result<Box<dyn Collective>> {
     let c = muri_workloads::collective::mpi_impl::MpiCollective::init(rotation::SLOTS)?;
-    Ok(Box::new(c))
+    Ok(match workload {
+        Workload::Emulated => Box::new(c.patient(std::time::Duration::from_micros(100))),
+        Workload::Real => Box::new(c),
+    })
 }
 
 #[cfg(not(feature = "mpi"))]
-fn mpi_collective() -> anyhow::Result<Box<dyn Collective>> {
+fn mpi_collective(_: Workload) -> anyhow::Result<Box<dyn Collective>> {
     bail!("this muri-trainer was built without the `mpi` feature")
 }
 

@@ -159,6 +159,7 @@ pub struct WorkerArgs {
     checkpoint_dir: Option<PathBuf>,
     /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
     /// (tch models on synthetic data; needs muri-trainer built with `--features torch`).
+    /// Told to the scheduler, whose default `--time_scale` follows it (1 for real).
     #[arg(long, default_value = "emulated", value_parser = ["emulated", "real"])]
     workload: String,
     /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).

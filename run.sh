@@ -38,6 +38,13 @@
 # trace-data/testbed-real.csv (6 short jobs), TIME_SCALE=1 and FAST_FORWARD=5. That trace:
 #   muri trace gen --jobs 6 --interarrival 900 --median-hours 0.5 --duration-sigma 0.5 \
 #     --gpu-mix 1:0.5,2:0.5 --seed 3 -o trace-data/testbed-real.csv
+# trace-data/testbed-real-multinode.csv (4 short jobs, two of 2 GPUs: on 2 workers x 1 GPU
+# with --hosts loopback their ranks span two hosts):
+#   muri trace gen --jobs 4 --interarrival 900 --median-hours 0.25 --duration-sigma 0.5 \
+#     --gpu-mix 1:0.5,2:0.5 --seed 3 -o trace-data/testbed-real-multinode.csv
+# CHECK_SYNC=1 has the trainers check after every step that all ranks of a job hold the same
+# parameters (`muri worker --check_sync`); rank 0 logs `check-sync: N parameter checks
+# passed` in results/<policy>/trainer-logs/launch-<id>.log.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -93,9 +100,8 @@ rm -rf "$out/trainer-logs"
 # the default one; otherwise each run starts afresh).
 state=${STATE_DIR:-$out/state}
 [ -n "${STATE_DIR:-}" ] || [ "${RESUME:-0}" = 1 ] || rm -rf "$state"
-# Real-time runs are not journaled (the scheduler refuses --state_dir there).
 state_flags=(--state_dir "$state")
-[ "${FAST_FORWARD:-}" = 0 ] && state_flags=()
+[ "${CHECK_SYNC:-0}" = 1 ] && worker_flags+=(--check_sync)
 if [ -z "${MURI:-}" ]; then
   cargo build --release -q -p muri -p muri-workloads "${features[@]}"
   MURI=$CARGO_TARGET_DIR/release/muri

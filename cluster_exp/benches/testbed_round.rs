@@ -84,7 +84,7 @@ async fn run(executor: Executor, jobs: u64, trainer: PathBuf) -> anyhow::Result<
         log_path: log.path().to_path_buf(),
         schedule_interval: 3600.0,
         fast_forwarding: 2,
-        time_scale: 0.001,
+        time_scale: Some(0.001),
         workers: WORKERS as usize,
         token: token.clone(),
         tls: Tls::plaintext(),
@@ -117,6 +117,7 @@ async fn run(executor: Executor, jobs: u64, trainer: PathBuf) -> anyhow::Result<
             kill_grace: Duration::from_secs(1),
             checkpoint_dir: None,
             trainer_flags: Vec::new(),
+            workload: muri::testbed::Workload::Emulated,
         };
         tokio::spawn(run_worker(cfg));
     }

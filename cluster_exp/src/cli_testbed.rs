@@ -47,9 +47,11 @@ pub struct SchedulerArgs {
         default_value_t = 20
     )]
     fast_forwarding: u64,
-    /// Emulated stage time = profiled time × this.
-    #[arg(long = "time_scale", alias = "time-scale", default_value_t = 0.05)]
-    time_scale: f64,
+    /// Emulated stage time = profiled time × this; wall seconds per virtual second in
+    /// real time. Default: 1 when the workers run real models (`muri worker --workload
+    /// real`), 0.05 when they emulate. Workers running different workloads are refused.
+    #[arg(long = "time_scale", alias = "time-scale")]
+    time_scale: Option<f64>,
     /// Address to serve workers, trainers and `muri submit/status/cancel` on. Port 0 picks a
     /// free port; the address bound is printed as `scheduler listening on IP:PORT`.
     #[arg(long, default_value = muri_runtime::DEFAULT_SCHEDULER_ADDR)]
@@ -157,6 +159,7 @@ pub struct WorkerArgs {
     checkpoint_dir: Option<PathBuf>,
     /// What trainers run: `emulated` (each stage sleeps for its profiled time) or `real`
     /// (tch models on synthetic data; needs muri-trainer built with `--features torch`).
+    /// Told to the scheduler, whose default `--time_scale` follows it (1 for real).
     #[arg(long, default_value = "emulated", value_parser = ["emulated", "real"])]
     workload: String,
     /// Data sets of real workloads (made by `muri data gen`; missing ones are generated).
@@ -165,6 +168,11 @@ pub struct WorkerArgs {
     /// libtorch threads per trainer rank (real workloads).
     #[arg(long = "torch_threads", alias = "torch-threads", default_value_t = 1)]
     torch_threads: u32,
+    /// Trainers check after every step that all ranks of a job hold identical parameters
+    /// (one extra all-reduce per step; rank 0 prints `check-sync: N parameter checks
+    /// passed` to its launch log). For tests of jobs whose ranks span hosts.
+    #[arg(long = "check_sync", alias = "check-sync")]
+    check_sync: bool,
 }
 
 #[derive(Args)]
@@ -434,6 +442,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     private_files();
     let trainer = args.trainer.unwrap_or_else(worker::default_trainer);
     worker::check_trainer(&trainer)?;
+    let workload = testbed::Workload::parse(&args.workload)?;
     let mut trainer_flags = trainer_tls_flags(&tls);
     trainer_flags.extend([
         "--workload".into(),
@@ -443,6 +452,9 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         "--torch-threads".into(),
         args.torch_threads.to_string(),
     ]);
+    if args.check_sync {
+        trainer_flags.push("--check-sync".into());
+    }
     let cfg = worker::WorkerConfig {
         scheduler: args.scheduler,
         node_id: args.node_id,
@@ -458,6 +470,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         kill_grace: seconds(args.kill_grace, "--kill_grace")?,
         checkpoint_dir: args.checkpoint_dir,
         trainer_flags,
+        workload,
     };
     runtime()?.block_on(worker::run_worker(cfg))
 }

@@ -131,3 +131,116 @@ fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
         "the timeout includes the expected startup: {failed}"
     );
 }
+
+/// A scheduler (online: no trace, port 0, logs in `log`) waiting for one worker;
+/// `time_scale` is passed when given. Returns it and the port it listens on; its stderr lines go to the channel.
+fn online_scheduler(
+    log: &Path,
+    time_scale: Option<&str>,
+) -> (Proc, u16, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new(MURI);
+    cmd.args(["scheduler", "--cluster_spec"])
+        .arg(Path::new(ROOT).join("cluster_spec/n2g4.csv"))
+        .arg("--log_path")
+        .arg(log)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no_auth"])
+        .env_remove("MURI_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(scale) = time_scale {
+        cmd.args(["--time_scale", scale]);
+    }
+    let mut scheduler = Proc(cmd.spawn().unwrap());
+    let stderr = scheduler.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = rx
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("scheduler listening on ")
+                .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+        })
+        .expect("the scheduler reports its port");
+    (scheduler, port, rx)
+}
+
+/// A worker for node `node` running `workload`, giving up after a 2 s refusal.
+fn worker(port: u16, node: u32, workload: &str) -> Proc {
+    Command::new(MURI)
+        .args(["worker", "--scheduler", &format!("127.0.0.1:{port}")])
+        .args(["--node-id", &node.to_string(), "--gpus", "4"])
+        .args(["--workload", workload, "--register_timeout", "2"])
+        .arg("--no_auth")
+        .env_remove("MURI_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Proc)
+        .unwrap()
+}
+
+/// The scheduler's line naming the time scale it chose once its workers registered.
+fn time_scale_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("time scale") => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no time scale line: {e}"),
+        }
+    }
+}
+
+/// Without `--time_scale` the clock follows what the workers run: real models run at their
+/// own speed (a scale of 1), emulated stages at the default 0.05; an explicit scale wins;
+/// and a worker running something else than the first is refused, naming both.
+#[test]
+fn the_default_time_scale_follows_the_workers_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, port, lines) = online_scheduler(&dir.path().join("real"), None);
+    let _real = worker(port, 0, "real");
+    assert_eq!(
+        time_scale_line(&lines),
+        "workers run real workloads: time scale 1 (default)"
+    );
+    let mut emulated = worker(port, 1, "emulated");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = emulated.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the emulated worker was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut emulated.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("node 1 runs emulated workloads, but this scheduler's workers run real"),
+        "{err}"
+    );
+
+    let (_s, port, lines) = online_scheduler(&dir.path().join("emulated"), None);
+    let _emulated = worker(port, 0, "emulated");
+    assert_eq!(
+        time_scale_line(&lines),
+        "workers run emulated workloads: time scale 0.05 (default)"
+    );
+
+    let (_s, port, lines) = online_scheduler(&dir.path().join("given"), Some("0.5"));
+    let _real = worker(port, 0, "real");
+    assert_eq!(
+        time_scale_line(&lines),
+        "workers run real workloads: time scale 0.5 (--time_scale)"
+    );
+}

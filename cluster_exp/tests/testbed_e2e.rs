@@ -690,6 +690,88 @@ fn multi_node_run(policy: &str, token: &str) {
     assert_nothing_left(token, Duration::from_secs(10));
 }
 
+/// Real models (features `torch` and `mpi`) on 2 workers × 1 GPU, each its own loopback
+/// host: the 2-GPU jobs of trace-data/testbed-real-multinode.csv run one rank on each host
+/// (`mpirun` over the host list), and `--check_sync` has every step check that both ranks
+/// hold identical parameters, which rank 0 confirms in the launch's log.
+#[cfg(all(feature = "torch", feature = "mpi"))]
+#[test]
+fn real_models_pass_check_sync_across_two_loopback_hosts() {
+    trainer_present();
+    let token = "real-check-sync";
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.csv");
+    std::fs::write(
+        &spec,
+        "num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,2,1,8,350\n",
+    )
+    .unwrap();
+    let trace = Path::new(ROOT).join("trace-data/testbed-real-multinode.csv");
+    let jobs = muri::trace::Trace::from_path(&trace).unwrap().jobs;
+    let wide: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.num_gpu == 2)
+        .map(|j| j.job_id.to_string())
+        .collect();
+    assert!(!wide.is_empty(), "the trace has 2-GPU jobs");
+    let mut run = start_scheduler_on(
+        dir.path(),
+        &spec,
+        Some(&trace),
+        "multi-resource-blossom-same-gpu",
+        &["--fast_forwarding", "3", "--time_scale", "1"],
+        token,
+    );
+    let data = dir.path().join("data");
+    let ckpt = dir.path().join("ckpt");
+    let _workers: Vec<Proc> = (0..2u32)
+        .map(|node| {
+            let mut cmd = Command::new(MURI);
+            cmd.args(["worker", "--scheduler", &format!("127.0.0.1:{}", run.port)])
+                .args(["--node-id", &node.to_string(), "--gpus", "1"])
+                .args(["--listen", &format!("127.0.0.{}:0", node + 2)])
+                .args(["--workload", "real", "--check_sync", "--data_dir"])
+                .arg(&data)
+                .arg("--checkpoint_dir")
+                .arg(&ckpt)
+                .env("MURI_TOKEN", token)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            Proc(cmd.spawn().unwrap())
+        })
+        .collect();
+    let err = wait_done(&mut run, Duration::from_secs(600));
+    assert!(
+        err.contains(&format!("{} jobs completed, 0 failed", jobs.len())),
+        "{err}"
+    );
+    check_job_csv(&run.log, jobs.len());
+    let text = std::fs::read_to_string(run.log.join("launches.csv")).unwrap();
+    let mut spanning = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if !f[3].split('+').any(|j| wide.iter().any(|w| w == j)) {
+            continue;
+        }
+        assert_eq!(f[5], "127.0.0.2+127.0.0.3", "one rank per host: {line}");
+        assert_eq!((f[6], f[7]), ("1+1", "ok"), "{line}");
+        let log = run
+            .log
+            .join("trainer-logs")
+            .join(format!("launch-{}.log", f[0]));
+        let trainer = std::fs::read_to_string(&log).unwrap();
+        let checks: u64 = trainer
+            .split("check-sync: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no check-sync line:\n{trainer}", log.display()));
+        assert!(checks >= 3, "{}: {checks} checks", log.display());
+        spanning += 1;
+    }
+    assert!(spanning > 0, "no launch of a 2-GPU job:\n{text}");
+    assert_nothing_left(token, Duration::from_secs(10));
+}
+
 #[test]
 fn muri_s_runs_8_gpu_jobs_across_two_loopback_hosts() {
     multi_node_run("multi-resource-blossom-same-gpu", "multi-muri-s");

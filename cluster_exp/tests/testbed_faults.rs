@@ -250,6 +250,7 @@ async fn a_second_registration_for_a_live_node_is_refused_and_a_silent_one_is_fe
         addr: format!("127.0.0.9:{port}"),
         gpu_ids: vec![0, 1, 2, 3],
         cpus: 4,
+        ..Default::default()
     };
     // Wait for the real worker 0 to hold node 0.
     let started = Instant::now();

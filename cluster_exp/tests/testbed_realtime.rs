@@ -87,6 +87,8 @@ struct Run {
     scheduler: Proc,
     stderr: Option<JoinHandle<String>>,
     _workers: Vec<Proc>,
+    port: u16,
+    token: String,
 }
 
 /// A scheduler (port 0; the port is read from its `scheduler listening on` line) running
@@ -99,6 +101,32 @@ fn start_run(
     workers: u32,
     fast_forwarding: &str,
 ) -> Run {
+    let interval = ["--schedule_interval", "3600"];
+    start_run_with(
+        dir,
+        trace,
+        spec,
+        policy,
+        workers,
+        fast_forwarding,
+        &interval,
+        &[],
+    )
+}
+
+/// [`start_run`] with other scheduler flags (`--schedule_interval` among them) and extra
+/// worker flags.
+#[allow(clippy::too_many_arguments)]
+fn start_run_with(
+    dir: &Path,
+    trace: &Path,
+    spec: &Path,
+    policy: &str,
+    workers: u32,
+    fast_forwarding: &str,
+    scheduler_flags: &[&str],
+    worker_flags: &[&str],
+) -> Run {
     let token = format!("realtime-{policy}");
     let log = dir.join("out");
     let mut cmd = Command::new(MURI);
@@ -108,7 +136,7 @@ fn start_run(
         .arg(trace)
         .args(["--schedule", policy, "--log_path"])
         .arg(&log)
-        .args(["--listen", "127.0.0.1:0", "--schedule_interval", "3600"])
+        .args(["--listen", "127.0.0.1:0"])
         .args([
             "--fast_forwarding",
             fast_forwarding,
@@ -116,6 +144,7 @@ fn start_run(
             TIME_SCALE,
         ])
         .args(["--heartbeat_ms", "100", "--heartbeat_timeout_ms", "2000"])
+        .args(scheduler_flags)
         .env("MURI_TOKEN", &token)
         .env("RUST_LOG", "muri::testbed=info")
         .stdout(Stdio::null())
@@ -152,6 +181,7 @@ fn start_run(
                     "--kill_grace",
                     "2",
                 ])
+                .args(worker_flags)
                 .env("MURI_TOKEN", &token)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -163,6 +193,8 @@ fn start_run(
         scheduler,
         stderr: Some(reader),
         _workers: workers,
+        port,
+        token,
     }
 }
 
@@ -354,4 +386,116 @@ fn a_preempted_emulated_job_resumes_with_its_iteration_count() {
     let rows = read_job_csv(&run.log.join("job.csv")).unwrap();
     let end = |id: u64| rows.iter().find(|r| r.job_id == id).unwrap().end_time;
     assert!(end(1) < end(0), "{rows:?}");
+}
+
+/// `muri status --format json` of a run: (state, progress) of job `job`, if listed.
+fn job_status(run: &Run, job: u64) -> Option<(String, f64)> {
+    let out = Command::new(MURI)
+        .args(["status", "--format", "json", "--scheduler"])
+        .arg(format!("127.0.0.1:{}", run.port))
+        .env("MURI_TOKEN", &run.token)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None; // not serving yet, or already gone
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = doc["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["job_id"].as_u64() == Some(job))?
+        .clone();
+    Some((
+        entry["state"].as_str()?.to_string(),
+        entry["progress"].as_f64()?,
+    ))
+}
+
+/// The scheduler polls the running trainers' QueryStats each round and shows their
+/// progress, not the model's estimate: a trainer running 4× slower than the model says
+/// (a wrapper quadruples its `--time-scale`) is, once the model would have it done, still
+/// shown well short of done, and the job runs its iterations once, finishing when its
+/// trainer reports the last one.
+#[test]
+fn running_jobs_show_the_progress_their_trainers_report() {
+    trainer_present();
+    let _one_at_a_time = TIMED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    // resnet18 on 1 GPU: 779 ms per iteration, 2000 iterations = 1,558 virtual s, so about
+    // 3.9 s of wall time at the model's speed and 15.6 s at the trainer's.
+    std::fs::write(
+        &trace,
+        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
+         0,1,0,2000,resnet18,128,1558000,0,779,711,110,0,1\n",
+    )
+    .unwrap();
+    let slow = dir.path().join("slow-trainer");
+    let trainer = Path::new(MURI).with_file_name("muri-trainer");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/usr/bin/env bash\n\
+             args=(); next=0\n\
+             for a in \"$@\"; do\n\
+               if [ $next = 1 ]; then a=$(awk \"BEGIN {{ print $a * 4 }}\"); next=0; fi\n\
+               [ \"$a\" = --time-scale ] && next=1\n\
+               args+=(\"$a\")\n\
+             done\n\
+             exec {} \"${{args[@]}}\"\n",
+            trainer.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = dir.path().join("spec.csv");
+    std::fs::write(
+        &spec,
+        "num_switch,num_node_p_switch,num_gpu_p_node,num_cpu_p_node,mem_p_node\n1,1,4,32,350\n",
+    )
+    .unwrap();
+    // A round (and a poll) every 40 virtual seconds: 0.1 s of wall time.
+    let mut run = start_run_with(
+        dir.path(),
+        &trace,
+        &spec,
+        "shortest",
+        1,
+        "0",
+        &["--schedule_interval", "40"],
+        &["--trainer", slow.to_str().unwrap()],
+    );
+    // Past the model's 3.9 s (launch included), the job is still running, short of done.
+    let mut seen = Vec::new();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(8) {
+        if let Some(s) = job_status(&run, 0) {
+            seen.push((began.elapsed(), s));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let late: Vec<f64> = seen
+        .iter()
+        .filter(|(t, (state, _))| *t >= Duration::from_secs(6) && state == "running")
+        .map(|(_, (_, p))| *p)
+        .collect();
+    assert!(
+        !late.is_empty(),
+        "job 0 was not running after 6 s: {seen:?}"
+    );
+    for p in &late {
+        assert!(
+            (0.1..0.75).contains(p),
+            "progress {p} is not the trainer's (about 0.4 at 6-8 s): {seen:?}"
+        );
+    }
+    let progress: Vec<f64> = seen.iter().map(|(_, (_, p))| *p).collect();
+    assert!(
+        progress.windows(2).all(|w| w[1] >= w[0]),
+        "progress went back: {seen:?}"
+    );
+    let err = wait_done(&mut run, Duration::from_secs(120));
+    assert!(err.contains("1 jobs completed, 0 failed"), "{err}");
+    assert!(!err.contains("QueryStats"), "a poll failed: {err}");
+    assert_eq!(launches_of(&err, 0), vec![("ok".to_string(), 2000)]);
 }

@@ -111,6 +111,8 @@ impl Setup {
             .args(["--time_scale", "0.01"])
             .args(&self.extra)
             .env("MURI_TOKEN", self.token)
+            // Launch ends and completions are logged at info level.
+            .env("RUST_LOG", "muri::testbed=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         spawn_listening(cmd)
@@ -454,5 +456,87 @@ fn a_state_dir_of_another_policy_is_refused() {
             "holds a run with another policy (multi-resource-blossom-same-gpu; this run: shortest)"
         ),
         "{err}"
+    );
+}
+
+/// In real time (`--fast_forwarding 0`): the scheduler SIGKILLed while jobs run and have
+/// finished, restarted on its state directory, goes on with the iterations the jobs had
+/// reached (the journal holds what their trainers reported and the polls saw), and kills
+/// the launches of the old scheduler on their nodes.
+#[test]
+fn scheduler_killed_mid_run_in_real_time_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    // 8 jobs of about 10 virtual minutes (6 s of wall time at 0.01), every 5 minutes.
+    let out = muri(&[
+        "trace",
+        "gen",
+        "--jobs",
+        "8",
+        "--interarrival",
+        "300",
+        "--median-hours",
+        "0.15",
+        "--duration-sigma",
+        "0.5",
+        "--gpu-mix",
+        "1:0.5,2:0.25,4:0.25",
+        "--seed",
+        "11",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let setup = Setup {
+        spec: write_spec(dir.path(), 2),
+        trace,
+        dir,
+        policy: "shortest",
+        extra: vec!["--fast_forwarding", "0"],
+        token: "restart-realtime",
+    };
+    let jobs = setup.log().join("job.csv");
+    let token = setup.token;
+    let (err, before) = kill_and_resume(
+        &setup,
+        2,
+        || rows(&jobs).len() >= 2 && !ranks_per_launch(token).is_empty(),
+        |_| {},
+    );
+    assert!((2..8).contains(&before.len()), "{before:?}");
+    // The launches cut by the kill are recorded as lost and killed by the new scheduler.
+    let launches = rows(&setup.log().join("launches.csv"));
+    assert!(
+        launches
+            .iter()
+            .any(|r| r.ends_with("lost: scheduler restarted,,")),
+        "{}",
+        launches.join("\n")
+    );
+    assert!(err.contains("launches to kill"), "{err}");
+    // A job cut by the kill goes on from where its trainer was: its first launch after the
+    // restart runs to the end (status ok) with fewer iterations than the trace gives it.
+    let trace = muri::trace::Trace::from_path(&setup.trace).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut resumed_short = false;
+    for l in err.lines().filter(|l| l.contains("launch ended")) {
+        for j in &trace.jobs {
+            if !l.contains(&format!("jobs=[{}]", j.job_id)) || !seen.insert(j.job_id) {
+                continue;
+            }
+            let ran = l
+                .split("iterations=[")
+                .nth(1)
+                .and_then(|r| r.split(']').next()?.parse::<u64>().ok());
+            resumed_short |= l.contains("status=ok") && ran.is_some_and(|n| n < j.iterations);
+        }
+    }
+    assert!(
+        resumed_short,
+        "no job went on from its journaled count:\n{err}"
     );
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -237,14 +237,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(INJECTED_FAILURE_EXIT));
     }
     let token = Token::load(args.token_file.as_deref())?;
-    let finished = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::new(&jobs, process_start));
     let reporter = if comm.rank() == 0 {
-        Reporter::start(&args, &jobs, &token, finished.clone(), process_start)?
+        Reporter::start(&args, &jobs, &token, progress.clone())?
     } else {
         None
     };
     let early_finish = reporter.as_ref().map(Reporter::early_finish_sender);
-    let slot_jobs = build_workloads(&args, &jobs, early_finish.as_ref())?;
+    let slot_jobs = build_workloads(&args, &jobs, &progress, early_finish.as_ref())?;
     if args.warmup > 0 {
         let warm: Vec<SlotJob> = slot_jobs
             .iter()
@@ -255,11 +255,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         rotation::run(&warm, comm.as_ref(), &AtomicU64::new(0), &stop)?;
+        progress.reset();
     }
     let startup_s = process_start.elapsed().as_secs_f64();
     tracing::info!(group = args.group_id, startup_s, "training started");
     let usage_sampler = Sampler::start(sampler::gpu_index_from_env());
-    let measured = rotation::run(&slot_jobs, comm.as_ref(), &finished, &stop)?;
+    let _ = progress.training_started.set(Instant::now());
+    let measured = rotation::run(&slot_jobs, comm.as_ref(), &progress.passes, &stop)?;
     let usage = usage_sampler.finish();
     save_checkpoints(&args, comm.rank(), &slot_jobs)?;
     tracing::info!(
@@ -422,11 +424,13 @@ fn checkpoint_path(args: &Args, job_id: u64) -> Option<PathBuf> {
         .map(|d| d.join(format!("job-{job_id}.ckpt")))
 }
 
-/// Every job's workload, resumed from its checkpoint; jobs shorter than the group's
-/// longest announce their last iteration on `early_finish`.
+/// Every job's workload, resumed from its checkpoint, counting its iterations in
+/// `progress`; jobs shorter than the group's longest announce their last iteration on
+/// `early_finish`.
 fn build_workloads(
     args: &Args,
     jobs: &[JobArg],
+    progress: &Arc<Progress>,
     early_finish: Option<&EarlyFinish>,
 ) -> anyhow::Result<Vec<SlotJob>> {
     let longest = jobs.iter().map(|j| j.iterations).max().unwrap_or(0);
@@ -435,7 +439,7 @@ fn build_workloads(
         muri_workloads::torch::configure_threads(args.torch_threads);
     }
     let mut out = Vec::with_capacity(jobs.len());
-    for j in jobs {
+    for (index, j) in jobs.iter().enumerate() {
         let mut w = build_workload(args, j)?;
         if let Some(path) = checkpoint_path(args, j.job_id).filter(|p| p.exists()) {
             w.restore(&path)
@@ -445,13 +449,14 @@ fn build_workloads(
         if args.check_sync {
             w = Box::new(SyncChecked { inner: w });
         }
-        if let Some(tx) = early_finish.filter(|_| j.iterations > 0 && j.iterations < longest) {
-            w = Box::new(FinishNotice {
-                inner: w,
-                left: j.iterations,
-                notify: tx.clone(),
-            });
-        }
+        let notify = early_finish.filter(|_| j.iterations > 0 && j.iterations < longest);
+        w = Box::new(Counted {
+            inner: w,
+            progress: progress.clone(),
+            index,
+            target: j.iterations,
+            notify: notify.cloned(),
+        });
         tracing::debug!(job = j.job_id, model = %j.model, batch = j.batch_size, slot = j.slot, "workload ready");
         out.push(SlotJob {
             slot: j.slot,
@@ -602,8 +607,7 @@ impl Reporter {
         args: &Args,
         jobs: &[JobArg],
         token: &Token,
-        finished: Arc<AtomicU64>,
-        started: Instant,
+        progress: Arc<Progress>,
     ) -> anyhow::Result<Option<Reporter>> {
         let Some(addr) = &args.scheduler else {
             return Ok(None);
@@ -616,8 +620,7 @@ impl Reporter {
         let stats_addr = rt.block_on(serve_stats(
             SocketAddr::new(args.stats_ip, 0),
             token.clone(),
-            finished,
-            started,
+            progress,
         ))?;
         let tls = Tls::load(TlsFiles {
             ca: args.tls_ca.clone(),
@@ -708,14 +711,68 @@ impl Reporter {
 
 type EarlyFinish = tokio::sync::mpsc::UnboundedSender<u64>;
 
-/// Counts a job's iterations in this launch and announces its last one.
-struct FinishNotice {
-    inner: Box<dyn JobWorkload>,
-    left: u64,
-    notify: EarlyFinish,
+/// How far this launch got: what `QueryStats` answers (rank 0).
+struct Progress {
+    /// Group iterations: passes of the rotation.
+    passes: AtomicU64,
+    /// Per job (in `--job` order): its id and the iterations it ran in this launch.
+    jobs: Vec<(u64, AtomicU64)>,
+    process_start: Instant,
+    /// When the measured iterations began (after start-up and warm-up).
+    training_started: OnceLock<Instant>,
 }
 
-impl JobWorkload for FinishNotice {
+impl Progress {
+    fn new(jobs: &[JobArg], process_start: Instant) -> Progress {
+        Progress {
+            passes: AtomicU64::new(0),
+            jobs: jobs.iter().map(|j| (j.job_id, AtomicU64::new(0))).collect(),
+            process_start,
+            training_started: OnceLock::new(),
+        }
+    }
+
+    /// Forgets the warm-up's iterations: only the launch's own count.
+    fn reset(&self) {
+        self.passes.store(0, Ordering::Relaxed);
+        for (_, n) in &self.jobs {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn reply(&self) -> pb::QueryStatsReply {
+        let passes = self.passes.load(Ordering::Relaxed);
+        let iteration_s = match self.training_started.get() {
+            Some(t) if passes > 0 => t.elapsed().as_secs_f64() / passes as f64,
+            _ => 0.0,
+        };
+        pb::QueryStatsReply {
+            finished_iterations: passes,
+            elapsed_s: self.process_start.elapsed().as_secs_f64(),
+            job_ids: self.jobs.iter().map(|(id, _)| *id).collect(),
+            job_iterations: self
+                .jobs
+                .iter()
+                .map(|(_, n)| n.load(Ordering::Relaxed))
+                .collect(),
+            iteration_s,
+        }
+    }
+}
+
+/// Counts a job's iterations in this launch (for `QueryStats`) and, given a `notify`,
+/// announces its last one.
+struct Counted {
+    inner: Box<dyn JobWorkload>,
+    progress: Arc<Progress>,
+    /// The job's index in `progress.jobs`.
+    index: usize,
+    /// Iterations it runs in this launch.
+    target: u64,
+    notify: Option<EarlyFinish>,
+}
+
+impl JobWorkload for Counted {
     fn job_id(&self) -> u64 {
         self.inner.job_id()
     }
@@ -727,11 +784,16 @@ impl JobWorkload for FinishNotice {
     }
     fn allreduce_and_step(&mut self, comm: &dyn Collective, slot: usize) -> anyhow::Result<()> {
         self.inner.allreduce_and_step(comm, slot)?;
-        self.left = self.left.saturating_sub(1);
-        if self.left == 0 {
-            // The receiver lives as long as the reporter's runtime: a closed channel only
-            // means the process is exiting.
-            let _ = self.notify.send(self.inner.job_id());
+        let Some((_, count)) = self.progress.jobs.get(self.index) else {
+            return Ok(());
+        };
+        let ran = count.fetch_add(1, Ordering::Relaxed) + 1;
+        if ran == self.target {
+            if let Some(notify) = &self.notify {
+                // The receiver lives as long as the reporter's runtime: a closed channel
+                // only means the process is exiting.
+                let _ = notify.send(self.inner.job_id());
+            }
         }
         Ok(())
     }
@@ -757,8 +819,7 @@ impl JobWorkload for FinishNotice {
 
 /// The `SchedulerToTrainer` service: how far this launch got.
 struct Stats {
-    finished: Arc<AtomicU64>,
-    started: Instant,
+    progress: Arc<Progress>,
 }
 
 #[tonic::async_trait]
@@ -767,10 +828,7 @@ impl pb::scheduler_to_trainer_server::SchedulerToTrainer for Stats {
         &self,
         _req: tonic::Request<pb::QueryStatsRequest>,
     ) -> Result<tonic::Response<pb::QueryStatsReply>, tonic::Status> {
-        Ok(tonic::Response::new(pb::QueryStatsReply {
-            finished_iterations: self.finished.load(Ordering::Relaxed),
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-        }))
+        Ok(tonic::Response::new(self.progress.reply()))
     }
 }
 
@@ -778,15 +836,14 @@ impl pb::scheduler_to_trainer_server::SchedulerToTrainer for Stats {
 async fn serve_stats(
     bind: SocketAddr,
     token: Token,
-    finished: Arc<AtomicU64>,
-    started: Instant,
+    progress: Arc<Progress>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding the QueryStats port on {bind}"))?;
     let addr = listener.local_addr()?;
     let svc = pb::scheduler_to_trainer_server::SchedulerToTrainerServer::with_interceptor(
-        Stats { finished, started },
+        Stats { progress },
         CheckToken(token),
     );
     tokio::spawn(async move {

@@ -146,6 +146,10 @@ pub struct JobState {
     pub failed: bool,
     pub cancelled: bool,
     pub error: String,
+    /// Real-time mode: iterations the job's trainers ran (launches that ended, plus the
+    /// last poll of a running one), which a resumed run's launches go on from.
+    #[serde(default)]
+    pub iterations_done: u64,
 }
 
 impl JobState {
@@ -176,6 +180,7 @@ impl JobState {
             failed,
             cancelled,
             error: error.to_string(),
+            iterations_done: 0,
         }
     }
 
@@ -783,6 +788,7 @@ mod tests {
                     failed: false,
                     cancelled: false,
                     error: String::new(),
+                    iterations_done: i as u64,
                 })
                 .collect(),
             runnable: (0..jobs).collect(),

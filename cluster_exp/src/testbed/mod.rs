@@ -23,6 +23,48 @@ pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 
+/// What a worker's trainers run. Every worker of a scheduler runs the same (a registration
+/// that differs is refused), and the scheduler's default `--time_scale` follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Each stage sleeps for its profiled time × `--time_scale`.
+    Emulated,
+    /// Real models, which run at their own speed whatever the time scale.
+    Real,
+}
+
+impl Workload {
+    /// `--time_scale` when none is given with emulated workers: a profiled second takes
+    /// 50 ms of wall time.
+    pub const EMULATED_TIME_SCALE: f64 = 0.05;
+
+    /// Parses `--workload` or a registration's `workload` field ("" from a worker that does
+    /// not say: emulated).
+    pub fn parse(name: &str) -> anyhow::Result<Workload> {
+        match name {
+            "" | "emulated" => Ok(Workload::Emulated),
+            "real" => Ok(Workload::Real),
+            other => anyhow::bail!("workload `{other}`: expected `emulated` or `real`"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Emulated => "emulated",
+            Workload::Real => "real",
+        }
+    }
+
+    /// The scheduler's `--time_scale` when none is given: real models run at their own
+    /// speed, so one virtual second is one wall second.
+    pub fn default_time_scale(self) -> f64 {
+        match self {
+            Workload::Emulated => Self::EMULATED_TIME_SCALE,
+            Workload::Real => 1.0,
+        }
+    }
+}
+
 /// A daemon listens beyond loopback only over TLS, or in plaintext when `--insecure` says
 /// so explicitly (then the token crosses the network in clear text).
 pub fn check_bind(addr: SocketAddr, tls: bool, insecure: bool) -> anyhow::Result<()> {

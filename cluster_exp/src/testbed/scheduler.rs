@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 use super::journal::{AppendCsv, Journal};
 use super::measure::{self, GroupUsage};
 use super::service::{Event, SchedulerService, Shared, Submission, WorkerEntry};
+use super::Workload;
 use crate::cluster::{Cluster, ClusterSpec, Placement};
 use crate::engine::JobRecord;
 use crate::interleave::{InterleaveModel, StageProfile};
@@ -65,8 +66,9 @@ pub struct SchedulerConfig {
     pub schedule_interval: f64,
     /// Iterations each launch runs (the sample).
     pub fast_forwarding: u64,
-    /// Emulated stage time = profiled time × this (so measured / this = virtual seconds).
-    pub time_scale: f64,
+    /// Emulated stage time = profiled time × this (so measured / this = virtual seconds);
+    /// `None`: what the workers run decides ([`Workload::default_time_scale`]).
+    pub time_scale: Option<f64>,
     /// Workers to wait for before the first round.
     pub workers: usize,
     pub token: Token,
@@ -255,6 +257,7 @@ pub async fn run_scheduler(mut cfg: SchedulerConfig) -> anyhow::Result<RunSummar
         heartbeat_interval: cfg.heartbeat_interval,
         heartbeat_timeout: cfg.heartbeat_timeout,
         workers: Mutex::new(BTreeMap::new()),
+        workload: Mutex::new(None),
         next_epoch: AtomicU64::new(super::service::first_epoch()),
         events: tx,
         submissions: Mutex::new(Vec::new()),
@@ -284,16 +287,10 @@ fn validate(cfg: &SchedulerConfig) -> anyhow::Result<()> {
         "--schedule_interval must be > 0"
     );
     anyhow::ensure!(
-        cfg.time_scale.is_finite() && cfg.time_scale > 0.0,
+        cfg.time_scale.is_none_or(|s| s.is_finite() && s > 0.0),
         "--time_scale must be > 0"
     );
     anyhow::ensure!(cfg.max_attempts >= 1, "--max_attempts must be at least 1");
-    // The real-time driver keeps its launches outside the journal: resuming one would lose
-    // them, so the combination is refused rather than half supported.
-    anyhow::ensure!(
-        cfg.state_dir.is_none() || cfg.fast_forwarding != 0 || cfg.executor == Executor::Model,
-        "--state_dir is not supported in real-time mode (--fast_forwarding 0) yet"
-    );
     if let Some(trace) = &cfg.trace {
         crate::simulate::check_fits(trace, &cfg.spec)?;
     }
@@ -406,6 +403,9 @@ struct Testbed {
     longest_round: (Duration, usize),
     /// Launches and progress of the real-time mode (`--fast_forwarding 0`).
     realtime: realtime::RealTime,
+    /// Emulated stage time = profiled time × this: `--time_scale`, else chosen for what the
+    /// workers run once they registered.
+    time_scale: f64,
 }
 
 impl Testbed {
@@ -462,6 +462,7 @@ impl Testbed {
             lost_streak: 0,
             longest_round: (Duration::ZERO, 0),
             realtime: realtime::RealTime::default(),
+            time_scale: cfg.time_scale.unwrap_or(Workload::EMULATED_TIME_SCALE),
             cfg,
         };
         testbed.open_state()?;
@@ -558,7 +559,41 @@ impl Testbed {
             let _ =
                 tokio::time::timeout(Duration::from_millis(200), self.shared.wake.notified()).await;
         }
+        self.choose_time_scale();
         Ok(())
+    }
+
+    /// `--time_scale` when given; else the default for what the registered workers run (1
+    /// for real models, which run at their own speed), so that a worker started by hand
+    /// with `--workload real` gets a true clock.
+    fn choose_time_scale(&mut self) {
+        let workload = self
+            .shared
+            .workload
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .unwrap_or(Workload::Emulated);
+        self.time_scale = match self.cfg.time_scale {
+            Some(given) => given,
+            None => workload.default_time_scale(),
+        };
+        tracing::info!(
+            workload = workload.as_str(),
+            time_scale = self.time_scale,
+            given = self.cfg.time_scale.is_some(),
+            "time scale"
+        );
+        eprintln!(
+            "workers run {} workloads: time scale {}{}",
+            workload.as_str(),
+            self.time_scale,
+            if self.cfg.time_scale.is_some() {
+                " (--time_scale)"
+            } else {
+                " (default)"
+            }
+        );
     }
 
     fn workers_missing(&self) -> bool {
@@ -915,7 +950,7 @@ impl Testbed {
     /// A sample's speed becomes its group's, and its startup the restart overhead charged
     /// to its members (virtual seconds = real ÷ `--time_scale`).
     fn sample_measured(&mut self, group: &RunningGroup, sample: Sample) {
-        let scale = self.cfg.time_scale;
+        let scale = self.time_scale;
         self.measured
             .insert(group.members.clone(), sample.iter_s / scale);
         self.usage.insert(group.members.clone(), sample.usage);
@@ -966,7 +1001,7 @@ impl Testbed {
                 })
                 .fold(0.0, f64::max);
             let period: f64 = jobs.map(|j| j.iteration_time).sum();
-            startup + 2.0 * self.cfg.fast_forwarding as f64 * period * self.cfg.time_scale
+            startup + 2.0 * self.cfg.fast_forwarding as f64 * period * self.time_scale
         };
         let slowest = pending.values().map(expected).fold(0.0, f64::max);
         self.cfg.sample_timeout + Duration::from_secs_f64(slowest.min(86_400.0))
@@ -1341,7 +1376,7 @@ impl Testbed {
             gpu_ids: group.gpus[0].1.clone(),
             num_gpu: self.jobs[group.members[0]].num_gpu(),
             scheduler_addr: self.scheduler_addr(),
-            time_scale: self.cfg.time_scale,
+            time_scale: self.time_scale,
             hosts,
             log_file: std::path::absolute(&log_file)
                 .unwrap_or(log_file)
@@ -1774,6 +1809,8 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
         }
         // A member that finished early (real-time mode): the launch's own report follows.
         Event::Report(r) if r.partial => {}
+        // Progress polls are the real-time mode's: a sample's report is all it needs.
+        Event::Trainer(_) => {}
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
                 let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);

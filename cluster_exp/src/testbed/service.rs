@@ -16,6 +16,7 @@ use muri_runtime::tls::Tls;
 use tokio::sync::{mpsc, Notify};
 use tonic::{Request, Response, Status};
 
+use super::Workload;
 use crate::cluster::ClusterSpec;
 use crate::models;
 
@@ -55,6 +56,8 @@ pub struct Submission {
 pub enum Event {
     Done(pb::DoneRequest),
     Report(pb::ReportIterTimeRequest),
+    /// A launch's rank 0 started: where it serves `QueryStats`.
+    Trainer(pb::RegisterTrainerRequest),
 }
 
 /// State shared by the handlers and the loop.
@@ -67,6 +70,9 @@ pub struct Shared {
     /// A worker silent this long may be replaced by a new registration for its node.
     pub heartbeat_timeout: Duration,
     pub workers: Mutex<BTreeMap<u32, WorkerEntry>>,
+    /// What the workers' trainers run, fixed by the first registration: a worker running
+    /// anything else is refused (the run's clock, `--time_scale`, is chosen for one).
+    pub workload: Mutex<Option<Workload>>,
     /// The next registration epoch (see [`first_epoch`]).
     pub next_epoch: AtomicU64,
     pub events: mpsc::UnboundedSender<Event>,
@@ -160,6 +166,34 @@ impl SchedulerService {
             .map_err(|e| Status::invalid_argument(format!("addr `{}`: {e}", req.addr)))?;
         Ok(())
     }
+
+    /// The first worker's workload is the run's; a worker that runs another is refused,
+    /// since one time scale cannot be right for both (real models run at their own speed,
+    /// emulated stages at the scaled one).
+    fn check_workload(&self, node: u32, workload: Workload) -> Result<(), Status> {
+        let mut run = lock(&self.shared.workload)?;
+        match *run {
+            None => {
+                *run = Some(workload);
+                Ok(())
+            }
+            Some(w) if w == workload => Ok(()),
+            Some(w) => {
+                tracing::warn!(
+                    node,
+                    run = w.as_str(),
+                    worker = workload.as_str(),
+                    "registration with another workload refused"
+                );
+                Err(Status::failed_precondition(format!(
+                    "node {node} runs {} workloads, but this scheduler's workers run {}: every \
+                     worker of a run must run the same (`muri worker --workload`)",
+                    workload.as_str(),
+                    w.as_str()
+                )))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -170,6 +204,8 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
     ) -> Result<Response<pb::RegisterWorkerReply>, Status> {
         let req = req.into_inner();
         self.validate_worker(&req)?;
+        let workload = Workload::parse(&req.workload)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let client = client::connect_lazy(
             &req.addr,
             &self.shared.token,
@@ -194,6 +230,7 @@ impl pb::worker_to_scheduler_server::WorkerToScheduler for SchedulerService {
         if let Some(old) = workers.get(&req.node_id) {
             self.fence(req.node_id, old, &req.addr)?;
         }
+        self.check_workload(req.node_id, workload)?;
         workers.insert(req.node_id, entry);
         drop(workers);
         tracing::info!(node = req.node_id, addr = %req.addr, gpus = ?req.gpu_ids, epoch, "worker registered");
@@ -282,7 +319,14 @@ impl pb::trainer_to_scheduler_server::TrainerToScheduler for SchedulerService {
         if req.job_ids.is_empty() || req.job_ids.len() > 4 {
             return Err(Status::invalid_argument("a group has 1 to 4 jobs"));
         }
+        req.addr
+            .parse::<SocketAddr>()
+            .map_err(|e| Status::invalid_argument(format!("addr `{}`: {e}", req.addr)))?;
         tracing::debug!(group = req.group_id, addr = %req.addr, "trainer registered");
+        self.shared
+            .events
+            .send(Event::Trainer(req))
+            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
         Ok(Response::new(pb::Ack {}))
     }
 

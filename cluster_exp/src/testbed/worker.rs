@@ -54,6 +54,8 @@ pub struct WorkerConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Extra `muri-trainer` flags for every launch (`--workload real --data-dir …`).
     pub trainer_flags: Vec<String>,
+    /// What the trainers run (told to the scheduler at registration).
+    pub workload: super::Workload,
 }
 
 /// A running launch: the process-group ids of its process trees (empty until they are
@@ -363,6 +365,7 @@ async fn register(state: &WorkerState, addr: SocketAddr) -> Result<u32, Register
             addr: addr.to_string(),
             gpu_ids: state.cfg.gpus.clone(),
             cpus: state.cfg.cpus,
+            workload: state.cfg.workload.as_str().into(),
         })
         .await;
     match reply {
@@ -1162,6 +1165,7 @@ mod tests {
             kill_grace: Duration::from_secs(1),
             checkpoint_dir: None,
             trainer_flags: Vec::new(),
+            workload: crate::testbed::Workload::Emulated,
         }
     }
 

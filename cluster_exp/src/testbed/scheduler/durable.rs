@@ -6,7 +6,9 @@
 //! clock goes on from that round), appends the log rows the crash kept from reaching
 //! `job.csv`, `cluster.csv` and `launches.csv`, and kills every launch that was sent but
 //! whose outcome was not journaled on each of its nodes as its worker registers again: its
-//! jobs stay where the last round left them and run again at the next round.
+//! jobs stay where the last round left them and run again at the next round. In real time
+//! (`--fast_forwarding 0`) each job's journal entry also holds the iterations its trainers
+//! ran (reports and polls), and the relaunched jobs run only the rest.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -15,7 +17,9 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use super::{kill_group, JobExtra, LaunchOutcome, LaunchRow, RunningGroup, Submission, Testbed};
+use super::{
+    kill_group, Executor, JobExtra, LaunchOutcome, LaunchRow, RunningGroup, Submission, Testbed,
+};
 use crate::engine::JobRecord;
 use crate::job::{Job, JobIdx, Status};
 use crate::output::{self, JOB_HEADER};
@@ -78,7 +82,8 @@ impl Testbed {
         Ok(())
     }
 
-    /// What this run is: a state directory only resumes a run of the same inputs.
+    /// What this run is: a state directory only resumes a run of the same inputs, and in
+    /// the same clock mode (a real-time run's jobs carry counts a fast-forward one lacks).
     fn header(&self) -> Header {
         let trace = self
             .cfg
@@ -91,7 +96,10 @@ impl Testbed {
             format!("{:?}", self.cfg.spec),
             self.cfg.policy.clone(),
             format!("{:?}", self.cfg.opts),
-            format!("{:?}", self.cfg.executor),
+            match (self.cfg.executor, self.cfg.fast_forwarding) {
+                (Executor::Trainers, 0) => "Trainers in real time".to_string(),
+                (executor, _) => format!("{executor:?}"),
+            },
         )
     }
 
@@ -138,6 +146,8 @@ impl Testbed {
             .zip(state.jobs.iter().zip(self.extra.iter_mut()))
         {
             saved.restore(job);
+            self.realtime
+                .resume_iterations(job.idx, saved.iterations_done);
             *extra = JobExtra {
                 attempts: saved.attempts,
                 failed: saved.failed,
@@ -375,7 +385,10 @@ impl Testbed {
                 .jobs
                 .iter()
                 .zip(&self.extra)
-                .map(|(j, e)| JobState::of(j, e.attempts, e.failed, e.cancelled, &e.error))
+                .map(|(j, e)| JobState {
+                    iterations_done: self.iterations_done(j.idx),
+                    ..JobState::of(j, e.attempts, e.failed, e.cancelled, &e.error)
+                })
                 .collect(),
             runnable: self.runnable.clone(),
             held: self.held.clone(),

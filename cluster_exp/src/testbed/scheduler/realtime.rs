@@ -15,13 +15,24 @@
 //!   how many iterations each member ran; the next launch of the job runs the rest, so its
 //!   launches together run exactly its trace iterations (real models resume from the
 //!   checkpoint that carries their state);
-//! - between reports the policies see the model's progress estimate (the round's credit),
-//!   corrected to the reported counts whenever a launch ends.
+//! - each round polls every launch's rank 0 (`QueryStats`, concurrently, within
+//!   [`POLL_DEADLINE`]) for the iterations each member ran so far and the measured time per
+//!   group iteration: the polled counts are the running jobs' progress (what `muri status`
+//!   and the remaining-time order of SRTF-like policies see), the measured time their speed
+//!   until the next poll, and a preempted launch that sent no final report carries its
+//!   last polled counts. A failed poll is a warning: the round goes on with the model's
+//!   estimate (the round's credit), corrected to the reported counts whenever a launch
+//!   ends;
+//! - with `--state_dir`, rounds and launches are journaled as in fast-forward mode, and each
+//!   job's entry holds the iterations its trainers ran: a restarted scheduler kills the old
+//!   launches and relaunches their jobs with the rest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use muri_runtime::client::TrainerClient;
 use muri_runtime::pb;
+use muri_runtime::tls::Tls;
 use tokio::task::JoinSet;
 
 use super::{Event, LaunchRow, RunSummary, RunningGroup, Testbed};
@@ -57,6 +68,12 @@ struct Launch {
     at: (f64, f64),
     startup_s: Option<f64>,
     iteration_s: Option<f64>,
+    /// Rank 0's `QueryStats` service, once it registered.
+    stats: Option<TrainerClient>,
+    /// Iterations each member ran so far in this launch, from the last poll.
+    polled: HashMap<JobIdx, u64>,
+    /// Real seconds per group iteration so far, from the last poll.
+    polled_iteration_s: Option<f64>,
 }
 
 /// How a launch ended.
@@ -75,18 +92,37 @@ enum Ended {
 /// Longest real-time wait between checks for dead workers.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How long a round waits for the trainers' `QueryStats` answers: a trainer that does not
+/// answer in time (busy starting, exiting) is simply not polled this round.
+const POLL_DEADLINE: Duration = Duration::from_millis(500);
+
+impl RealTime {
+    /// A resumed run's journaled count of the iterations `job` ran.
+    pub(super) fn resume_iterations(&mut self, job: JobIdx, iterations: u64) {
+        if iterations > 0 {
+            self.done.insert(job, iterations);
+        }
+    }
+}
+
 impl Testbed {
     /// Runs the trace in real time until every job is done (or forever with `keep_alive`).
     pub(super) async fn run_realtime(&mut self) -> anyhow::Result<RunSummary> {
         self.wait_for_workers().await?;
+        self.kill_orphans().await;
         self.started = Instant::now();
-        self.realtime.origin = self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0);
+        // A resumed run's clock goes on from its last journaled round.
+        self.realtime.origin = match self.resumed {
+            true => self.now,
+            false => self.queue.next_time(self.policy.as_ref()).unwrap_or(0.0),
+        };
         tracing::info!(
-            time_scale = self.cfg.time_scale,
+            time_scale = self.time_scale,
             "real-time mode: every iteration runs"
         );
         loop {
             self.realtime_round().await?;
+            self.journal_round()?;
             self.write_logs()?;
             if self.realtime_finished() {
                 break;
@@ -98,7 +134,7 @@ impl Testbed {
 
     /// Virtual seconds now: the wall time since the start ÷ the time scale.
     fn clock(&self) -> f64 {
-        self.realtime.origin + self.started.elapsed().as_secs_f64() / self.cfg.time_scale
+        self.realtime.origin + self.started.elapsed().as_secs_f64() / self.time_scale
     }
 
     fn realtime_finished(&self) -> bool {
@@ -114,6 +150,7 @@ impl Testbed {
         self.rounds += 1;
         self.now = self.clock();
         self.realtime.last_round = self.now;
+        self.kill_orphans().await;
         self.take_submissions();
         self.take_cancels();
         self.reap_dead_workers(None);
@@ -123,9 +160,10 @@ impl Testbed {
         self.round_state().admit_due(now);
         self.release_held();
         self.round_state().credit(now);
+        self.poll_progress().await;
         self.correct_remaining();
         self.schedule();
-        self.dispatch_realtime().await;
+        self.dispatch_realtime().await?;
         self.apply_transitions();
         self.log_cluster();
         self.publish_status();
@@ -140,7 +178,7 @@ impl Testbed {
         loop {
             let wait = match due {
                 Some(t) => {
-                    let wall = (t - self.clock()) * self.cfg.time_scale;
+                    let wall = (t - self.clock()) * self.time_scale;
                     if wall <= 0.0 {
                         return;
                     }
@@ -188,6 +226,10 @@ impl Testbed {
     async fn realtime_event(&mut self, event: Event) -> bool {
         match event {
             Event::Report(r) => self.realtime_report(&r),
+            Event::Trainer(t) => {
+                self.trainer_registered(&t);
+                false
+            }
             Event::Done(d) => {
                 let Some(launch) = self.realtime.launches.get_mut(&d.group_id) else {
                     return false;
@@ -295,6 +337,105 @@ impl Testbed {
             .collect();
     }
 
+    /// Keeps a client for the `QueryStats` of a launch's rank 0 (plaintext, with the token:
+    /// the trainer serves it so).
+    fn trainer_registered(&mut self, t: &pb::RegisterTrainerRequest) {
+        let Some(launch) = self.realtime.launches.get_mut(&t.group_id) else {
+            return;
+        };
+        match muri_runtime::client::connect_lazy(
+            &t.addr,
+            &self.cfg.token,
+            &Tls::plaintext(),
+            POLL_DEADLINE,
+        ) {
+            Ok(channel) => launch.stats = Some(TrainerClient::new(channel)),
+            Err(e) => {
+                tracing::warn!(launch = t.group_id, addr = %t.addr, "QueryStats client: {e:#}")
+            }
+        }
+    }
+
+    /// Asks every launch's rank 0 how far it got, all at once, each within
+    /// [`POLL_DEADLINE`]; a failed poll is logged and leaves the last one in place. A
+    /// launch whose final report came is not asked: its counts are known, and its trainer
+    /// is exiting.
+    async fn poll_progress(&mut self) {
+        let mut polls = JoinSet::new();
+        for (&id, launch) in &self.realtime.launches {
+            let Some(mut client) = launch.stats.clone().filter(|_| launch.ran.is_empty()) else {
+                continue;
+            };
+            polls.spawn(async move {
+                let reply = tokio::time::timeout(
+                    POLL_DEADLINE,
+                    client.query_stats(pb::QueryStatsRequest {}),
+                )
+                .await;
+                (id, reply)
+            });
+        }
+        while let Some(joined) = polls.join_next().await {
+            let Ok((id, reply)) = joined else { continue };
+            match reply {
+                Ok(Ok(reply)) => self.record_poll(id, &reply.into_inner()),
+                Ok(Err(status)) => {
+                    tracing::warn!(launch = id, "QueryStats failed: {}", status.message())
+                }
+                Err(_) => tracing::warn!(
+                    launch = id,
+                    "QueryStats: no answer within {POLL_DEADLINE:?}"
+                ),
+            }
+        }
+    }
+
+    /// A poll's per-member counts (at most what each member runs in the launch) and its
+    /// measured speed, which the members' progress is credited at until the next poll.
+    fn record_poll(&mut self, id: u64, reply: &pb::QueryStatsReply) {
+        let jobs = &self.jobs;
+        let Some(launch) = self.realtime.launches.get_mut(&id) else {
+            return;
+        };
+        for (job_id, &ran) in reply.job_ids.iter().zip(&reply.job_iterations) {
+            let member = launch
+                .target
+                .iter()
+                .find(|(&m, _)| jobs[m].spec.job_id == *job_id);
+            if let Some((&m, &target)) = member {
+                launch.polled.insert(m, ran.min(target));
+            }
+        }
+        if reply.iteration_s.is_finite() && reply.iteration_s > 0.0 {
+            launch.polled_iteration_s = Some(reply.iteration_s);
+            let live: Vec<JobIdx> = launch
+                .group
+                .members
+                .iter()
+                .copied()
+                .filter(|&m| jobs[m].status != Status::Done)
+                .collect();
+            self.measured
+                .insert(live, reply.iteration_s / self.time_scale);
+        }
+        tracing::debug!(launch = id, polled = ?self.realtime.launches.get(&id).map(|l| &l.polled), "progress polled");
+    }
+
+    /// Iterations a running `job` ran so far in its launch, from the last poll.
+    fn polled_iterations(&self, job: JobIdx) -> Option<u64> {
+        self.realtime
+            .launches
+            .values()
+            .find_map(|l| l.polled.get(&job).copied())
+    }
+
+    /// Iterations `job`'s trainers ran: its ended launches, plus the last poll of the one
+    /// running it (what `--state_dir` journals).
+    pub(super) fn iterations_done(&self, job: JobIdx) -> u64 {
+        let ended = self.realtime.done.get(&job).copied().unwrap_or(0);
+        ended + self.polled_iterations(job).unwrap_or(0)
+    }
+
     /// Iterations `job` has left: its trace iterations less those its ended launches ran.
     pub(super) fn remaining_iterations(&self, job: JobIdx) -> u64 {
         let done = self.realtime.done.get(&job).copied().unwrap_or(0);
@@ -302,7 +443,8 @@ impl Testbed {
     }
 
     /// The round's credit estimates progress with the model; a job not running has its
-    /// reported count, and a running one never looks done before its trainer says so.
+    /// reported count, a running one its polled count (the model's estimate until a poll
+    /// answered), and never looks done before its trainer says so.
     fn correct_remaining(&mut self) {
         let running: BTreeSet<JobIdx> = self
             .running
@@ -312,17 +454,18 @@ impl Testbed {
         for i in 0..self.runnable.len() {
             let j = self.runnable[i];
             let left = self.remaining_iterations(j) as f64;
+            let polled = self.polled_iterations(j);
             let job = &mut self.jobs[j];
-            job.remaining_iteration = if running.contains(&j) {
-                job.remaining_iteration.clamp(1.0_f64.min(left), left)
-            } else {
-                left
+            job.remaining_iteration = match (running.contains(&j), polled) {
+                (true, Some(ran)) => (left - ran as f64).max(1.0_f64.min(left)),
+                (true, None) => job.remaining_iteration.clamp(1.0_f64.min(left), left),
+                (false, _) => left,
             };
         }
     }
 
     /// Kills launches the policy no longer runs as they are, then launches the new groups.
-    async fn dispatch_realtime(&mut self) {
+    async fn dispatch_realtime(&mut self) -> anyhow::Result<()> {
         let alive = self.alive_nodes();
         let planned: Vec<RunningGroup> = self
             .planned_groups(&alive)
@@ -364,9 +507,10 @@ impl Testbed {
             .filter(|g| g.members.iter().all(|&m| self.remaining_iterations(m) > 0))
             .collect();
         for group in to_launch {
-            self.start_launch(group).await;
+            self.start_launch(group).await?;
         }
         self.sync_running();
+        Ok(())
     }
 
     /// Kills launches on all their nodes at once; each trainer drains and reports what it
@@ -397,12 +541,14 @@ impl Testbed {
         }
     }
 
-    /// Sends the group's Execute to every node of it; the launch then runs until its
-    /// processes exit or a round kills it.
-    async fn start_launch(&mut self, group: RunningGroup) {
+    /// Journals the launch (with `--state_dir`), then sends the group's Execute to every
+    /// node of it; the launch runs until its processes exit or a round kills it.
+    async fn start_launch(&mut self, group: RunningGroup) -> anyhow::Result<()> {
         let id = self.next_group_id;
         self.next_group_id += 1;
         self.launches += 1;
+        let at = (self.now, self.started.elapsed().as_secs_f64());
+        self.journal_launch(id, &group, at)?;
         let req = self.execute_request(id, &group);
         let target = group
             .members
@@ -416,9 +562,12 @@ impl Testbed {
                 awaiting: BTreeSet::new(),
                 target,
                 ran: HashMap::new(),
-                at: (self.now, self.started.elapsed().as_secs_f64()),
+                at,
                 startup_s: None,
                 iteration_s: None,
+                stats: None,
+                polled: HashMap::new(),
+                polled_iteration_s: None,
             },
         );
         let mut calls = JoinSet::new();
@@ -426,7 +575,7 @@ impl Testbed {
             let Some(mut client) = self.worker_client(*node) else {
                 self.end_launch(id, Ended::Lost(format!("worker {node} is gone")))
                     .await;
-                return;
+                return Ok(());
             };
             let (req, node) = (req.clone(), *node);
             calls.spawn(async move { (node, client.execute(req).await) });
@@ -462,6 +611,7 @@ impl Testbed {
             self.end_launch(id, Ended::Failed("no node started a process".into()))
                 .await;
         }
+        Ok(())
     }
 
     /// Launches with a node whose worker is gone end, and their other nodes' ranks are
@@ -503,8 +653,18 @@ impl Testbed {
             let nodes: Vec<u32> = launch.group.gpus.iter().map(|(n, _)| *n).collect();
             self.kill_launch(&nodes, id).await;
         }
+        // A preempted launch without a final report drained and checkpointed all the same:
+        // it carries its last polled counts. A failed or lost one may not have saved its
+        // state, so only a report counts there.
+        let polled = matches!(how, Ended::Preempted).then_some(&launch.polled);
         for (&m, &target) in &launch.target {
-            let ran = launch.ran.get(&m).copied().unwrap_or(0).min(target);
+            let ran = launch
+                .ran
+                .get(&m)
+                .or(polled.and_then(|p| p.get(&m)))
+                .copied()
+                .unwrap_or(0)
+                .min(target);
             *self.realtime.done.entry(m).or_insert(0) += ran;
             if self.jobs[m].status != Status::Done {
                 self.jobs[m].remaining_iteration = self.remaining_iterations(m) as f64;
@@ -533,7 +693,8 @@ impl Testbed {
                 if launch.ran.is_empty() {
                     tracing::warn!(
                         launch = id,
-                        "preempted launch sent no final report: its progress is lost"
+                        polled = ?launch.polled,
+                        "preempted launch sent no final report: it keeps its last polled progress"
                     );
                 }
                 "preempted".to_string()
@@ -568,6 +729,9 @@ impl Testbed {
             "launch ended"
         );
         let row = self.realtime_launch_row(id, &launch, status);
+        if let Err(e) = self.journal_launch_rows(std::slice::from_ref(&row)) {
+            tracing::error!("journaling launch {id}'s end: {e:#}");
+        }
         if let Err(e) = self.append_launch_rows(&[row]) {
             tracing::error!("launches.csv: {e:#}");
         }
@@ -590,7 +754,7 @@ impl Testbed {
             ranks: group.gpus.iter().map(|(_, g)| g.len()).collect(),
             status,
             startup_s: launch.startup_s,
-            iteration_s: launch.iteration_s,
+            iteration_s: launch.iteration_s.or(launch.polled_iteration_s),
         }
     }
 }

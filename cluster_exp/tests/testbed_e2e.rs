@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use muri::output::read_job_csv;
 
 mod testbed_support;
-use testbed_support::{processes_with_token, Proc};
+use testbed_support::{processes_with_token, write_trace, Proc};
 
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -423,14 +423,13 @@ fn sigkilled_worker_groups_are_requeued_and_every_job_finishes() {
 fn a_running_job_keeps_its_worker_when_a_shorter_one_arrives() {
     trainer_present();
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(
-        &trace,
-        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
-         0,4,0,43103,gpt2,4,20000000,0,464,0.7,416,40,0\n\
-         1,4,2000000,2155,gpt2,4,1000000,2000000,464,0.7,416,40,0\n",
-    )
-    .unwrap();
+    let trace = write_trace(
+        dir.path(),
+        &[
+            "0,4,0,43103,gpt2,4,20000000,0,464,0.7,416,40,0",
+            "1,4,2000000,2155,gpt2,4,1000000,2000000,464,0.7,416,40,0",
+        ],
+    );
     let mut run = start_scheduler(dir.path(), Some(&trace), "shortest", &[], "keep");
     let _w0 = start_worker(run.port, 0, "keep", &[]);
     let _w1 = start_worker(run.port, 1, "keep", &[]);
@@ -791,13 +790,7 @@ fn losing_a_node_of_an_8_gpu_job_ends_its_ranks_everywhere_and_requeues_it() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 3);
     // One 8-GPU job; each sample runs 30 iterations of 0.2 s.
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(
-        &trace,
-        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
-         0,8,0,2000,gpt2,4,400000,0,200,0.6,180,20,0\n",
-    )
-    .unwrap();
+    let trace = write_trace(dir.path(), &["0,8,0,2000,gpt2,4,400000,0,200,0.6,180,20,0"]);
     let mut run = start_scheduler_on(
         dir.path(),
         &spec,

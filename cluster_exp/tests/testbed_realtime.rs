@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use muri::output::read_job_csv;
 
 mod testbed_support;
-use testbed_support::Proc;
+use testbed_support::{write_trace, Proc};
 
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -355,14 +355,13 @@ fn launches_of(stderr: &str, job: u64) -> Vec<(String, u64)> {
 fn a_preempted_emulated_job_resumes_with_its_iteration_count() {
     trainer_present();
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
-    std::fs::write(
-        &trace,
-        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
-         0,4,0,4000,resnet18,128,3684000,0,921,723,113,73,0\n\
-         1,4,600000,500,resnet18,128,460500,600000,921,723,113,73,0\n",
-    )
-    .unwrap();
+    let trace = write_trace(
+        dir.path(),
+        &[
+            "0,4,0,4000,resnet18,128,3684000,0,921,723,113,73,0",
+            "1,4,600000,500,resnet18,128,460500,600000,921,723,113,73,0",
+        ],
+    );
     let spec = dir.path().join("spec.csv");
     std::fs::write(
         &spec,
@@ -421,15 +420,12 @@ fn running_jobs_show_the_progress_their_trainers_report() {
     trainer_present();
     let _one_at_a_time = TIMED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace.csv");
     // resnet18 on 1 GPU: 779 ms per iteration, 2000 iterations = 1,558 virtual s, so about
     // 3.9 s of wall time at the model's speed and 15.6 s at the trainer's.
-    std::fs::write(
-        &trace,
-        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n\
-         0,1,0,2000,resnet18,128,1558000,0,779,711,110,0,1\n",
-    )
-    .unwrap();
+    let trace = write_trace(
+        dir.path(),
+        &["0,1,0,2000,resnet18,128,1558000,0,779,711,110,0,1"],
+    );
     let slow = dir.path().join("slow-trainer");
     let trainer = Path::new(MURI).with_file_name("muri-trainer");
     std::fs::write(

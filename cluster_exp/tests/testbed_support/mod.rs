@@ -1,6 +1,7 @@
-//! Helpers the testbed tests share: child processes that die with the test, and the
-//! processes a run left behind.
+//! Helpers the testbed tests share: child processes that die with the test, the processes
+//! a run left behind, and small hand-written traces.
 
+use std::path::{Path, PathBuf};
 use std::process::Child;
 
 /// A child process killed (and reaped) when the test lets go of it, passing or failing.
@@ -36,4 +37,22 @@ pub fn processes_with_token(token: &str) -> Vec<(u32, String)> {
         }
     }
     out
+}
+
+/// Writes `dir/trace.csv`: the reference trace header, then one line per row (`job_id,num_gpu,
+/// submit_time,iterations,model_name,batch_size,duration,interval,iteration_time,
+/// resource_time_0,resource_time_1,resource_time_2,priority`, times in milliseconds).
+#[allow(dead_code)] // not every test binary writes its own trace
+pub fn write_trace(dir: &Path, rows: &[&str]) -> PathBuf {
+    let mut text = String::from(
+        "job_id,num_gpu,submit_time,iterations,model_name,batch_size,duration,interval,\
+         iteration_time,resource_time_0,resource_time_1,resource_time_2,priority\n",
+    );
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    let path = dir.join("trace.csv");
+    std::fs::write(&path, text).unwrap();
+    path
 }

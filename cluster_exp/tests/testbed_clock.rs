@@ -6,21 +6,14 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod testbed_support;
+use testbed_support::Proc;
 
 const MURI: &str = env!("CARGO_BIN_EXE_muri");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-/// A child process killed when the test ends, so nothing outlives a failed test.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
@@ -97,16 +90,10 @@ fn a_sample_that_never_finishes_is_lost_and_counts_as_an_attempt() {
         .map(Proc)
         .unwrap();
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = scheduler.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the scheduler did not give up on the hanging job"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = scheduler.wait_exit(
+        Duration::from_secs(120),
+        "the scheduler did not give up on the hanging job",
+    );
     let rest = rest.join().unwrap().join("\n");
     // A run in which a job failed ends with a non-zero status.
     assert_eq!(status.code(), Some(1), "{rest}");
@@ -211,17 +198,10 @@ fn the_default_time_scale_follows_the_workers_workload() {
         "workers run real workloads: time scale 1 (default)"
     );
     let mut emulated = worker(port, 1, "emulated");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = emulated.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the emulated worker was not refused"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = emulated.wait_exit(
+        Duration::from_secs(60),
+        "the emulated worker was not refused",
+    );
     let mut err = String::new();
     std::io::Read::read_to_string(&mut emulated.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");

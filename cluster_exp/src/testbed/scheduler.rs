@@ -1120,13 +1120,7 @@ impl Testbed {
             .iter()
             .filter_map(|(members, placement)| {
                 let running = self.running.iter().find(|g| g.members == *members)?;
-                let mut wanted: Vec<(u32, u32)> = Vec::new();
-                for share in &placement.shares {
-                    match wanted.iter_mut().find(|(n, _)| *n == share.node) {
-                        Some((_, count)) => *count += share.gpus,
-                        None => wanted.push((share.node, share.gpus)),
-                    }
-                }
+                let wanted = gpu_assign::policy_node_counts(placement);
                 let running = running
                     .gpus
                     .iter()

@@ -2,10 +2,27 @@
 //! a run left behind, and small hand-written traces.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// A child process killed (and reaped) when the test lets go of it, passing or failing.
 pub struct Proc(pub Child);
+
+impl Proc {
+    /// Waits up to `limit` for the process to exit on its own; fails the test with `what`
+    /// (what the test waited for) when it does not.
+    #[allow(dead_code)] // not every test binary waits for an exit
+    pub fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {

@@ -130,15 +130,14 @@ impl<'a> GpuAssigner<'a> {
     /// (one MPI host with both's ranks), the first share's node first; `None` when a node
     /// has no worker or the placement names no nodes.
     fn node_counts(&self, placement: &Placement) -> Option<Vec<(u32, u32)>> {
-        let mut out: Vec<(u32, u32)> = Vec::new();
-        for share in &placement.shares {
-            let node = *self.alive.get(share.node as usize)?;
-            self.workers.get(&node)?;
-            match out.iter_mut().find(|(n, _)| *n == node) {
-                Some((_, count)) => *count += share.gpus,
-                None => out.push((node, share.gpus)),
-            }
-        }
+        let out = policy_node_counts(placement)
+            .into_iter()
+            .map(|(node, count)| {
+                let node = *self.alive.get(node as usize)?;
+                self.workers.get(&node)?;
+                Some((node, count))
+            })
+            .collect::<Option<Vec<_>>>()?;
         (!out.is_empty()).then_some(out)
     }
 
@@ -154,4 +153,17 @@ impl<'a> GpuAssigner<'a> {
             })
             .unwrap_or_default()
     }
+}
+
+/// (policy node, GPU count) per node of the placement, shares on one node merged, the first
+/// share's node first.
+pub(super) fn policy_node_counts(placement: &Placement) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for share in &placement.shares {
+        match out.iter_mut().find(|(n, _)| *n == share.node) {
+            Some((_, count)) => *count += share.gpus,
+            None => out.push((share.node, share.gpus)),
+        }
+    }
+    out
 }

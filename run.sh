@@ -19,7 +19,10 @@
 #   muri trace gen --jobs 14 --interarrival 600 --median-hours 1 --duration-sigma 1.0 \
 #     --gpu-mix 1:0.35,2:0.2,4:0.2,8:0.25 --seed 5 -o trace-data/testbed-multinode.csv
 # Extra knobs (environment): TIME_SCALE (0.05), FAST_FORWARD (20), INTERVAL (3600 virtual s),
-# PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset).
+# PORT (19012), MURI_TOKEN (random if unset), MURI (the muri binary; built if unset),
+# CONCURRENT_SAMPLES (1: every worker runs on this machine, so fast-forward samples run one
+# at a time, after all of the round's launches have started, and do not slow each other
+# down; 0 runs them all at once, as on a cluster).
 # FAST_FORWARD=0 runs in real time: every iteration runs, the virtual clock is wall time ÷
 # TIME_SCALE, which then defaults to 0.004 for emulated stages (testbed.csv's 33,561 virtual
 # seconds take about 2.5 minutes) and to 1 for real models.
@@ -136,6 +139,7 @@ set -m
 "$MURI" scheduler --schedule "$policy" --trace_file "$trace" --cluster_spec "$spec" \
   --log_path "$out" --listen "127.0.0.1:$port" --workers "$workers" \
   --schedule_interval "${INTERVAL:-3600}" --fast_forwarding "${FAST_FORWARD:-20}" \
+  --concurrent_samples "${CONCURRENT_SAMPLES:-1}" \
   --time_scale "${TIME_SCALE:-0.05}" --executor "${EXECUTOR:-trainers}" \
   --decisions "$out/decisions.csv" "${state_flags[@]}" "${tls_flags[@]}" 2> "$out/scheduler.log" &
 sched=$!; pids+=("$sched")

@@ -84,6 +84,7 @@ async fn run(executor: Executor, jobs: u64, trainer: PathBuf) -> anyhow::Result<
         log_path: log.path().to_path_buf(),
         schedule_interval: 3600.0,
         fast_forwarding: 2,
+        concurrent_samples: 0,
         time_scale: Some(0.001),
         workers: WORKERS as usize,
         token: token.clone(),

@@ -47,6 +47,16 @@ pub struct SchedulerArgs {
         default_value_t = 20
     )]
     fast_forwarding: u64,
+    /// Fast-forward samples that may run at once (0: all of a round's). Every round's
+    /// samples start after all its launches have started up; on a cluster they run side by
+    /// side on their own nodes, but where one machine stands in for the cluster (run.sh
+    /// sets 1) samples running side by side slow each other down and mismeasure.
+    #[arg(
+        long = "concurrent_samples",
+        alias = "concurrent-samples",
+        default_value_t = 0
+    )]
+    concurrent_samples: usize,
     /// Emulated stage time = profiled time × this; wall seconds per virtual second in
     /// real time. Default: 1 when the workers run real models (`muri worker --workload
     /// real`), 0.05 when they emulate. Workers running different workloads are refused.
@@ -399,6 +409,7 @@ pub fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         log_path: args.log_path.clone(),
         schedule_interval: args.schedule_interval,
         fast_forwarding: args.fast_forwarding,
+        concurrent_samples: args.concurrent_samples,
         time_scale: args.time_scale,
         workers: args.workers.unwrap_or(spec.num_nodes() as usize),
         token,

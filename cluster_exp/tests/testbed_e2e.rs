@@ -5,6 +5,7 @@
 //! Needs the `muri-trainer` executable next to `muri`: `cargo test` at the workspace root
 //! builds it (the workloads crate has an integration test for that reason).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -623,18 +624,37 @@ fn read_launches(log: &Path) -> Vec<[String; 5]> {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s"
+        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s,sample_start,sample_end"
     );
     lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 10, "{l}");
+            assert_eq!(f.len(), 12, "{l}");
             [f[3], f[4], f[5], f[6], f[7]].map(str::to_string)
         })
         .collect()
 }
 
-fn multi_node_run(policy: &str, token: &str) {
+/// The sample windows of launches.csv's `ok` rows, as (wall seconds from, to), per round
+/// (the rows' virtual time).
+fn sample_windows(log: &Path) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let text = std::fs::read_to_string(log.join("launches.csv")).unwrap();
+    let mut rounds: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[7] != "ok" {
+            continue;
+        }
+        let window = (f[10].parse().unwrap(), f[11].parse().unwrap());
+        assert!(window.0 <= window.1, "{line}");
+        rounds.entry(f[1].to_string()).or_default().push(window);
+    }
+    rounds
+}
+
+/// Jobs spanning nodes under `policy`, with `--concurrent_samples` as given: 1 (one sample
+/// at a time, what run.sh sets) or 0 (all of a round's samples together).
+fn multi_node_run(policy: &str, token: &str, concurrent_samples: &str) {
     trainer_present();
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 3);
@@ -646,7 +666,14 @@ fn multi_node_run(policy: &str, token: &str) {
         .map(|j| j.job_id.to_string())
         .collect();
     assert!(wide.len() >= 2, "the trace has 8-GPU jobs");
-    let mut run = start_scheduler_on(dir.path(), &spec, Some(&trace), policy, &[], token);
+    let mut run = start_scheduler_on(
+        dir.path(),
+        &spec,
+        Some(&trace),
+        policy,
+        &["--concurrent_samples", concurrent_samples],
+        token,
+    );
     let _workers: Vec<Proc> = (0..3)
         .map(|n| start_host_worker(run.port, n, token))
         .collect();
@@ -669,6 +696,30 @@ fn multi_node_run(policy: &str, token: &str) {
             assert_ne!(hosts[0], hosts[1], "{r:?}");
             assert!(hosts.iter().all(|h| h.starts_with("127.0.0.")), "{r:?}");
             assert_eq!(r[3], "4+4", "four ranks on each host: {r:?}");
+        }
+    }
+    // Samples start after every launch of their round has started up: one at a time, each
+    // after the last has reported, or all at once.
+    let rounds = sample_windows(&run.log);
+    assert!(
+        rounds.values().any(|w| w.len() > 1),
+        "no round of several launches"
+    );
+    for (round, mut windows) in rounds {
+        windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if concurrent_samples == "1" {
+            for pair in windows.windows(2) {
+                assert!(
+                    pair[1].0 >= pair[0].1,
+                    "round {round}: overlapping samples {pair:?}"
+                );
+            }
+        } else {
+            let spread = windows.last().unwrap().0 - windows[0].0;
+            assert!(
+                spread < 0.01,
+                "round {round}: samples not let go together {windows:?}"
+            );
         }
     }
     // Every launch kept its trainers' output, headed by the command that started them.
@@ -773,12 +824,12 @@ fn real_models_pass_check_sync_across_two_loopback_hosts() {
 
 #[test]
 fn muri_s_runs_8_gpu_jobs_across_two_loopback_hosts() {
-    multi_node_run("multi-resource-blossom-same-gpu", "multi-muri-s");
+    multi_node_run("multi-resource-blossom-same-gpu", "multi-muri-s", "1");
 }
 
 #[test]
 fn srtf_runs_8_gpu_jobs_across_two_loopback_hosts() {
-    multi_node_run("shortest", "multi-srtf");
+    multi_node_run("shortest", "multi-srtf", "0");
 }
 
 /// SIGKILL of the second node of a running 8-GPU launch: the ranks on the first node end

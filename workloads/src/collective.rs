@@ -32,11 +32,30 @@ impl Collective for Local {
 pub mod mpi_impl {
     use mpi::collective::SystemOperation;
     use mpi::environment::Universe;
+    use mpi::request::{Request, Scope};
     use mpi::topology::{Communicator, SimpleCommunicator};
     use mpi::traits::*;
     use std::time::Duration;
 
     use crate::stage::Collective;
+
+    /// How often a rank waiting for the others before the sample tests the barrier: rarely
+    /// enough that ranks held for seconds cost nothing, and a few ms are noise beside a
+    /// start-up.
+    const START_BARRIER_POLL: Duration = Duration::from_millis(2);
+
+    /// Waits for a non-blocking operation by testing it every `sleep` (not spinning).
+    fn wait_testing<'a, D: ?Sized, S: Scope<'a>>(mut pending: Request<'a, D, S>, sleep: Duration) {
+        loop {
+            match pending.test() {
+                Ok(_) => return,
+                Err(again) => {
+                    pending = again;
+                    std::thread::sleep(sleep);
+                }
+            }
+        }
+    }
 
     /// Holds one communicator per pipeline slot and the MPI universe. Fields drop in order,
     /// so the communicators are freed before the universe finalises MPI.
@@ -76,6 +95,27 @@ pub mod mpi_impl {
             self
         }
 
+        /// An all-reduce that waits as [`MpiCollective::patient`] says: in MPI's busy loop,
+        /// or testing a non-blocking one with sleeps in between.
+        fn all_reduce<S, R>(
+            &self,
+            comm: &SimpleCommunicator,
+            send: &S,
+            recv: &mut R,
+            op: SystemOperation,
+        ) where
+            S: Buffer + ?Sized,
+            R: BufferMut + ?Sized,
+        {
+            let Some(sleep) = self.poll_sleep else {
+                comm.all_reduce_into(send, recv, op);
+                return;
+            };
+            mpi::request::scope(|scope| {
+                wait_testing(comm.immediate_all_reduce_into(scope, send, recv, op), sleep)
+            });
+        }
+
         /// Overwrites `buf` on every rank with rank 0's bytes (NCCL ships its unique id so).
         pub fn broadcast_from_root(&self, buf: &mut [u8]) {
             self.world.process_at_rank(0).broadcast_into(buf);
@@ -97,34 +137,24 @@ pub mod mpi_impl {
                 .get(slot)
                 .ok_or_else(|| anyhow::anyhow!("no communicator for slot {slot}"))?;
             let send = buf.to_vec();
-            match self.poll_sleep {
-                None => comm.all_reduce_into(&send[..], buf, SystemOperation::sum()),
-                Some(sleep) => mpi::request::scope(|scope| {
-                    let mut pending = comm.immediate_all_reduce_into(
-                        scope,
-                        &send[..],
-                        buf,
-                        SystemOperation::sum(),
-                    );
-                    loop {
-                        match pending.test() {
-                            Ok(_) => break,
-                            Err(again) => {
-                                pending = again;
-                                std::thread::sleep(sleep);
-                            }
-                        }
-                    }
-                }),
-            }
+            self.all_reduce(comm, &send[..], buf, SystemOperation::sum());
             Ok(())
         }
 
         fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
             let mut any = 0i32;
-            self.world
-                .all_reduce_into(&i32::from(flag), &mut any, SystemOperation::max());
+            self.all_reduce(
+                &self.world,
+                &i32::from(flag),
+                &mut any,
+                SystemOperation::max(),
+            );
             Ok(any != 0)
+        }
+
+        fn wait_for_all_ranks(&self) -> anyhow::Result<()> {
+            wait_testing(self.world.immediate_barrier(), START_BARRIER_POLL);
+            Ok(())
         }
     }
 }
@@ -331,6 +361,10 @@ pub mod nccl_impl {
 
         fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
             self.mpi.agree_any(flag)
+        }
+
+        fn wait_for_all_ranks(&self) -> anyhow::Result<()> {
+            self.mpi.wait_for_all_ranks()
         }
 
         fn reduces_device_memory(&self) -> bool {

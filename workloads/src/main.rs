@@ -258,6 +258,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress.reset();
     }
     let startup_s = process_start.elapsed().as_secs_f64();
+    if let Some(r) = &reporter {
+        r.await_sample_start();
+    }
+    // Every rank waits for rank 0 (held by StartSample), so the sample's first iteration
+    // starts on all ranks together.
+    comm.wait_for_all_ranks()?;
     tracing::info!(group = args.group_id, startup_s, "training started");
     let usage_sampler = Sampler::start(sampler::gpu_index_from_env());
     let _ = progress.training_started.set(Instant::now());
@@ -641,6 +647,26 @@ impl Reporter {
             client,
             group_id: args.group_id,
         }))
+    }
+
+    /// Tells the scheduler this launch has started up and waits for its go (see the
+    /// `StartSample` RPC), asking again while it is held. A failed call holds nothing up:
+    /// the sample starts anyway.
+    fn await_sample_start(&self) {
+        let mut client = self.client.clone();
+        let req = pb::StartSampleRequest {
+            group_id: self.group_id,
+        };
+        loop {
+            match self.rt.block_on(client.start_sample(req)) {
+                Ok(reply) if !reply.get_ref().start => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(group = self.group_id, "StartSample: {}", e.message());
+                    return;
+                }
+            }
+        }
     }
 
     /// The launch's final report: measured times, what rank 0's process used and, per job,

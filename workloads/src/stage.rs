@@ -15,6 +15,12 @@ pub trait Collective {
     fn agree_any(&self, flag: bool) -> anyhow::Result<bool> {
         Ok(flag)
     }
+    /// Returns on every rank once all ranks have called it. Ranks wait here while rank 0
+    /// is held by the scheduler before its sample (`StartSample`), possibly for seconds,
+    /// so they wait without spinning and without waking often. Single-rank default: none.
+    fn wait_for_all_ranks(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Whether [`Collective::allreduce_sum_device`] works (NCCL): then gradients on a GPU
     /// are summed where they are instead of through host memory.
     fn reduces_device_memory(&self) -> bool {

@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use muri_runtime::auth::{CheckToken, Token};
 use muri_runtime::pb;
 use muri_runtime::tls::Tls;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
 use super::journal::{AppendCsv, Journal};
@@ -66,6 +66,8 @@ pub struct SchedulerConfig {
     pub schedule_interval: f64,
     /// Iterations each launch runs (the sample).
     pub fast_forwarding: u64,
+    /// Samples that may run at once (0: no limit); see [`start_samples`].
+    pub concurrent_samples: usize,
     /// Emulated stage time = profiled time × this (so measured / this = virtual seconds);
     /// `None`: what the workers run decides ([`Workload::default_time_scale`]).
     pub time_scale: Option<f64>,
@@ -181,6 +183,14 @@ struct PendingLaunch {
     failure: Option<LaunchOutcome>,
     /// What rank 0 reported (ReportIterTime).
     report: Option<Sample>,
+    /// Rank 0 is ready to start its sample (StartSample) and waits for this to be sent.
+    ready: Option<oneshot::Sender<()>>,
+    /// Whether rank 0 said StartSample.
+    started_up: bool,
+    /// Whether its sample was let go (see [`start_samples`]).
+    sampling: bool,
+    /// When its sample was let go and when rank 0 reported it.
+    sample_window: (Option<Instant>, Option<Instant>),
 }
 
 /// What a launch's rank 0 reported, in real seconds.
@@ -213,20 +223,23 @@ struct LaunchRow {
     status: String,
     startup_s: Option<f64>,
     iteration_s: Option<f64>,
+    /// Wall seconds (since the first round) from which the sample ran and at which it was
+    /// reported, where the scheduler saw both (fast-forward).
+    sample_window: Option<(f64, f64)>,
 }
 
 impl LaunchRow {
     const HEADER: &'static str =
-        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s\n";
+        "launch_id,virtual_time,wall_time,job_ids,node_ids,hosts,ranks_per_host,status,startup_s,iteration_s,sample_start,sample_end\n";
 
-    /// Lists are `+`-separated, so every row has the header's ten fields.
+    /// Lists are `+`-separated, so every row has the header's twelve fields.
     fn to_csv(&self) -> String {
         fn join<T: ToString>(items: &[T]) -> String {
             items.iter().map(T::to_string).collect::<Vec<_>>().join("+")
         }
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         format!(
-            "{},{:.3},{:.3},{},{},{},{},{},{},{}\n",
+            "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{}\n",
             self.launch_id,
             self.virtual_time,
             self.wall_time,
@@ -236,7 +249,9 @@ impl LaunchRow {
             join(&self.ranks),
             self.status.replace([',', '\n'], " "),
             opt(self.startup_s),
-            opt(self.iteration_s)
+            opt(self.iteration_s),
+            opt(self.sample_window.map(|w| w.0)),
+            opt(self.sample_window.map(|w| w.1))
         )
     }
 }
@@ -986,7 +1001,8 @@ impl Testbed {
     }
 
     /// Real seconds a round's samples may take: `--sample_timeout` plus the slowest launch's
-    /// expected startup and sample. The expected startup of a model is the largest measured
+    /// expected startup and the samples (the longest, or their sum over
+    /// `--concurrent_samples`). The expected startup of a model is the largest measured
     /// so far, else its restart overhead in the reference's table (a GPU model can take more
     /// than 30 s to build and restore); the sample is `--fast_forwarding` iterations at twice
     /// the members' solo times back to back.
@@ -1001,10 +1017,16 @@ impl Testbed {
                 })
                 .fold(0.0, f64::max);
             let period: f64 = jobs.map(|j| j.iteration_time).sum();
-            startup + 2.0 * self.cfg.fast_forwarding as f64 * period * self.time_scale
+            let sample = 2.0 * self.cfg.fast_forwarding as f64 * period * self.time_scale;
+            (startup, sample)
         };
-        let slowest = pending.values().map(expected).fold(0.0, f64::max);
-        self.cfg.sample_timeout + Duration::from_secs_f64(slowest.min(86_400.0))
+        let expected: Vec<(f64, f64)> = pending.values().map(expected).collect();
+        let startup = expected.iter().map(|e| e.0).fold(0.0, f64::max);
+        let samples = match self.cfg.concurrent_samples {
+            0 => expected.iter().map(|e| e.1).fold(0.0, f64::max),
+            n => expected.iter().map(|e| e.1).sum::<f64>() / n as f64,
+        };
+        self.cfg.sample_timeout + Duration::from_secs_f64((startup + samples).min(86_400.0))
     }
 
     /// The model executor: every planned group runs at the policy's modelled speed, with no
@@ -1171,6 +1193,10 @@ impl Testbed {
                     awaiting: BTreeSet::new(),
                     failure: None,
                     report: None,
+                    ready: None,
+                    started_up: false,
+                    sampling: false,
+                    sample_window: (None, None),
                 },
             );
             for (node, (mut client, _)) in nodes.into_iter().zip(handles) {
@@ -1269,6 +1295,13 @@ impl Testbed {
             status,
             startup_s: launch.and_then(|l| l.report).map(|r| r.startup_s),
             iteration_s: launch.and_then(PendingLaunch::iteration_s),
+            sample_window: launch.and_then(|l| match l.sample_window {
+                (Some(from), Some(to)) => Some((
+                    from.duration_since(self.started).as_secs_f64(),
+                    to.duration_since(self.started).as_secs_f64(),
+                )),
+                _ => None,
+            }),
         }
     }
 
@@ -1408,6 +1441,8 @@ impl Testbed {
                 }
                 resolved.insert(id, launch);
             }
+            let wait_for_all = since.elapsed() < self.cfg.sample_timeout / 2;
+            start_samples(pending, self.cfg.concurrent_samples, wait_for_all);
             let left = deadline.saturating_duration_since(Instant::now());
             if pending.is_empty() || left.is_zero() {
                 break;
@@ -1805,8 +1840,23 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
         Event::Report(r) if r.partial => {}
         // Progress polls are the real-time mode's: a sample's report is all it needs.
         Event::Trainer(_) => {}
+        Event::SampleReady { group_id, go } => match pending.get_mut(&group_id) {
+            // Let go while its trainer was between two calls.
+            Some(p) if p.sampling => {
+                let _ = go.send(());
+            }
+            Some(p) => {
+                p.started_up = true;
+                p.ready = Some(go);
+            }
+            // A launch resolved already, or a stale one: nothing to wait for.
+            None => {
+                let _ = go.send(());
+            }
+        },
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
+                p.sample_window.1 = Some(Instant::now());
                 let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);
                 p.report = r
                     .phase_iter_s
@@ -1825,6 +1875,42 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
                     });
             }
         }
+    }
+}
+
+/// Lets the round's samples start once every launch still pending has started up (or, with
+/// `wait_for_all` false, those that have), at most `at_once` at a time (0: all together),
+/// in launch order.
+///
+/// On a real cluster each launch has its nodes to itself; on a small machine standing in for
+/// one, the launches of a round share its cores, and a sample that runs while other launches
+/// start their ranks or run their own samples measures them, not its own speed: on the
+/// 400-job trace, samples running beside 7–8 other launches came out 24–27 % slower than the
+/// model, beside 1–3 of them 1–3 %. A launch resolved early (failed, lost) leaves `pending`
+/// and holds nothing up; a sample's report frees its place. A launch that never starts up
+/// (a hung trainer) holds the others for half of `--sample_timeout`.
+fn start_samples(pending: &mut BTreeMap<u64, PendingLaunch>, at_once: usize, wait_for_all: bool) {
+    if wait_for_all && !pending.values().all(|p| p.started_up) {
+        return;
+    }
+    let running = pending
+        .values()
+        .filter(|p| p.sampling && p.report.is_none())
+        .count();
+    let free = match at_once {
+        0 => usize::MAX,
+        n => n.saturating_sub(running),
+    };
+    for p in pending
+        .values_mut()
+        .filter(|p| p.started_up && !p.sampling)
+        .take(free)
+    {
+        if let Some(go) = p.ready.take() {
+            let _ = go.send(());
+        }
+        p.sampling = true;
+        p.sample_window.0 = Some(Instant::now());
     }
 }
 
@@ -1908,7 +1994,86 @@ mod tests {
             awaiting: awaiting.iter().copied().collect(),
             failure: None,
             report: None,
+            ready: None,
+            started_up: false,
+            sampling: false,
+            sample_window: (None, None),
         }
+    }
+
+    /// Rank 0 of launch `group_id` says StartSample; returns what its reply waits on.
+    fn sample_ready(
+        pending: &mut BTreeMap<u64, PendingLaunch>,
+        group_id: u64,
+        at_once: usize,
+    ) -> oneshot::Receiver<()> {
+        let (go, held) = oneshot::channel();
+        record_event(pending, Event::SampleReady { group_id, go });
+        start_samples(pending, at_once, true);
+        held
+    }
+
+    fn held(rx: &mut oneshot::Receiver<()>) -> bool {
+        matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+
+    fn two_launches() -> BTreeMap<u64, PendingLaunch> {
+        BTreeMap::from([(1, launch(&[(0, 10)], &[0])), (2, launch(&[(1, 11)], &[1]))])
+    }
+
+    #[test]
+    fn samples_start_together_once_every_launch_of_the_round_has_started_up() {
+        let mut pending = two_launches();
+        let mut first = sample_ready(&mut pending, 1, 0);
+        assert!(held(&mut first), "launch 2 is still starting up");
+        let mut second = sample_ready(&mut pending, 2, 0);
+        assert_eq!(first.try_recv(), Ok(()));
+        assert_eq!(second.try_recv(), Ok(()));
+        // A launch the round no longer waits for (resolved, or stale) goes at once.
+        assert_eq!(sample_ready(&mut pending, 9, 0).try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn one_sample_at_a_time_the_next_when_the_last_has_reported() {
+        let mut pending = two_launches();
+        let mut first = sample_ready(&mut pending, 1, 1);
+        let mut second = sample_ready(&mut pending, 2, 1);
+        assert_eq!(first.try_recv(), Ok(()));
+        assert!(held(&mut second), "launch 1's sample is running");
+        record_event(
+            &mut pending,
+            Event::Report(pb::ReportIterTimeRequest {
+                group_id: 1,
+                phase_iter_s: vec![0.01],
+                ..Default::default()
+            }),
+        );
+        start_samples(&mut pending, 1, true);
+        assert_eq!(second.try_recv(), Ok(()));
+        // Asking again after being let go (a call timed out in between): go at once.
+        assert_eq!(sample_ready(&mut pending, 2, 1).try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn a_launch_resolved_or_never_started_up_does_not_hold_the_others_for_ever() {
+        let mut pending = two_launches();
+        let mut first = sample_ready(&mut pending, 1, 0);
+        assert!(held(&mut first));
+        // Past the hold: the launches that started up go without launch 2.
+        start_samples(&mut pending, 0, false);
+        assert_eq!(first.try_recv(), Ok(()));
+
+        let mut pending = two_launches();
+        let mut first = sample_ready(&mut pending, 1, 0);
+        // Launch 2's worker is gone: resolved as lost, out of `pending`.
+        resolve(
+            &mut pending,
+            &mut BTreeMap::new(),
+            &BTreeMap::from([(0, 10)]),
+        );
+        assert!(!pending.contains_key(&2));
+        start_samples(&mut pending, 0, true);
+        assert_eq!(first.try_recv(), Ok(()));
     }
 
     fn outcome_of(nodes: &[(u32, u64)], registered: &[(u32, u64)]) -> Option<LaunchOutcome> {

@@ -13,7 +13,7 @@ use muri_runtime::auth::Token;
 use muri_runtime::client::{self, WorkerClient};
 use muri_runtime::pb;
 use muri_runtime::tls::Tls;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tonic::{Request, Response, Status};
 
 use super::Workload;
@@ -58,7 +58,17 @@ pub enum Event {
     Report(pb::ReportIterTimeRequest),
     /// A launch's rank 0 started: where it serves `QueryStats`.
     Trainer(pb::RegisterTrainerRequest),
+    /// A launch's rank 0 is ready to start its measured iterations; it starts when `go` is
+    /// sent or dropped, and asks again after [`SAMPLE_START_HOLD`].
+    SampleReady {
+        group_id: u64,
+        go: oneshot::Sender<()>,
+    },
 }
+
+/// The longest one `StartSample` call is held before the trainer is told to ask again:
+/// well inside the trainers' 10 s request timeout.
+pub const SAMPLE_START_HOLD: Duration = Duration::from_secs(5);
 
 /// State shared by the handlers and the loop.
 pub struct Shared {
@@ -328,6 +338,24 @@ impl pb::trainer_to_scheduler_server::TrainerToScheduler for SchedulerService {
             .send(Event::Trainer(req))
             .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
         Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn start_sample(
+        &self,
+        req: Request<pb::StartSampleRequest>,
+    ) -> Result<Response<pb::StartSampleReply>, Status> {
+        let (go, released) = oneshot::channel();
+        let group_id = req.into_inner().group_id;
+        self.shared
+            .events
+            .send(Event::SampleReady { group_id, go })
+            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
+        // Sent, or dropped (the loop no longer waits for this launch): start. Still held
+        // after SAMPLE_START_HOLD: ask again.
+        let start = tokio::time::timeout(SAMPLE_START_HOLD, released)
+            .await
+            .is_ok();
+        Ok(Response::new(pb::StartSampleReply { start }))
     }
 
     async fn report_iter_time(

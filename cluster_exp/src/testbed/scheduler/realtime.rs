@@ -230,6 +230,11 @@ impl Testbed {
                 self.trainer_registered(&t);
                 false
             }
+            // Real time has no samples to line up: every launch starts when it is ready.
+            Event::SampleReady { go, .. } => {
+                let _ = go.send(());
+                false
+            }
             Event::Done(d) => {
                 let Some(launch) = self.realtime.launches.get_mut(&d.group_id) else {
                     return false;
@@ -755,6 +760,7 @@ impl Testbed {
             status,
             startup_s: launch.startup_s,
             iteration_s: launch.iteration_s.or(launch.polled_iteration_s),
+            sample_window: None,
         }
     }
 }

@@ -66,7 +66,8 @@ pub struct SchedulerConfig {
     pub schedule_interval: f64,
     /// Iterations each launch runs (the sample).
     pub fast_forwarding: u64,
-    /// Samples that may run at once (0: no limit); see [`start_samples`].
+    /// Fast-forward samples that may run at once (0: no limit), each after every launch of its
+    /// round has started up (`--concurrent_samples`).
     pub concurrent_samples: usize,
     /// Emulated stage time = profiled time × this (so measured / this = virtual seconds);
     /// `None`: what the workers run decides ([`Workload::default_time_scale`]).

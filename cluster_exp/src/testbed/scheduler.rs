@@ -184,14 +184,12 @@ struct PendingLaunch {
     failure: Option<LaunchOutcome>,
     /// What rank 0 reported (ReportIterTime).
     report: Option<Sample>,
-    /// Rank 0 is ready to start its sample (StartSample) and waits for this to be sent.
+    /// Rank 0 said StartSample (it has started up) and waits for this to be sent.
     ready: Option<oneshot::Sender<()>>,
-    /// Whether rank 0 said StartSample.
-    started_up: bool,
-    /// Whether its sample was let go (see [`start_samples`]).
-    sampling: bool,
-    /// When its sample was let go and when rank 0 reported it.
-    sample_window: (Option<Instant>, Option<Instant>),
+    /// When its sample was let go (see [`start_samples`]).
+    sample_started: Option<Instant>,
+    /// When rank 0 reported its sample.
+    reported_at: Option<Instant>,
 }
 
 /// What a launch's rank 0 reported, in real seconds.
@@ -209,6 +207,11 @@ impl PendingLaunch {
     /// Seconds per group iteration in the first phase (all members alive), if reported.
     fn iteration_s(&self) -> Option<f64> {
         self.report.map(|r| r.iter_s)
+    }
+
+    /// Whether rank 0 has said StartSample (its sample may have been let go since).
+    fn started_up(&self) -> bool {
+        self.ready.is_some() || self.sample_started.is_some()
     }
 }
 
@@ -1195,9 +1198,8 @@ impl Testbed {
                     failure: None,
                     report: None,
                     ready: None,
-                    started_up: false,
-                    sampling: false,
-                    sample_window: (None, None),
+                    sample_started: None,
+                    reported_at: None,
                 },
             );
             for (node, (mut client, _)) in nodes.into_iter().zip(handles) {
@@ -1296,7 +1298,7 @@ impl Testbed {
             status,
             startup_s: launch.and_then(|l| l.report).map(|r| r.startup_s),
             iteration_s: launch.and_then(PendingLaunch::iteration_s),
-            sample_window: launch.and_then(|l| match l.sample_window {
+            sample_window: launch.and_then(|l| match (l.sample_started, l.reported_at) {
                 (Some(from), Some(to)) => Some((
                     from.duration_since(self.started).as_secs_f64(),
                     to.duration_since(self.started).as_secs_f64(),
@@ -1843,13 +1845,10 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
         Event::Trainer(_) => {}
         Event::SampleReady { group_id, go } => match pending.get_mut(&group_id) {
             // Let go while its trainer was between two calls.
-            Some(p) if p.sampling => {
+            Some(p) if p.sample_started.is_some() => {
                 let _ = go.send(());
             }
-            Some(p) => {
-                p.started_up = true;
-                p.ready = Some(go);
-            }
+            Some(p) => p.ready = Some(go),
             // A launch resolved already, or a stale one: nothing to wait for.
             None => {
                 let _ = go.send(());
@@ -1857,7 +1856,7 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
         },
         Event::Report(r) => {
             if let Some(p) = pending.get_mut(&r.group_id) {
-                p.sample_window.1 = Some(Instant::now());
+                p.reported_at = Some(Instant::now());
                 let startup_s = Some(r.startup_s).filter(|s| s.is_finite() && *s >= 0.0);
                 p.report = r
                     .phase_iter_s
@@ -1885,18 +1884,17 @@ fn record_event(pending: &mut BTreeMap<u64, PendingLaunch>, event: Event) {
 ///
 /// On a real cluster each launch has its nodes to itself; on a small machine standing in for
 /// one, the launches of a round share its cores, and a sample that runs while other launches
-/// start their ranks or run their own samples measures them, not its own speed: on the
-/// 400-job trace, samples running beside 7–8 other launches came out 24–27 % slower than the
-/// model, beside 1–3 of them 1–3 %. A launch resolved early (failed, lost) leaves `pending`
+/// start their ranks or run their own samples measures them, not its own speed, and the more
+/// launches a round has, the slower its samples come out. A launch resolved early (failed, lost) leaves `pending`
 /// and holds nothing up; a sample's report frees its place. A launch that never starts up
 /// (a hung trainer) holds the others for half of `--sample_timeout`.
 fn start_samples(pending: &mut BTreeMap<u64, PendingLaunch>, at_once: usize, wait_for_all: bool) {
-    if wait_for_all && !pending.values().all(|p| p.started_up) {
+    if wait_for_all && !pending.values().all(PendingLaunch::started_up) {
         return;
     }
     let running = pending
         .values()
-        .filter(|p| p.sampling && p.report.is_none())
+        .filter(|p| p.sample_started.is_some() && p.report.is_none())
         .count();
     let free = match at_once {
         0 => usize::MAX,
@@ -1904,14 +1902,13 @@ fn start_samples(pending: &mut BTreeMap<u64, PendingLaunch>, at_once: usize, wai
     };
     for p in pending
         .values_mut()
-        .filter(|p| p.started_up && !p.sampling)
+        .filter(|p| p.ready.is_some() && p.sample_started.is_none())
         .take(free)
     {
         if let Some(go) = p.ready.take() {
             let _ = go.send(());
         }
-        p.sampling = true;
-        p.sample_window.0 = Some(Instant::now());
+        p.sample_started = Some(Instant::now());
     }
 }
 
@@ -1996,9 +1993,8 @@ mod tests {
             failure: None,
             report: None,
             ready: None,
-            started_up: false,
-            sampling: false,
-            sample_window: (None, None),
+            sample_started: None,
+            reported_at: None,
         }
     }
 
